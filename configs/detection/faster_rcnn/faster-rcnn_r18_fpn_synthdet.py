@@ -1,0 +1,27 @@
+# Faster R-CNN teacher at CPU scale: ResNet-18 + FPN on 128x128 synthetic shapes.
+# Train: python tools/train.py configs/detection/faster_rcnn/faster-rcnn_r18_fpn_synthdet.py
+_base_ = [
+    'mmdet::_base_/models/faster-rcnn_r50_fpn.py', '../../_base_/datasets/synthdet.py',
+    'mmdet::_base_/schedules/schedule_1x.py', 'mmdet::_base_/default_runtime.py'
+]
+model = dict(
+    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+    rpn_head=dict(
+        in_channels=64, feat_channels=64,
+        anchor_generator=dict(scales=[4], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64])),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=64),
+        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=3)),
+    train_cfg=dict(rpn=dict(sampler=dict(num=128)), rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+                   rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
+
+train_cfg = dict(max_epochs=12, val_interval=4)
+optim_wrapper = dict(optimizer=dict(lr=0.02))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=200),
+    dict(type='MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[9, 11], gamma=0.1)
+]
+default_hooks = dict(checkpoint=dict(interval=4, max_keep_ckpts=1), logger=dict(interval=20))
+auto_scale_lr = dict(enable=False, base_batch_size=8)

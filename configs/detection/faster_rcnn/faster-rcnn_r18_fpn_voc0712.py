@@ -1,0 +1,5 @@
+# Faster R-CNN R-18 FPN on PASCAL VOC 2007+2012 (documented, not run here: no dataset download).
+_base_ = 'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py'
+model = dict(
+    backbone=dict(depth=18, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet18')),
+    neck=dict(in_channels=[64, 128, 256, 512]))

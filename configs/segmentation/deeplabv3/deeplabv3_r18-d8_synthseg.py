@@ -1,0 +1,15 @@
+# DeepLabv3 teacher at CPU scale: ResNetV1c-18 (output stride 8) + ASPP on 128x128 synthetic shapes.
+# Train: python tools/train.py configs/segmentation/deeplabv3/deeplabv3_r18-d8_synthseg.py
+_base_ = [
+    'mmseg::_base_/models/deeplabv3_r50-d8.py', '../../_base_/datasets/synthseg.py',
+    'mmseg::_base_/default_runtime.py', '../../_base_/schedules/synthseg_600it.py'
+]
+norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs a process group; BN also runs under DDP
+crop_size = (128, 128)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(depth=18, norm_cfg=norm_cfg),
+    decode_head=dict(in_channels=512, channels=128, num_classes=4, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=256, channels=64, num_classes=4, norm_cfg=norm_cfg))
+

@@ -1,0 +1,1 @@
+"""Dataset helpers: the synthetic datasets in standard OpenMMLab formats (:mod:`mmlego.datasets.synthetic`)."""

@@ -1,0 +1,75 @@
+"""Load mmengine checkpoints with ``torch.load(weights_only=True)`` and nothing more than needed allowed.
+
+Since torch 2.6 ``torch.load`` defaults to ``weights_only=True``. An mmengine checkpoint also stores, next to the
+weights, the message hub (``HistoryBuffer`` objects holding numpy arrays and scalars), so mmengine 0.10.7's own
+``load_from`` and ``--resume`` raise ``UnpicklingError`` on torch 2.14. Rather than switching ``weights_only``
+off (which would let any checkpoint a user hands us run code), we allow exactly the globals such checkpoints
+contain, only while a checkpoint is being loaded. ``builtins.getattr``, which a pickled bound method needs, is
+mapped to a getattr that only reaches the public statistics methods of ``HistoryBuffer``.
+"""
+import contextlib
+import pickle
+from typing import Callable, Iterator, List, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+__all__ = ['allow_mmengine_checkpoints', 'load_checkpoint', 'scope_runner_checkpoint_loading',
+           'mmengine_checkpoint_globals']
+
+
+def _history_buffer_getattr(obj, name: str):
+    """``getattr`` as an unpickler may call it: only public methods of :class:`HistoryBuffer`."""
+    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and not name.startswith('_') \
+            and callable(getattr(HistoryBuffer, name, None)):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for attribute {name!r} of {type(obj).__name__}; only public HistoryBuffer methods '
+        'are allowed when loading mmengine checkpoints')
+
+
+def _numpy_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """numpy reconstructors and dtype classes under the module paths numpy 1.x and 2.x pickle them with."""
+    core = np._core if hasattr(np, '_core') else np.core  # numpy 2 renamed core -> _core
+    reconstruct, scalar = core.multiarray._reconstruct, core.multiarray.scalar
+    allowed: List[Union[Callable, Tuple[Callable, str]]] = [np.ndarray, np.dtype]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        allowed += [(reconstruct, f'{module}._reconstruct'), (scalar, f'{module}.scalar')]
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        allowed += [cls for name, cls in vars(dtypes).items() if name.endswith('DType') and isinstance(cls, type)]
+    return allowed
+
+
+def mmengine_checkpoint_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """The globals an mmengine checkpoint (weights, meta, message hub) needs beyond torch's defaults."""
+    return _numpy_globals() + [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')]
+
+
+@contextlib.contextmanager
+def allow_mmengine_checkpoints() -> Iterator[None]:
+    """Context in which ``torch.load(..., weights_only=True)`` accepts mmengine checkpoints."""
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+        yield
+
+
+def load_checkpoint(model: torch.nn.Module, filename: str, map_location='cpu', strict: bool = False, **kwargs):
+    """:func:`mmengine.runner.load_checkpoint` with the mmengine globals allowed (weights_only stays on)."""
+    from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
+    with allow_mmengine_checkpoints():
+        return mmengine_load_checkpoint(model, filename, map_location=map_location, strict=strict, **kwargs)
+
+
+def scope_runner_checkpoint_loading(runner) -> None:
+    """Make ``runner.load_checkpoint`` (used by ``load_from`` and ``resume``) accept mmengine checkpoints.
+
+    Only this runner's checkpoint loading is affected; everything else keeps torch's defaults.
+    """
+    unscoped = runner.load_checkpoint
+
+    def load_checkpoint_scoped(*args, **kwargs):
+        with allow_mmengine_checkpoints():
+            return unscoped(*args, **kwargs)
+
+    runner.load_checkpoint = load_checkpoint_scoped

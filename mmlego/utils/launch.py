@@ -1,0 +1,69 @@
+"""What tools/train.py and tools/test.py share: common arguments, config loading and the runner."""
+import argparse
+import os
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config, DictAction
+
+
+def parse_common_args(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments every mmlego tool takes (work dir, config overrides, launcher, device)."""
+    parser.add_argument('--work-dir', help='the directory to save logs, checkpoints and banks')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, e.g. train_cfg.max_epochs=2 (key=value pairs)')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+    parser.add_argument(
+        '--device', choices=['auto', 'cpu', 'cuda'], default='auto',
+        help="'cpu' hides any GPU from this process; 'auto' (default) lets mmengine pick cuda when present")
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Load ``args.config`` with ``--cfg-options``, the launcher and the work dir applied."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if args.device == 'cpu':
+        # Must happen before CUDA initializes; mmengine places the model on cuda whenever it is visible.
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.launcher != 'none' and args.device == 'cpu':
+        # gloo is the collective backend that runs on CPU.
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    return cfg
+
+
+def build_runner(args: argparse.Namespace, mode: str, checkpoint: Optional[str] = None):
+    """Build the runner named by the config (``runner_type``) or mmengine's default one."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    import mmlego  # noqa: F401  (registers mmlego's modules; the registries also find them by location)
+    from mmlego.utils.checkpoint import scope_runner_checkpoint_loading
+
+    cfg = load_config(args)
+    if mode == 'train':
+        if getattr(args, 'amp', False):
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if getattr(args, 'auto_scale_lr', False):
+            cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr', {}), enable=True)
+        if args.resume == 'auto':
+            cfg.resume, cfg.load_from = True, None
+        elif args.resume is not None:
+            cfg.resume, cfg.load_from = True, args.resume
+    elif checkpoint is not None:
+        cfg.load_from = checkpoint
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    scope_runner_checkpoint_loading(runner)
+    return runner
