@@ -37,7 +37,7 @@ SPLITS = ('train', 'val')
 
 #: The trail shows the shape ``TRAIL_GAP`` and ``2 * TRAIL_GAP`` frames ago.
 TRAIL_GAP = 2
-_TRAIL_ALPHAS = (0.25, 0.5)  # oldest first
+_TRAIL_ALPHAS = (0.3, 0.55)  # oldest first
 
 _DIRECTIONS = {0: (1.0, 0.0), 1: (-1.0, 0.0), 2: (0.0, -1.0), 3: (0.0, 1.0)}
 

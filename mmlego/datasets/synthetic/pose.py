@@ -92,10 +92,10 @@ def _canonical_figure(rng: np.random.Generator,
     kpt[5], kpt[6] = (shoulder_w, 0.0), (-shoulder_w, 0.0)
     kpt[11], kpt[12] = (hip_w, t), (-hip_w, t)
     # Head, tilted around the neck, looking slightly sideways (yaw).
-    hr = rng.uniform(0.24, 0.3) * t
+    hr = rng.uniform(0.3, 0.38) * t
     tilt = rng.uniform(-0.35, 0.35)
     yaw = rng.uniform(-0.5, 0.5)
-    head = np.array([0.0, -0.55 * t])
+    head = np.array([0.0, -0.2 * t - hr])
     face = np.array([
         [yaw * 0.6 * hr, 0.15 * hr],                    # nose
         [0.4 * hr + yaw * 0.5 * hr, -0.2 * hr],         # left eye
@@ -179,12 +179,14 @@ def _draw_figure(img: np.ndarray, rng: np.random.Generator, kpt: np.ndarray,
         for a, b, side in _LEGS:
             draw_line(target, kpt[a], kpt[b], value or limb_colors[side], lt)
         fill_polygon(target, kpt[[5, 6, 12, 11]], value or body_color)
+        draw_line(target, (kpt[5] + kpt[6]) / 2, head, value or body_color,
+                  lt + 1)
         for a, b, side in _ARMS:
             draw_line(target, kpt[a], kpt[b], value or limb_colors[side], lt)
         draw_disc(target, head, hr, value or head_color)
     jr = max(1.5, 0.075 * torso)
     for j in range(17):
-        radius = jr * (0.7 if j < 5 else 1.0)
+        radius = jr * (0.6 if j < 5 else 1.0)
         draw_disc(img, kpt[j], radius + 1, (20, 20, 20))
         draw_disc(img, kpt[j], radius, JOINT_COLORS[j])
         draw_disc(mask, kpt[j], radius + 1, 1)
