@@ -36,7 +36,7 @@ TASK_ID = 4
 SPLITS = ('train', 'val')
 
 #: The trail shows the shape ``TRAIL_GAP`` and ``2 * TRAIL_GAP`` frames ago.
-TRAIL_GAP = 2
+TRAIL_GAP = 4  # frames between trail ghosts: at ~1.7 px/frame a smaller gap hides the trail behind the shape
 _TRAIL_ALPHAS = (0.3, 0.55)  # oldest first
 
 _DIRECTIONS = {0: (1.0, 0.0), 1: (-1.0, 0.0), 2: (0.0, -1.0), 3: (0.0, 1.0)}
