@@ -37,3 +37,25 @@ def test_teacher_trains_and_validates(name, workspace, tmp_path):
     metric_keys = {k for entry in logged for k in entry} - {'lr', 'loss', 'time', 'data_time', 'iter', 'epoch',
                                                             'step', 'memory', 'base_lr', 'grad_norm'}
     assert any(not k.startswith('loss') for k in metric_keys), f'no validation metric logged: {metric_keys}'
+
+
+@pytest.mark.slow
+def test_distributed_training_on_cpu_with_gloo(workspace, tmp_path):
+    """tools/dist_train.sh with 2 CPU processes (torchrun + gloo) trains and saves one checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    rel_path = TEACHER_CONFIGS['tsn']
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES='', PORT='29611', OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(CONFIGS / rel_path), '2', '--work-dir', str(work_dir),
+         '--device', 'cpu', '--cfg-options', *short_schedule(rel_path), *fast_loader_options()],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    log = proc.stdout + proc.stderr
+    assert "'backend': 'gloo'" in log or 'backend: gloo' in log or 'Distributed launcher: pytorch' in log
+    assert 'Distributed training: True' in log
+    assert (work_dir / 'epoch_1.pth').exists()

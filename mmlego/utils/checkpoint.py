@@ -30,12 +30,13 @@ def _history_buffer_getattr(obj, name: str):
 
 
 def _numpy_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
-    """numpy reconstructors and dtype classes under the module paths numpy 1.x and 2.x pickle them with."""
+    """numpy's array/scalar reconstructors, under the module paths numpy 1.x and 2.x pickle them with."""
     core = np._core if hasattr(np, '_core') else np.core  # numpy 2 renamed core -> _core
     reconstruct, scalar = core.multiarray._reconstruct, core.multiarray.scalar
     allowed: List[Union[Callable, Tuple[Callable, str]]] = [np.ndarray, np.dtype]
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         allowed += [(reconstruct, f'{module}._reconstruct'), (scalar, f'{module}.scalar')]
+    # A pickled np.dtype is rebuilt as an instance of its numpy 2 class (e.g. numpy.dtypes.Float64DType).
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
         allowed += [cls for name, cls in vars(dtypes).items() if name.endswith('DType') and isinstance(cls, type)]
@@ -43,7 +44,12 @@ def _numpy_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
 
 
 def mmengine_checkpoint_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
-    """The globals an mmengine checkpoint (weights, meta, message hub) needs beyond torch's defaults."""
+    """The globals an mmengine checkpoint (weights, meta, message hub) needs beyond torch's defaults.
+
+    Measured with ``torch.serialization.get_unsafe_globals_in_checkpoint`` on checkpoints mmengine 0.10.7 saved
+    here: numpy.ndarray, numpy.dtype, numpy._core.multiarray._reconstruct / scalar, HistoryBuffer, builtins.getattr,
+    plus the numpy 2 dtype classes the dtypes are rebuilt as.
+    """
     return _numpy_globals() + [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')]
 
 

@@ -37,10 +37,39 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.launcher != 'none' and args.device == 'cpu':
-        # gloo is the collective backend that runs on CPU.
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if args.launcher != 'none' and _cpu_only(args):
+        _configure_cpu_distributed(cfg)
     return cfg
+
+
+def _configure_cpu_distributed(cfg: Config) -> None:
+    """gloo collectives, and DDP without device ids (mmengine passes the local rank as a GPU id)."""
+    from mmengine.registry import MODEL_WRAPPERS
+    from torch.nn.parallel import DistributedDataParallel
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_type = MODEL_WRAPPERS.get(wrapper['type']) if isinstance(wrapper['type'], str) else wrapper['type']
+    if wrapper_type is not None and issubclass(wrapper_type, DistributedDataParallel):
+        wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def _cpu_only(args: argparse.Namespace) -> bool:
+    import torch
+    return args.device == 'cpu' or not torch.cuda.is_available()
+
+
+def init_cpu_process_group(args: argparse.Namespace) -> None:
+    """Join torchrun's process group with gloo when no GPU is used.
+
+    mmengine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` unconditionally, which fails on a CPU-only
+    machine; the Runner skips its own initialization when a process group already exists.
+    """
+    import torch.distributed as dist
+    if args.launcher == 'pytorch' and _cpu_only(args) and not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
 
 
 def build_runner(args: argparse.Namespace, mode: str, checkpoint: Optional[str] = None):
@@ -52,6 +81,7 @@ def build_runner(args: argparse.Namespace, mode: str, checkpoint: Optional[str] 
     from mmlego.utils.checkpoint import scope_runner_checkpoint_loading
 
     cfg = load_config(args)
+    init_cpu_process_group(args)
     if mode == 'train':
         if getattr(args, 'amp', False):
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
