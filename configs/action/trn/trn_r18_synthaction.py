@@ -2,7 +2,7 @@
 # Train: python tools/train.py configs/action/trn/trn_r18_synthaction.py
 _base_ = [
     'mmaction::_base_/models/trn_r50.py', '../../_base_/datasets/synthaction.py',
-    '../../_base_/schedules/synthaction_30e.py'
+    '../../_base_/schedules/synthaction_20e.py'
 ]
 model = dict(
     backbone=dict(pretrained=None, depth=18, partial_bn=False),

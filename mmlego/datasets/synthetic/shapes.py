@@ -18,7 +18,7 @@ import numpy as np
 
 #: Version of the on-disk format; bump it whenever the output of any
 #: generator changes, so that cached datasets are regenerated.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 #: Shape kinds that can be drawn; the first three are the detection classes.
 SHAPE_KINDS = ('circle', 'square', 'triangle')
