@@ -61,3 +61,5 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
+
+randomness = dict(seed=0)  # recorded teacher metrics are reproducible runs

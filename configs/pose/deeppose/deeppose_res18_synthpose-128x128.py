@@ -30,3 +30,5 @@ val_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=val_pipeline))
 test_dataloader = val_dataloader
+
+randomness = dict(seed=0)  # recorded teacher metrics are reproducible runs
