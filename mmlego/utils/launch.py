@@ -17,7 +17,7 @@ def parse_common_args(parser: argparse.ArgumentParser) -> None:
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     parser.add_argument(
         '--device', choices=['auto', 'cpu', 'cuda'], default='auto',
-        help="'cpu' hides any GPU from this process; 'auto' (default) lets mmengine pick cuda when present")
+        help="'cpu' hides any GPU from this process; 'cuda' requires one; 'auto' (default) uses cuda when present")
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -29,6 +29,10 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.device == 'cpu':
         # Must happen before CUDA initializes; mmengine places the model on cuda whenever it is visible.
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    elif args.device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit('--device cuda was given but no CUDA device is visible; use --device cpu or auto')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
