@@ -8,7 +8,7 @@ contain, only while a checkpoint is being loaded. ``builtins.getattr``, which a 
 mapped to a getattr that only reaches the public statistics methods of ``HistoryBuffer``.
 """
 import contextlib
-import pickle
+from pickle import UnpicklingError  # the error torch.load raises for refused globals
 from typing import Callable, Iterator, List, Tuple, Union
 
 import numpy as np
@@ -24,7 +24,7 @@ def _history_buffer_getattr(obj, name: str):
     if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and not name.startswith('_') \
             and callable(getattr(HistoryBuffer, name, None)):
         return getattr(obj, name)
-    raise pickle.UnpicklingError(
+    raise UnpicklingError(
         f'checkpoint asks for attribute {name!r} of {type(obj).__name__}; only public HistoryBuffer methods '
         'are allowed when loading mmengine checkpoints')
 

@@ -95,7 +95,7 @@ def generate_task(task: str, root: str = DEFAULT_ROOT, seed: int = 0,
                   ) -> dict:
     """Generate one task into ``root/task`` atomically, unless up to date.
 
-    The data is written to ``root/.<task>.tmp-XXXX`` and moved into place
+    The data is written to ``root/.<task>.tmp-<random suffix>`` and moved into place
     with :func:`os.replace`, so ``root/task`` is either the old complete
     dataset or the new complete one.
 
