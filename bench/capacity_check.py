@@ -23,6 +23,7 @@ def parse_args(argv=None):
     parser.add_argument('config', nargs='?')
     parser.add_argument('checkpoint', nargs='?')
     parser.add_argument('--teachers', help='check every teacher recorded by bench/teachers.py in this JSON file')
+    parser.add_argument('--markdown', action='store_true', help='with --teachers: only print the recorded table')
     parser.add_argument('--sparsity', type=float, default=0.8)
     parser.add_argument('--out', help='write the metrics as JSON here')
     parser.add_argument('--work-dir', default='work_dirs/capacity_check')
@@ -72,7 +73,7 @@ def check_teachers(args) -> None:
     teachers = json.load(open(args.teachers))
     out = osp.join(osp.dirname(args.teachers), 'capacity.json')
     results = json.load(open(out)) if osp.exists(out) else {}
-    for name, record in teachers.items():
+    for name, record in ({} if args.markdown else teachers).items():
         result_file = osp.join(args.work_dir, f'{name}.json')
         subprocess.run([sys.executable, __file__, record['config'], record['checkpoint'], '--sparsity',
                         str(args.sparsity), '--out', result_file, '--work-dir', osp.join(args.work_dir, name)],

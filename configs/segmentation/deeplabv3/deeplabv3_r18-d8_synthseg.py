@@ -6,12 +6,18 @@ _base_ = [
 ]
 norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs a process group; BN also runs under DDP
 crop_size = (128, 128)
+# Background is ~85% of the pixels: without weights the teacher settles for background everywhere.
+class_weight = [0.25, 1.0, 1.0, 1.0]
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
     backbone=dict(depth=18, norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=512, channels=128, num_classes=4, norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=256, channels=64, num_classes=4, norm_cfg=norm_cfg))
+    decode_head=dict(
+        in_channels=512, channels=128, num_classes=4, norm_cfg=norm_cfg,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, class_weight=class_weight)),
+    auxiliary_head=dict(
+        in_channels=256, channels=64, num_classes=4, norm_cfg=norm_cfg,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4, class_weight=class_weight)))
 
 
 randomness = dict(seed=0)  # recorded teacher metrics are reproducible runs
