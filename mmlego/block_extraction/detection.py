@@ -1,0 +1,263 @@
+"""Automatic LegoDNN block detection.
+
+A block is a contiguous piece of the traced graph with one input and one output tensor, holding between 2 and
+``max(2, floor(max_ratio * #convs))`` convolutions, with every skip connection closed inside it, every module it
+uses used only inside it, and at least one prunable conv once the output convs are protected (walking back from
+the block output through non-conv ops, the first conv on every path keeps its filters, so the output shape is
+kept). Design choice: blocks are aligned to the module tree, either one module or a run of consecutive sibling
+modules that feed each other, so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into
+the live model by module name, which keeps the model's own ``forward`` (post-processing included).
+The search is greedy and prefers large blocks, like LegoDNN's: a module that qualifies as a whole is taken;
+otherwise its children are scanned in execution order, taking the longest qualifying run at each position and
+descending into a child where none starts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from torch import nn
+
+from .graph import ForwardFn, ModelGraph, is_conv, trace_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BlockSpec:
+    """One detected block.
+
+    Attributes:
+        name: Block name: its module name, or ``first+...+last`` for a run of sibling modules.
+        members: Qualified names of the member modules, in execution order.
+        convs: Names of all convs inside the block.
+        prunable_convs: Convs whose filters may be pruned (``convs`` minus the protected output convs).
+        input_shape: Shape of the block input in the example forward.
+        output_shape: Shape of the block output in the example forward.
+        num_params: Parameters of the block.
+    """
+
+    name: str
+    members: list[str]
+    convs: list[str]
+    prunable_convs: list[str]
+    input_shape: list[int]
+    output_shape: list[int]
+    num_params: int
+
+    @property
+    def protected_convs(self) -> list[str]:
+        """Output convs, kept whole so the block's output shape is preserved."""
+        return [name for name in self.convs if name not in self.prunable_convs]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'BlockSpec':
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+
+
+@dataclass
+class BlockExtraction:
+    """Result of :func:`extract_blocks`.
+
+    Attributes:
+        blocks: Detected blocks, in execution order.
+        num_convs_total: Convs in the traced path.
+        max_convs_per_block: ``max(2, floor(max_ratio * num_convs_total))``.
+        max_ratio: The ratio used.
+        skipped: Module name -> why no block starts there (modules holding convs only).
+    """
+
+    blocks: list[BlockSpec]
+    num_convs_total: int
+    max_convs_per_block: int
+    max_ratio: float
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_convs_covered(self) -> int:
+        """Convs inside some block."""
+        return sum(len(block.convs) for block in self.blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``blocks``, ``num_convs_total``, ``num_convs_covered``, ...)."""
+        return dict(blocks=[block.to_dict() for block in self.blocks], num_convs_total=self.num_convs_total,
+                    num_convs_covered=self.num_convs_covered, max_convs_per_block=self.max_convs_per_block,
+                    max_ratio=self.max_ratio, skipped=self.skipped)
+
+
+class _Detector:
+    """Greedy block search over the module tree of one traced graph."""
+
+    def __init__(self, graph: ModelGraph, max_convs: int) -> None:
+        self.graph = graph
+        self.max_convs = max_convs
+        self.model = graph.model
+        self.blocks: list[BlockSpec] = []
+        self.skipped: dict[str, str] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _module(self, name: str) -> nn.Module:
+        return self.model.get_submodule(name)
+
+    def _region(self, name: str) -> set:
+        return self.graph.module_nodes.get(id(self._module(name)), set())
+
+    def _boundary(self, nodes: set) -> tuple[set, set]:
+        inputs = {arg for node in nodes for arg in self.graph.inputs[node] if arg not in nodes}
+        outputs = {node for node in nodes if any(user not in nodes for user in self.graph.users[node])}
+        return inputs, outputs
+
+    def _executed_children(self, name: str) -> list[str]:
+        module = self._module(name)
+        children = []
+        for child_name, child in module.named_children():
+            region = self.graph.module_nodes.get(id(child))
+            if region:
+                first = min(self.graph.index[node] for node in region)
+                children.append((first, f'{name}.{child_name}' if name else child_name))
+        return [child for _, child in sorted(children)]
+
+    def _convs(self, members: Sequence[str]) -> list[str]:
+        convs = []
+        for member in members:
+            for sub_name, sub in self._module(member).named_modules():
+                if is_conv(sub) and self.graph.module_nodes.get(id(sub)):
+                    convs.append(f'{member}.{sub_name}' if sub_name else member)
+        return convs
+
+    # -- the rules -------------------------------------------------------------------------------------------
+    def check(self, members: Sequence[str]) -> str | None:
+        """Returns why ``members`` is not a block, or None if it is one."""
+        convs = self._convs(members)
+        if len(convs) < 2:
+            return f'{len(convs)} conv(s), a block needs at least 2'
+        if len(convs) > self.max_convs:
+            return f'{len(convs)} convs, more than max(2, floor(max_ratio x #convs)) = {self.max_convs}'
+        regions = [self._region(member) for member in members]
+        nodes = set().union(*regions)
+        for member in members:
+            calls = self.graph.calls.get(id(self._module(member)))
+            if calls is None or calls.count != 1 or not calls.single_tensor_arg:
+                return f'{member} is not called exactly once with one tensor argument'
+        inputs, outputs = self._boundary(nodes)
+        if len(inputs) != 1 or len(outputs) != 1:
+            return f'{len(inputs)} input and {len(outputs)} output tensors, a block needs one of each'
+        for previous, region in zip(regions, regions[1:]):
+            links = self._boundary(previous)[1]
+            link = next(iter(links))
+            if len(links) != 1 or self._boundary(region)[0] != {link} or not self.graph.users[link] <= region:
+                return 'the modules do not feed each other in a chain'
+        # Every module and weight used inside is used only inside (a module called twice stays in one block).
+        for member in members:
+            for sub in self._module(member).modules():
+                if not self.graph.module_nodes.get(id(sub), set()) <= nodes:
+                    return f'a submodule of {member} also runs outside it'
+        for users in self.graph.weight_users.values():
+            if users & nodes and not users <= nodes:
+                return 'a weight inside is shared with code outside'
+        protected = self._output_convs(nodes, next(iter(outputs)))
+        if len(protected) == len(convs):
+            return 'no prunable conv once the output convs are protected'
+        return None
+
+    def _output_convs(self, nodes: set, output: Any) -> set[str]:
+        """First conv on every path back from the block output (LegoDNN keeps these whole)."""
+        protected, stack, seen = set(), [output], set()
+        while stack:
+            node = stack.pop()
+            if node in seen or node not in nodes:
+                continue
+            seen.add(node)
+            if node in self.graph.conv_nodes:
+                protected.add(self.graph.module_names[self.graph.conv_nodes[node]])
+                continue
+            stack.extend(self.graph.inputs[node])
+        return protected
+
+    def _take(self, members: list[str]) -> None:
+        nodes = set().union(*(self._region(member) for member in members))
+        (output,) = self._boundary(nodes)[1]
+        protected = self._output_convs(nodes, output)
+        convs = self._convs(members)
+        first = self.graph.calls[id(self._module(members[0]))]
+        last = self.graph.calls[id(self._module(members[-1]))]
+        params = sum(p.numel() for member in members for p in self._module(member).parameters())
+        self.blocks.append(BlockSpec(
+            name='+'.join(members), members=list(members), convs=convs,
+            prunable_convs=[conv for conv in convs if conv not in protected],
+            input_shape=list(first.input_shape or ()), output_shape=list(last.output_shape or ()),
+            num_params=params))
+
+    # -- the greedy search -----------------------------------------------------------------------------------
+    def visit(self, name: str) -> None:
+        """Takes ``name`` as a block, or searches its children."""
+        reason = self.check([name]) if name else 'the whole model is not a block'
+        if reason is None:
+            self._take([name])
+            return
+        children = self._executed_children(name)
+        if not children:
+            if self._convs([name]):
+                self.skipped[name] = reason
+            return
+        if self._convs([name]) and name:
+            self.skipped[name] = reason
+        i = 0
+        while i < len(children):
+            taken = False
+            for j in range(len(children), i + 1, -1):  # longest run of >= 2 siblings first
+                if self.check(children[i:j]) is None:
+                    self._take(children[i:j])
+                    i, taken = j, True
+                    break
+            if not taken:
+                self.visit(children[i])
+                i += 1
+
+
+def extract_blocks(model: nn.Module,
+                   example_inputs: Sequence[Any],
+                   max_ratio: float = 0.125,
+                   forward_fn: ForwardFn | None = None,
+                   graph: ModelGraph | None = None) -> BlockExtraction:
+    """Finds LegoDNN blocks in ``model``'s tensor path.
+
+    Args:
+        model: The (teacher) model. Put in eval mode while tracing; its mode is restored afterwards.
+        example_inputs: Inputs of one forward (a small batch is enough).
+        max_ratio: A block holds at most ``max(2, floor(max_ratio * #convs))`` convs.
+        forward_fn: The tensor path, ``model(*inputs)`` by default (see :func:`trace_model`).
+        graph: An already traced graph of the same model (skips tracing).
+
+    Returns:
+        The blocks and conv coverage.
+
+    Raises:
+        ValueError: ``max_ratio`` is not in (0, 1].
+        RuntimeError: The tensor path cannot be traced.
+    """
+    if not 0 < max_ratio <= 1:
+        raise ValueError(f'max_ratio must be in (0, 1], got {max_ratio}; LegoDNN uses 0.125.')
+    was_training = model.training
+    model.eval()
+    try:
+        graph = graph or trace_model(model, example_inputs, forward_fn)
+    finally:
+        model.train(was_training)
+    total = len(graph.conv_modules())
+    max_convs = max(2, math.floor(max_ratio * total))
+    detector = _Detector(graph, max_convs)
+    detector.visit('')
+    blocks = sorted(detector.blocks, key=lambda block: min(
+        graph.index[node] for node in detector._region(block.members[0])))
+    logger.info('found %d blocks covering %d of %d convs', len(blocks),
+                sum(len(block.convs) for block in blocks), total)
+    return BlockExtraction(blocks=blocks, num_convs_total=total, max_convs_per_block=max_convs,
+                           max_ratio=max_ratio, skipped=detector.skipped)

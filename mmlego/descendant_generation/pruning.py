@@ -1,0 +1,159 @@
+"""Descendant blocks: L1 filter pruning with channel dependencies, recorded as a replayable plan.
+
+torch-pruning's dependency graph finds every layer whose channels are tied to a pruned conv's filters (batch norms,
+the next convs' input channels, depthwise convs, concat branches) and removes them physically. The plan it
+executes is recorded as the kept channel indices per layer and dimension, in the teacher's numbering, so a
+descendant's structure can be rebuilt from the teacher alone (:func:`apply_plan`) and its retrained tensors loaded
+into it: nothing has to be pickled.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..block_extraction import BlockSpec
+from ..block_extraction.block_module import BlockModule
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
+_DIMS = {'prune_out_channels': 'out', 'prune_in_channels': 'in'}
+
+
+@dataclass
+class PruningPlan:
+    """Kept channels per layer of one descendant, in the teacher's numbering.
+
+    Attributes:
+        sparsity: Fraction of filters removed from every prunable conv.
+        channels: Model module name -> ``{'out': kept, 'in': kept}`` (only the pruned dimensions), with
+            ``'out_total'``/``'in_total'`` the teacher's sizes.
+        unpruned_reason: Why nothing was pruned although ``sparsity > 0`` (None otherwise).
+    """
+
+    sparsity: float
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unpruned_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(sparsity=self.sparsity, channels=self.channels, unpruned_reason=self.unpruned_reason)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'PruningPlan':
+        """Inverse of :meth:`to_dict`."""
+        return cls(sparsity=float(data['sparsity']), channels=dict(data.get('channels') or {}),
+                   unpruned_reason=data.get('unpruned_reason'))
+
+
+def _pruning_function(module: nn.Module, dim: str):
+    pruner = tp.pruner.function.PrunerBox.get(tp.ops.module2type(module))
+    if pruner is None:
+        raise ValueError(f'torch-pruning has no pruning function for {type(module).__name__}')
+    return pruner.prune_out_channels if dim == 'out' else pruner.prune_in_channels
+
+
+def _channel_count(module: nn.Module, dim: str) -> int:
+    pruner = tp.pruner.function.PrunerBox[tp.ops.module2type(module)]
+    count = pruner.get_out_channels(module) if dim == 'out' else pruner.get_in_channels(module)
+    if count is None:
+        raise ValueError(f'cannot read the {dim} channels of {type(module).__name__}')
+    return int(count)
+
+
+def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> PruningPlan:
+    """Prunes ``block`` in place at ``sparsity`` and returns the plan that was executed.
+
+    Every prunable conv of ``spec`` loses ``sparsity`` of its filters, those with the smallest L1 norm; the
+    protected output convs keep theirs, so the block's output shape is unchanged. If torch-pruning cannot prune
+    the block (an op it does not support), the block stays whole and the plan says why.
+
+    Args:
+        block: A copy of the teacher's block (modified in place).
+        spec: The block's spec (shapes, prunable convs).
+        sparsity: In [0, 1).
+
+    Returns:
+        The executed plan.
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError(f'sparsity must be in [0, 1), got {sparsity}')
+    plan = PruningPlan(sparsity=sparsity)
+    if sparsity == 0:
+        return plan
+    names = {id(module): block.model_name(name) for name, module in block.named_modules()
+             if name.startswith('layers.')}
+    prunable = {block.module_by_model_name(name) for name in spec.prunable_convs}
+    ignored = [module for module in block.modules() if isinstance(module, nn.modules.conv._ConvNd)
+               and module not in prunable]
+    example = torch.randn(*spec.input_shape, device=next(block.parameters()).device)
+    kept: dict[tuple[str, str], list[int]] = {}
+    try:
+        importance = tp.importance.MagnitudeImportance(p=1, group_reduction='first', normalizer=None)
+        pruner = tp.pruner.BasePruner(block, example, importance=importance, pruning_ratio=sparsity,
+                                      ignored_layers=ignored, global_pruning=False)
+        for group in pruner.step(interactive=True):
+            for dep, idxs in group:
+                module = dep.target.module
+                dim = _DIMS.get(getattr(dep.handler, '__name__', ''))
+                if dim is None or id(module) not in names or not isinstance(module, nn.Module):
+                    continue
+                key = (names[id(module)], dim)
+                if key not in kept:
+                    kept[key] = list(range(_channel_count(module, dim)))
+                removed = set(int(i) for i in idxs)
+                kept[key] = [c for position, c in enumerate(kept[key]) if position not in removed]
+            group.prune()
+    except Exception as error:  # torch-pruning raises assorted errors on unsupported ops
+        reason = f'torch-pruning failed: {type(error).__name__}: {error}'
+        logger.warning('block %s left unpruned at sparsity %s: %s', spec.name, sparsity, reason)
+        return PruningPlan(sparsity=sparsity, unpruned_reason=reason)
+    for (name, dim), channels in kept.items():
+        entry = plan.channels.setdefault(name, {})
+        entry[dim] = channels
+    if not plan.channels:
+        plan.unpruned_reason = 'no channel of the prunable convs could be removed at this sparsity'
+    return plan
+
+
+def plan_totals(block: BlockModule, plan: PruningPlan) -> None:
+    """Adds the teacher's channel counts (``out_total``/``in_total``) to ``plan``; call on the unpruned block."""
+    for name, entry in plan.channels.items():
+        module = block.module_by_model_name(name)
+        for dim in ('out', 'in'):
+            if dim in entry:
+                entry[f'{dim}_total'] = _channel_count(module, dim)
+
+
+def apply_plan(block: BlockModule, plan: PruningPlan) -> BlockModule:
+    """Rebuilds a descendant's structure from a copy of the teacher's block (in place; returns it).
+
+    The weights that remain are the teacher's kept channels; load retrained tensors afterwards.
+
+    Raises:
+        ValueError: The plan does not fit the block (another teacher, or a corrupted manifest).
+    """
+    for name, entry in plan.channels.items():
+        try:
+            module = block.module_by_model_name(name)
+        except (KeyError, AttributeError, IndexError) as error:
+            raise ValueError(f'pruning plan names {name}, which the block does not have') from error
+        for dim in ('out', 'in'):
+            if dim not in entry:
+                continue
+            total = _channel_count(module, dim)
+            if entry.get(f'{dim}_total', total) != total:
+                raise ValueError(f'pruning plan expects {entry[f"{dim}_total"]} {dim} channels in {name}, the '
+                                 f'block has {total}: the plan belongs to another teacher')
+            keep = set(entry[dim])
+            if not keep <= set(range(total)):
+                raise ValueError(f'pruning plan keeps channel indices outside {name}\'s {total} {dim} channels')
+            removed = [c for c in range(total) if c not in keep]
+            if removed:
+                _pruning_function(module, dim)(module, removed)
+    return block

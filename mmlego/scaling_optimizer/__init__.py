@@ -1,0 +1,17 @@
+"""LegoDNN's online scaling optimizer: pick one option (sparsity) per block within latency/memory budgets.
+
+Example:
+    >>> from mmlego.scaling_optimizer import BlockOption, ModelProblem, solve
+    >>> problem = ModelProblem('net', teacher_metric=0.75, blocks={
+    ...     'layer1': [BlockOption(0.0, 0.0, 4.0, 1000), BlockOption(0.5, 0.02, 2.0, 500)],
+    ...     'layer2': [BlockOption(0.0, 0.0, 6.0, 2000), BlockOption(0.5, 0.05, 3.0, 1000)]})
+    >>> solve(problem, latency_ms=8.0).choice()
+    {'layer1': 0.5, 'layer2': 0.0}
+
+See :func:`solve` for the model of the problem, the shared budget of several models and the infeasible case.
+"""
+from .problem import REL_TOL, BlockOption, ModelProblem, ScalingResult, budget_range
+from .solvers import SOLVERS, BruteForceSolver, PulpSolver, Solver, solve
+
+__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'PulpSolver', 'BruteForceSolver', 'SOLVERS',
+           'solve', 'budget_range', 'REL_TOL']
