@@ -140,7 +140,7 @@ class PulpSolver:
         for name, terms, budget, base in (('latency', latency, latency_ms, math.fsum(base_latency)),
                                           ('memory', memory, memory_bytes, base_memory)):
             terms = [(c, v) for c, v in terms if c]
-            if budget is not None and terms and name == 'memory':  # without terms the precheck already proved the constraint holds
+            if budget is not None and terms:  # without terms the precheck already proved the constraint holds
                 model += pulp.lpSum(c * v for c, v in terms) <= budget + budget_slack(budget) - base, name
         return model, x
 

@@ -1,0 +1,278 @@
+"""Block retraining: one frozen teacher pass per batch trains every descendant of every block.
+
+Forward hooks capture each block's input and output during the teacher's forward; every descendant then takes
+one optimizer step towards its block's output from that same pass. Features are streamed per batch, never kept.
+
+Batch norm: descendants train with their batch norms in eval mode (running statistics are the teacher's, pruned
+with the channels; the affine parameters still learn). A descendant then behaves identically in training and in
+deployment, and small batches cannot make the statistics drift, which the reference code suffered from.
+Checkpoints are kept by the loss on held-out batches, not by training loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..block_extraction import BlockSpec
+from ..descendant_generation import Descendant
+from ..utils.progress import progress
+from .state import RetrainingState
+
+logger = logging.getLogger(__name__)
+
+TeacherForward = Callable[[nn.Module, Any], Any]
+LOSSES = ('mse', 'l1', 'smooth_l1', 'kd')
+
+
+class RetrainingError(RuntimeError):
+    """A descendant's training step failed; the run stops (state of the last completed epoch is kept)."""
+
+
+@dataclass
+class RetrainingConfig:
+    """Block retraining settings.
+
+    Attributes:
+        epochs: Passes over the training batches (LegoDNN used 2-65 depending on the model).
+        lr: Adam learning rate (LegoDNN: 3e-4).
+        weight_decay: Adam weight decay.
+        loss: Feature loss between descendant and block output: ``'mse'`` (LegoDNN), ``'l1'``, ``'smooth_l1'``, or
+            ``'kd'`` (KL divergence of channel softmaxes at ``kd_temperature``, for blocks that output logits).
+        kd_temperature: Temperature of the ``'kd'`` loss.
+        retrain_original: Also train sparsity 0.0 (off by default: the original block stays the teacher's).
+        max_batches_per_epoch: Stop an epoch early (None: the whole loader).
+    """
+
+    epochs: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    loss: str = 'mse'
+    kd_temperature: float = 4.0
+    retrain_original: bool = False
+    max_batches_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f'unknown retraining loss {self.loss!r}; choose one of {LOSSES}')
+        if self.epochs < 1 or self.lr <= 0:
+            raise ValueError(f'epochs must be >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}')
+
+
+@dataclass
+class RetrainingReport:
+    """What retraining did.
+
+    Attributes:
+        epochs_run: Epochs run in this call (0 if everything was already done).
+        history: One dict per completed epoch: ``{'epoch', 'train': {key: loss}, 'val': {key: loss}}`` with keys
+            ``'<block>@<sparsity>'``.
+        best_val: Key -> best held-out loss; the descendants hold the weights of that epoch.
+    """
+
+    epochs_run: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val: dict[str, float] = field(default_factory=dict)
+
+
+def descendant_key(block: str, sparsity: float) -> str:
+    """``'<block>@<sparsity>'``, the key of one descendant in reports and state files."""
+    return f'{block}@{sparsity:g}'
+
+
+class FeatureCapture:
+    """Forward hooks on the teacher that record each block's input and output for one forward.
+
+    Args:
+        model: The teacher.
+        blocks: Blocks to capture.
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[BlockSpec]) -> None:
+        self.model = model
+        self.blocks = list(blocks)
+        self.features: dict[str, list[torch.Tensor]] = {}
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[dict[str, list[torch.Tensor]]]:
+        """Hooks installed inside the context; ``features[name] == [input, output]`` after a forward."""
+        self.features = {}
+        handles = []
+        for spec in self.blocks:
+            first = self.model.get_submodule(spec.members[0])
+            last = self.model.get_submodule(spec.members[-1])
+
+            def pre_hook(module, args, name=spec.name):
+                self.features[name] = [args[0].detach()]
+
+            def post_hook(module, args, output, name=spec.name):
+                self.features[name].append(output.detach())
+
+            handles.append(first.register_forward_pre_hook(pre_hook))
+            handles.append(last.register_forward_hook(post_hook))
+        try:
+            yield self.features
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run(self, teacher_forward: TeacherForward, batch: Any) -> dict[str, list[torch.Tensor]]:
+        """One teacher forward on ``batch``; returns block name -> [input, output]."""
+        with self.capturing() as features, torch.no_grad():
+            teacher_forward(self.model, batch)
+        missing = [spec.name for spec in self.blocks if len(features.get(spec.name, ())) != 2]
+        if missing:
+            raise RetrainingError(f'the teacher forward did not run blocks {missing}; teacher_forward must run '
+                                  'the same tensor path the blocks were extracted from')
+        return dict(features)
+
+
+def feature_loss(kind: str, output: torch.Tensor, target: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """The retraining loss between a descendant's output and its block's output."""
+    if kind == 'mse':
+        return F.mse_loss(output, target)
+    if kind == 'l1':
+        return F.l1_loss(output, target)
+    if kind == 'smooth_l1':
+        return F.smooth_l1_loss(output, target)
+    log_p = F.log_softmax(output / temperature, dim=1)
+    q = F.softmax(target / temperature, dim=1)
+    return F.kl_div(log_p, q, reduction='batchmean') * temperature ** 2
+
+
+def freeze_batch_norm(module: nn.Module) -> None:
+    """Puts every batch norm of ``module`` in eval mode (running statistics fixed, affine params trainable)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            sub.eval()
+
+
+def _limited(batches: Iterable[Any], limit: int | None) -> Iterator[Any]:
+    for i, batch in enumerate(batches):
+        if limit is not None and i >= limit:
+            return
+        yield batch
+
+
+def retrain_descendants(teacher: nn.Module,
+                        descendants: dict[str, dict[float, Descendant]],
+                        train_batches: Iterable[Any],
+                        val_batches: Iterable[Any] | None = None,
+                        teacher_forward: TeacherForward = lambda model, batch: model(batch),
+                        config: RetrainingConfig | None = None,
+                        state_dir: str | None = None,
+                        grad_sync: Callable[[nn.Module], None] | None = None,
+                        show_progress: bool = True) -> RetrainingReport:
+    """Retrains all descendants from one teacher pass per batch.
+
+    Args:
+        teacher: The frozen teacher (put in eval mode; not modified).
+        descendants: Block name -> sparsity -> descendant (trained in place).
+        train_batches: Re-iterable training batches (e.g. a DataLoader).
+        val_batches: Held-out batches; the best epoch by held-out loss is kept. Without them the last epoch is
+            kept (a warning says so).
+        teacher_forward: Runs the teacher on one batch: ``teacher_forward(teacher, batch)``.
+        config: Settings (defaults: :class:`RetrainingConfig`).
+        state_dir: Where per-epoch state is written; a rerun with the same directory resumes after the last
+            completed epoch.
+        grad_sync: Called with each descendant after ``backward`` and before the step (e.g. to all-reduce
+            gradients in data-parallel retraining).
+        show_progress: Show progress bars.
+
+    Returns:
+        Losses per epoch and the best held-out losses.
+
+    Raises:
+        RetrainingError: A descendant's step failed (names the block, sparsity, epoch and batch).
+    """
+    config = config or RetrainingConfig()
+    if val_batches is None:
+        logger.warning('no held-out batches given: keeping each descendant\'s last epoch, not its best')
+    trainees = {descendant_key(name, sparsity): descendant
+                for name, by_sparsity in descendants.items() for sparsity, descendant in by_sparsity.items()
+                if sparsity > 0 or config.retrain_original}
+    specs = [next(iter(by_sparsity.values())).spec for by_sparsity in descendants.values()]
+    capture = FeatureCapture(teacher, specs)
+    optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+                  for key, d in trainees.items()}
+    state = RetrainingState(state_dir, sorted(trainees), config.__dict__)
+    report = RetrainingReport()
+    start = state.load(trainees, optimizers, report)
+    teacher.eval()
+    for epoch in range(start, config.epochs):
+        for descendant in trainees.values():
+            descendant.module.train()
+            freeze_batch_norm(descendant.module)
+        train_sums, count = dict.fromkeys(trainees, 0.0), 0
+        batches = _limited(train_batches, config.max_batches_per_epoch)
+        for index, batch in enumerate(progress(batches, f'retraining epoch {epoch + 1}/{config.epochs}',
+                                               enabled=show_progress, total=_length(train_batches, config))):
+            features = capture.run(teacher_forward, batch)
+            for key, descendant in trainees.items():
+                x, y = features[descendant.spec.name]
+                try:
+                    loss = feature_loss(config.loss, descendant.module(x), y, config.kd_temperature)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f'loss is {loss.item()}')
+                    optimizers[key].zero_grad(set_to_none=True)
+                    loss.backward()
+                    if grad_sync is not None:
+                        grad_sync(descendant.module)
+                    optimizers[key].step()
+                except Exception as error:
+                    raise RetrainingError(f'retraining descendant {key} failed at epoch {epoch + 1}, batch '
+                                          f'{index}: {type(error).__name__}: {error}') from error
+                train_sums[key] += float(loss.detach())
+            count += 1
+        if count == 0:
+            raise RetrainingError('the training dataloader yielded no batch; check its dataset and sampler')
+        val = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config) \
+            if val_batches is not None else {key: math.nan for key in trainees}
+        record = dict(epoch=epoch + 1, train={k: v / count for k, v in train_sums.items()}, val=val)
+        report.history.append(record)
+        report.epochs_run += 1
+        state.save_epoch(epoch + 1, trainees, optimizers, record, use_val=val_batches is not None)
+        logger.info('retraining epoch %d: mean train loss %.5g, mean held-out loss %.5g', epoch + 1,
+                    _mean(record['train'].values()), _mean(val.values()))
+    state.restore_best(trainees)
+    report.best_val = dict(state.best_val)
+    for descendant in trainees.values():
+        descendant.module.eval()
+    return report
+
+
+def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant], batches: Iterable[Any],
+                         teacher_forward: TeacherForward, config: RetrainingConfig) -> dict[str, float]:
+    """Mean held-out loss of every descendant (eval mode, no grad)."""
+    sums, count = dict.fromkeys(trainees, 0.0), 0
+    for descendant in trainees.values():
+        descendant.module.eval()
+    with torch.no_grad():
+        for batch in batches:
+            features = capture.run(teacher_forward, batch)
+            for key, descendant in trainees.items():
+                x, y = features[descendant.spec.name]
+                sums[key] += float(feature_loss(config.loss, descendant.module(x), y, config.kd_temperature))
+            count += 1
+    if count == 0:
+        raise RetrainingError('the held-out dataloader yielded no batch; check its dataset')
+    return {key: value / count for key, value in sums.items()}
+
+
+def _length(batches: Iterable[Any], config: RetrainingConfig) -> int | None:
+    try:
+        total = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return config.max_batches_per_epoch
+    return min(total, config.max_batches_per_epoch) if config.max_batches_per_epoch else total
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan

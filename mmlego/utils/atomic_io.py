@@ -1,0 +1,46 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Calls ``write(tmp_path)`` for a temporary file next to ``path``, then renames it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, 'w', encoding='utf-8') as file:
+            file.write(text)
+    atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    """Writes ``data`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + '\n')
+
+
+def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                        metadata: dict[str, str] | None = None) -> None:
+    """Saves tensors as safetensors atomically (copies to contiguous CPU tensors first)."""
+    from safetensors.torch import save_file
+    plain = {key: value.detach().to('cpu').contiguous().clone() for key, value in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(plain, tmp, metadata=metadata))
