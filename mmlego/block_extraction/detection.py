@@ -4,7 +4,8 @@ A block is a contiguous piece of the traced graph with one input and one output 
 ``max(2, floor(max_ratio * #convs))`` convolutions, with every skip connection closed inside it, every module it
 uses used only inside it, and at least one prunable conv once the output convs are protected (walking back from
 the block output through non-conv ops, the first conv on every path keeps its filters, so the output shape is
-kept). Design choice: blocks are aligned to the module tree, either one module or a run of consecutive sibling
+kept; so does a conv whose output is joined channel-wise with the block input, e.g. by a residual add).
+Design choice: blocks are aligned to the module tree, either one module or a run of consecutive sibling
 modules that feed each other, so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into
 the live model by module name, which keeps the model's own ``forward`` (post-processing included).
 The search is greedy and prefers large blocks, like LegoDNN's: a module that qualifies as a whole is taken;
@@ -118,7 +119,9 @@ class _Detector:
         module = self._module(name)
         children = []
         for child_name, child in module.named_children():
-            region = self.graph.module_nodes.get(id(child))
+            # A module whose forward is called directly (``head.forward(x)``) has no nodes of its own: its
+            # submodules' nodes place it. It cannot be a block itself (its calls are not seen), only searched.
+            region = set().union(*(self.graph.module_nodes.get(id(sub), set()) for sub in child.modules()))
             if region:
                 first = min(self.graph.index[node] for node in region)
                 children.append((first, f'{name}.{child_name}' if name else child_name))
@@ -151,8 +154,8 @@ class _Detector:
             return f'{len(inputs)} input and {len(outputs)} output tensors, a block needs one of each'
         for previous, region in zip(regions, regions[1:]):
             links = self._boundary(previous)[1]
-            link = next(iter(links))
-            if len(links) != 1 or self._boundary(region)[0] != {link} or not self.graph.users[link] <= region:
+            link = next(iter(links)) if len(links) == 1 else None
+            if link is None or self._boundary(region)[0] != {link} or not self.graph.users[link] <= region:
                 return 'the modules do not feed each other in a chain'
         # Every module and weight used inside is used only inside (a module called twice stays in one block).
         for member in members:
@@ -162,7 +165,7 @@ class _Detector:
         for users in self.graph.weight_users.values():
             if users & nodes and not users <= nodes:
                 return 'a weight inside is shared with code outside'
-        protected = self._output_convs(nodes, next(iter(outputs)))
+        protected = self._protected_convs(nodes, next(iter(inputs)), next(iter(outputs)))
         if len(protected) == len(convs):
             return 'no prunable conv once the output convs are protected'
         return None
@@ -181,10 +184,54 @@ class _Detector:
             stack.extend(self.graph.inputs[node])
         return protected
 
+    def _protected_convs(self, nodes: set, source: Any, output: Any) -> set[str]:
+        """LegoDNN's output convs plus every conv whose filters are tied to the block's input or output channels.
+
+        Walking back from the output misses a conv whose output joins the block *input* channel-wise, e.g. the last
+        conv of a residual branch whose identity skip is the block input when the block goes on past the add
+        (``x + conv(x)`` then another conv): its filters cannot shrink either. Tensors are grouped by channel space
+        (a non-conv op ties its inputs to its output, a depthwise conv passes channels through); a conv is protected
+        when its output shares a group with the block input or output. The calls of a conv used twice share groups.
+        """
+        parent: dict[Any, Any] = {}
+
+        def find(node: Any) -> Any:
+            root = parent.setdefault(node, node)
+            while root != parent[root]:
+                root = parent[root]
+            parent[node] = root
+            return root
+
+        calls: dict[int, list[Any]] = {}  # a conv called twice ties its inputs' and its outputs' channels
+        for node in nodes:
+            conv_id = self.graph.conv_nodes.get(node)
+            if conv_id is not None:
+                calls.setdefault(conv_id, []).append(node)
+                if not self._passes_channels(conv_id):
+                    continue
+            for arg in self.graph.inputs[node]:
+                parent[find(arg)] = find(node)
+        for conv_nodes in calls.values():
+            for first, other in zip(conv_nodes, conv_nodes[1:]):
+                parent[find(other)] = find(first)
+                for a, b in zip(self.graph.inputs[first][:1], self.graph.inputs[other][:1]):
+                    parent[find(b)] = find(a)
+        tied = {find(source), find(output)}
+        protected = self._output_convs(nodes, output)
+        for node in nodes:
+            if node in self.graph.conv_nodes and find(node) in tied:
+                protected.add(self.graph.module_names[self.graph.conv_nodes[node]])
+        return protected
+
+    def _passes_channels(self, conv_id: int) -> bool:
+        conv = self._module(self.graph.module_names[conv_id])
+        return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
     def _take(self, members: list[str]) -> None:
         nodes = set().union(*(self._region(member) for member in members))
+        (source,) = self._boundary(nodes)[0]
         (output,) = self._boundary(nodes)[1]
-        protected = self._output_convs(nodes, output)
+        protected = self._protected_convs(nodes, source, output)
         convs = self._convs(members)
         first = self.graph.calls[id(self._module(members[0]))]
         last = self.graph.calls[id(self._module(members[-1]))]

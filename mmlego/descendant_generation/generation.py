@@ -69,6 +69,8 @@ def generate_descendants(model: nn.Module,
             module = block_module_of(model, spec)
             module.eval()
             plan = prune_block(module, spec, sparsity)
+            if plan.unpruned_reason:  # a failed attempt may have pruned part of the copy
+                module = block_module_of(model, spec).eval()
             plan_totals(teacher_block, plan)
             result[spec.name][sparsity] = Descendant(spec=spec, plan=plan, module=module)
     return result

@@ -8,6 +8,7 @@ into it: nothing has to be pickled.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,31 @@ class PruningPlan:
                    unpruned_reason=data.get('unpruned_reason'))
 
 
+class _FilterL1(tp.importance.MagnitudeImportance):
+    """L1 norm of the filters of the first conv in a group whose output channels are pruned (LegoDNN's criterion).
+
+    torch-pruning's ``MagnitudeImportance(group_reduction='first')`` takes the first layer it scores, and it does not
+    score a depthwise conv's output channels: a group rooted at a depthwise conv was ranked by the batch norm after
+    it. Groups without such a conv fall back to torch-pruning's behaviour.
+    """
+
+    _OUT = (tp.pruner.function.prune_conv_out_channels, tp.pruner.function.prune_depthwise_conv_out_channels)
+
+    def __init__(self) -> None:
+        super().__init__(p=1, group_reduction='first', normalizer=None)
+
+    @torch.no_grad()
+    def __call__(self, group):
+        for i, (dep, idxs) in enumerate(group):
+            layer, root_idxs = dep.layer, group[i].root_idxs
+            if (isinstance(layer, nn.modules.conv._ConvNd) and dep.pruning_fn in self._OUT
+                    and not any(r is None for r in root_idxs)):
+                weight = layer.weight.data.transpose(0, 1) if layer.transposed else layer.weight.data
+                local = weight[idxs].flatten(1).abs().sum(1).float()
+                return torch.zeros_like(local).scatter_(0, torch.tensor(root_idxs, device=local.device), local)
+        return super().__call__(group)
+
+
 def _pruning_function(module: nn.Module, dim: str):
     pruner = tp.pruner.function.PrunerBox.get(tp.ops.module2type(module))
     if pruner is None:
@@ -71,7 +97,8 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
 
     Every prunable conv of ``spec`` loses ``sparsity`` of its filters, those with the smallest L1 norm; the
     protected output convs keep theirs, so the block's output shape is unchanged. If torch-pruning cannot prune
-    the block (an op it does not support), the block stays whole and the plan says why.
+    the block (an op it does not support) or the pruned block no longer runs with the block's input and output
+    shapes, the block is restored whole and the plan says why.
 
     Args:
         block: A copy of the teacher's block (modified in place).
@@ -93,10 +120,12 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
                and module not in prunable]
     example = torch.randn(*spec.input_shape, device=next(block.parameters()).device)
     kept: dict[tuple[str, str], list[int]] = {}
+    snapshot, was_training = copy.deepcopy(block.layers), block.training
+    block.eval()  # tracing and the check below must not update batch-norm statistics
     try:
-        importance = tp.importance.MagnitudeImportance(p=1, group_reduction='first', normalizer=None)
-        pruner = tp.pruner.BasePruner(block, example, importance=importance, pruning_ratio=sparsity,
-                                      ignored_layers=ignored, global_pruning=False)
+        pruner = tp.pruner.BasePruner(block, example, importance=_FilterL1(), pruning_ratio=sparsity,
+                                      ignored_layers=ignored, global_pruning=False,
+                                      root_module_types=[nn.modules.conv._ConvNd])  # linear layers never lead
         for group in pruner.step(interactive=True):
             for dep, idxs in group:
                 module = dep.target.module
@@ -109,10 +138,17 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
                 removed = set(int(i) for i in idxs)
                 kept[key] = [c for position, c in enumerate(kept[key]) if position not in removed]
             group.prune()
+        with torch.no_grad():
+            output = block(example)
+        if list(output.shape) != list(spec.output_shape):
+            raise RuntimeError(f'the pruned block outputs {list(output.shape)}, not {list(spec.output_shape)}')
     except Exception as error:  # torch-pruning raises assorted errors on unsupported ops
+        block.layers = snapshot  # undo the groups pruned before the failure
         reason = f'torch-pruning failed: {type(error).__name__}: {error}'
         logger.warning('block %s left unpruned at sparsity %s: %s', spec.name, sparsity, reason)
         return PruningPlan(sparsity=sparsity, unpruned_reason=reason)
+    finally:
+        block.train(was_training)
     for (name, dim), channels in kept.items():
         entry = plan.channels.setdefault(name, {})
         entry[dim] = channels

@@ -1,0 +1,120 @@
+"""Profiles stored with a bank, and their translation into the scaling optimizer's problem."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..scaling_optimizer import BlockOption, ModelProblem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bank import BlockBank
+
+
+@dataclass
+class DescendantProfile:
+    """Measured properties of one descendant (None: not profiled yet).
+
+    Attributes:
+        accuracy_drop: Estimated drop of the task metric when this descendant replaces its block.
+        memory_bytes: Bytes of its parameters and buffers.
+        flops: Floating-point operations of one forward on the profiling input.
+        latency_ms: Median latency of one forward on the profiling device.
+        latency_drop: ``(T_original - T) / T_original`` (portable across devices of one kind).
+    """
+
+    accuracy_drop: float | None = None
+    memory_bytes: int | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    latency_drop: float | None = None
+
+
+@dataclass
+class BankProfiles:
+    """Model-level numbers plus one :class:`DescendantProfile` per (block, sparsity).
+
+    Attributes:
+        metric_name: Name of the task metric (e.g. ``coco/bbox_mAP_50``).
+        teacher_metric: The teacher's metric on the profiling data.
+        model_memory_bytes: Parameters and buffers of the whole teacher.
+        model_latency_ms: Median latency of the whole teacher's forward.
+        model_flops: FLOPs of the teacher's traced forward.
+        device: Where latencies were measured (e.g. ``cpu``, ``cuda:0``).
+        latency_input_shape: Input shape of the latency measurements.
+        descendants: Block -> sparsity -> profile.
+    """
+
+    metric_name: str | None = None
+    teacher_metric: float | None = None
+    model_memory_bytes: int | None = None
+    model_latency_ms: float | None = None
+    model_flops: int | None = None
+    device: str | None = None
+    latency_input_shape: list[int] | None = None
+    descendants: dict[str, dict[float, DescendantProfile]] = field(default_factory=dict)
+
+    def get(self, block: str, sparsity: float) -> DescendantProfile:
+        """The profile of one descendant (created empty if missing)."""
+        return self.descendants.setdefault(block, {}).setdefault(float(sparsity), DescendantProfile())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (sparsities as strings)."""
+        data = {key: value for key, value in asdict(self).items() if key != 'descendants'}
+        data['descendants'] = {block: {f'{s:g}': asdict(p) for s, p in by_s.items()}
+                               for block, by_s in self.descendants.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'BankProfiles':
+        """Inverse of :meth:`to_dict`."""
+        fields = {key: data.get(key) for key in cls.__dataclass_fields__ if key != 'descendants'}
+        profiles = cls(**fields)
+        for block, by_s in (data.get('descendants') or {}).items():
+            for key, values in by_s.items():
+                profiles.descendants.setdefault(block, {})[float(key)] = DescendantProfile(**values)
+        return profiles
+
+
+def problem_from_bank(bank: 'BlockBank', name: str = 'model', weight: float = 1.0,
+                      latency_scale: float = 1.0) -> ModelProblem:
+    """The scaling problem of one model from its bank's profiles.
+
+    The frame (everything outside blocks) costs the teacher's total minus its original blocks.
+
+    Args:
+        bank: A fully profiled bank.
+        name: The model's name in a (shared) problem.
+        weight: Objective weight in a multi-model problem.
+        latency_scale: Multiplies every latency (LegoDNN's online estimation: the ratio of the latency measured
+            on the device now to the profiled one).
+
+    Raises:
+        ValueError: A profile is missing (names the stage that fills it).
+    """
+    profiles = bank.profiles
+    missing = [what for what, value in (('teacher metric (accuracy profiling)', profiles.teacher_metric),
+                                        ('model memory (cost profiling)', profiles.model_memory_bytes),
+                                        ('model latency (latency profiling)', profiles.model_latency_ms))
+               if value is None]
+    blocks: dict[str, list[BlockOption]] = {}
+    block_latency = block_memory = 0.0
+    for spec in bank.blocks:
+        options = []
+        for sparsity in bank.sparsities:
+            profile = profiles.get(spec.name, sparsity)
+            if None in (profile.accuracy_drop, profile.memory_bytes, profile.latency_ms):
+                missing.append(f'{spec.name}@{sparsity:g}')
+                continue
+            options.append(BlockOption(sparsity=sparsity, accuracy_drop=float(profile.accuracy_drop),
+                                       latency_ms=float(profile.latency_ms) * latency_scale,
+                                       memory_bytes=int(profile.memory_bytes)))
+        blocks[spec.name] = options
+        original = profiles.get(spec.name, 0.0)
+        block_latency += (original.latency_ms or 0.0) * latency_scale
+        block_memory += original.memory_bytes or 0
+    if missing:
+        raise ValueError(f'the bank is not fully profiled, missing: {", ".join(missing[:6])}'
+                         f'{" ..." if len(missing) > 6 else ""}; run accuracy and cost profiling first')
+    return ModelProblem(name=name, teacher_metric=float(profiles.teacher_metric), blocks=blocks,
+                        frame_latency_ms=max(0.0, profiles.model_latency_ms * latency_scale - block_latency),
+                        frame_memory_bytes=max(0, int(profiles.model_memory_bytes - block_memory)), weight=weight)

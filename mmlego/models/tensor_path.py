@@ -1,0 +1,90 @@
+"""The tensor path of an OpenMMLab 2.x model: what block extraction traces and retraining runs.
+
+Every OpenMMLab 2.x model has ``forward(inputs, data_samples=None, mode='tensor')``. Where that path is not
+pure tensor code (two-stage detectors need proposals from data samples), ``extract_feat(inputs)`` is. The choice
+is made by trying to trace, in that order, the same way for every model: no per-model code.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+from mmengine.config import Config, ConfigDict
+from torch import nn
+
+from ..block_extraction import ModelGraph, trace_model
+
+logger = logging.getLogger(__name__)
+
+
+def tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """``model(inputs, None, mode='tensor')``."""
+    return model(inputs, None, mode='tensor')
+
+
+def extract_feat(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """``model.extract_feat(inputs)``."""
+    return model.extract_feat(inputs)
+
+
+TENSOR_PATHS: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
+    'tensor': tensor_mode, 'extract_feat': extract_feat}
+
+
+def trace_tensor_path(model: nn.Module, inputs: torch.Tensor,
+                      path: str | None = None) -> tuple[str, ModelGraph]:
+    """Traces the model's tensor path: ``mode='tensor'`` if it traces, else ``extract_feat``.
+
+    Args:
+        model: An OpenMMLab model in eval mode.
+        inputs: A preprocessed batch (``data_preprocessor(batch)['inputs']``).
+        path: Force ``'tensor'`` or ``'extract_feat'``.
+
+    Returns:
+        The name of the traced path and its graph.
+    """
+    names = [path] if path else list(TENSOR_PATHS)
+    errors = []
+    for name in names:
+        if name not in TENSOR_PATHS:
+            raise ValueError(f'unknown tensor path {name!r}; choose one of {list(TENSOR_PATHS)}')
+        if name == 'extract_feat' and not hasattr(model, 'extract_feat'):
+            errors.append(f'{name}: the model has no extract_feat')
+            continue
+        try:
+            return name, trace_model(model, (inputs,), TENSOR_PATHS[name])
+        except RuntimeError as error:
+            logger.info('tensor path %s does not trace: %s', name, error)
+            errors.append(f'{name}: {error}')
+    raise RuntimeError('no tensor path of the model could be traced:\n  ' + '\n  '.join(errors))
+
+
+def build_model(cfg: Config, checkpoint: str | None = None, device: str | torch.device = 'cpu') -> nn.Module:
+    """Builds ``cfg.model`` in the config's default scope, loads a checkpoint (weights only), eval mode."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    from ..utils.checkpoint import load_checkpoint
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def example_batch(cfg: Config, model: nn.Module, batch_size: int = 1, split: str = 'val') -> torch.Tensor:
+    """One preprocessed batch of the config's ``{split}_dataloader`` (single process), as model inputs."""
+    from mmengine.runner import Runner
+    loader_cfg = ConfigDict(cfg.get(f'{split}_dataloader'))
+    if not loader_cfg:
+        raise ValueError(f'the config has no {split}_dataloader to draw an example batch from')
+    loader_cfg.update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+    loader = Runner.build_dataloader(loader_cfg)
+    try:
+        batch = next(iter(loader))
+    except StopIteration:
+        raise ValueError(f'the {split} dataloader is empty; check data_root and ann_file of the config') from None
+    with torch.no_grad():
+        return model.data_preprocessor(batch, False)['inputs']

@@ -1,0 +1,383 @@
+"""Block extraction: LegoDNN's block rules on tiny CNNs and on mmdet's ResNet-18 and Darknet-53.
+
+Every detected block is checked against a real forward of the model (hooks capture the block's input and output):
+the standalone block reproduces the output exactly (one input, one output, skips closed), runs every module as
+often as the whole model does (no module used outside its block), and protects the convs feeding its output.
+"""
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmlego.block_extraction import BlockSpec, extract_blocks, is_conv, trace_model
+from mmlego.block_extraction.block_module import block_module_of
+
+
+# -- tiny models ---------------------------------------------------------------------------------------------------
+def cbr(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """Conv, batch norm, ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU())
+
+
+class BasicRes(nn.Module):
+    """Residual block, identity or with a downsample conv; its ReLU is called twice."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Inception(nn.Module):
+    """Two conv branches concatenated."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.branch_a = nn.Sequential(cbr(c, c // 2, 1), cbr(c // 2, c // 2))
+        self.branch_b = nn.Sequential(cbr(c, c // 2, 1), cbr(c // 2, c // 2, 5))
+
+    def forward(self, x):
+        return torch.cat([self.branch_a(x), self.branch_b(x)], dim=1)
+
+
+class Twice(nn.Module):
+    """The same conv applied twice in sequence, with a shared ReLU."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(c, c, 1)
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(self.relu(self.conv(self.relu(self.conv_in(x))))))
+
+
+class Fuse(nn.Module):
+    """Takes two tensors: never a block member."""
+
+    def forward(self, a, b):
+        return a + b
+
+
+class PreSkip(nn.Module):
+    """A skip from the module input joined before the last conv: conv_a's filters are tied to the input."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(c, c, 3, padding=1)
+        self.conv_b = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv_b(F.relu(x + self.conv_a(x)))
+
+
+class ToyNet(nn.Module):
+    """Residuals, concat, grouped and depthwise-separable convs, shared modules, a two-tensor module."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w, c = width, 2 * width
+        self.stem = cbr(3, w)
+        self.res_id = BasicRes(w, w)
+        self.res_down = BasicRes(w, c, stride=2)
+        self.incep = Inception(c)
+        self.grouped = nn.Sequential(cbr(c, c, groups=4), cbr(c, c, 1), cbr(c, c, groups=4))
+        self.dwsep = nn.Sequential(cbr(c, c, 1), cbr(c, c, groups=c), cbr(c, c, 1))
+        self.twice = Twice(c)
+        self.side = nn.Conv2d(c, c, 1)
+        self.fuse = Fuse()
+        self.act = nn.ReLU()  # called twice at the top level
+        self.preskip = PreSkip(c)
+        self.head = nn.Conv2d(c, 8, 1)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        x = self.res_down(self.res_id(x))
+        x = self.twice(self.dwsep(self.grouped(self.incep(x))))
+        x = self.act(self.fuse(x, self.side(x)))
+        return self.head(self.preskip(x))
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial batch-norm statistics and affine parameters (so eval outputs depend on them)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    return model
+
+
+def make_toy(width: int = 16, seed: int = 0) -> ToyNet:
+    """A seeded ToyNet in eval mode."""
+    torch.manual_seed(seed)
+    model = randomize_bn(ToyNet(width))
+    model.eval()
+    return model
+
+
+def make_mmdet(name: str, **kwargs) -> nn.Module:
+    """A seeded mmdet backbone in eval mode (its ``train`` returns None: no chaining)."""
+    from mmdet.models.backbones import Darknet, ResNet
+    torch.manual_seed(0)
+    model = randomize_bn(ResNet(depth=18, **kwargs) if name == 'resnet18' else Darknet(depth=53, **kwargs))
+    model.eval()
+    return model
+
+
+# -- checks --------------------------------------------------------------------------------------------------------
+def capture(model: nn.Module, x: torch.Tensor, blocks) -> tuple[Counter, dict]:
+    """One real forward: calls per module (by id) and each block's input and output."""
+    counts, io, handles = Counter(), {}, []
+
+    def count(module, args):
+        counts[id(module)] += 1
+
+    for module in model.modules():
+        handles.append(module.register_forward_pre_hook(count))
+    for spec in blocks:
+        first, last = model.get_submodule(spec.members[0]), model.get_submodule(spec.members[-1])
+        handles.append(first.register_forward_pre_hook(
+            lambda m, args, key=spec.name: io.setdefault(key, {}).__setitem__('in', args[0].detach().clone())))
+        handles.append(last.register_forward_hook(
+            lambda m, args, out, key=spec.name: io.setdefault(key, {}).__setitem__('out', out.detach().clone())))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts, io
+
+
+def fx_output_convs(block: nn.Module) -> set:
+    """Independently of the package: the first conv on every path back from the block output (torch.fx)."""
+    traced = torch.fx.symbolic_trace(block)
+    modules = dict(traced.named_modules())
+    output = next(node for node in traced.graph.nodes if node.op == 'output')
+    found, stack, seen = set(), list(output.all_input_nodes), set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == 'call_module' and is_conv(modules[node.target]):
+            found.add(block.model_name(node.target))
+            continue
+        stack.extend(node.all_input_nodes)
+    return found
+
+
+def check_blocks(model: nn.Module, x: torch.Tensor, extraction) -> dict:
+    """Asserts every LegoDNN block rule on ``extraction``; returns the captured block inputs and outputs."""
+    counts, io = capture(model, x, extraction.blocks)
+    executed = {name for name, module in model.named_modules() if is_conv(module) and counts[id(module)]}
+    assert extraction.num_convs_total == len(executed)
+    assert extraction.max_convs_per_block == max(2, math.floor(extraction.max_ratio * len(executed)))
+    all_members = [member for spec in extraction.blocks for member in spec.members]
+    assert len(all_members) == len(set(all_members))
+    covered = set()
+    for spec in extraction.blocks:
+        assert BlockSpec.from_dict(spec.to_dict()) == spec
+        assert spec.name == '+'.join(spec.members)
+        for member in spec.members:
+            assert member, 'the whole model is never a block'
+            assert counts[id(model.get_submodule(member))] == 1, f'{member} not called exactly once'
+            for other in all_members:  # no member nested in another member
+                assert other == member or not other.startswith(member + '.')
+        convs = {f'{member}.{sub}' if sub else member for member in spec.members
+                 for sub, module in model.get_submodule(member).named_modules()
+                 if is_conv(module) and counts[id(module)]}
+        assert set(spec.convs) == convs and len(spec.convs) == len(convs)
+        assert 2 <= len(convs) <= extraction.max_convs_per_block, spec.name
+        assert not covered & convs, f'{spec.name} shares convs with another block'
+        covered |= convs
+        assert spec.prunable_convs and set(spec.prunable_convs) < convs
+        assert set(spec.protected_convs) == convs - set(spec.prunable_convs)
+
+        block = block_module_of(model, spec)
+        block.eval()
+        local_counts = Counter()
+        handles = [module.register_forward_pre_hook(lambda m, a: local_counts.update([id(m)]))
+                   for module in block.modules()]
+        with torch.no_grad():
+            out = block(io[spec.name]['in'])
+        for handle in handles:
+            handle.remove()
+        assert list(io[spec.name]['in'].shape) == spec.input_shape
+        assert list(out.shape) == spec.output_shape
+        assert torch.equal(out, io[spec.name]['out']), f'{spec.name} standalone differs from the model'
+        for local, module in block.named_modules():  # every module inside runs only inside
+            if local.startswith('layers.'):
+                original = model.get_submodule(block.model_name(local))
+                assert local_counts[id(module)] == counts[id(original)], f'{block.model_name(local)} runs outside'
+        assert fx_output_convs(block) <= set(spec.protected_convs), spec.name
+    assert extraction.num_convs_covered == len(covered) == sum(len(spec.convs) for spec in extraction.blocks)
+    assert extraction.num_convs_covered <= extraction.num_convs_total
+    assert extraction.to_dict()['num_convs_covered'] == extraction.num_convs_covered
+    return io
+
+
+def by_name(extraction) -> dict:
+    return {spec.name: spec for spec in extraction.blocks}
+
+
+# -- fixtures ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Tiny convs on a shared 2-core machine: one intra-op thread is ~100x faster than two contending."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def toy():
+    model = make_toy()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return model, x, trace_model(model, (x,))
+
+
+@pytest.fixture(scope='module')
+def resnet18():
+    model = make_mmdet('resnet18')
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return model, x, trace_model(model, (x,))
+
+
+@pytest.fixture(scope='module')
+def darknet53():
+    model = make_mmdet('darknet53')
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return model, x, trace_model(model, (x,))
+
+
+# -- tests ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('max_ratio', [0.125, 0.25, 0.5, 1.0])
+def test_toy_blocks_follow_the_rules(toy, max_ratio):
+    model, x, graph = toy
+    extraction = extract_blocks(model, (x,), max_ratio=max_ratio, graph=graph)
+    assert extraction.blocks
+    check_blocks(model, x, extraction)
+    members = {member for spec in extraction.blocks for member in spec.members}
+    assert not members & {'fuse', 'act', 'stem'}  # two-tensor module, shared ReLU, 1 conv
+
+
+def test_toy_special_cases(toy):
+    model, x, graph = toy
+    small = extract_blocks(model, (x,), max_ratio=0.125, graph=graph)
+    assert small.num_convs_total == 22 and small.max_convs_per_block == 2
+    blocks = by_name(small)
+    assert blocks['res_id'].prunable_convs == ['res_id.conv1']
+    assert blocks['incep.branch_a'].protected_convs == ['incep.branch_a.1.0']  # concat branches
+    # The conv called twice would be protected with conv_in's filters tied to it: no block.
+    assert 'no prunable conv' in small.skipped['twice']
+    # conv_a is added to the block input: pruning it would change the input's channels.
+    assert 'no prunable conv' in small.skipped['preskip']
+
+    large = by_name(extract_blocks(model, (x,), max_ratio=0.25, graph=graph))
+    assert set(large['res_id+res_down'].protected_convs) == {  # res_id.conv2 is joined with the block input
+        'res_id.conv2', 'res_down.conv2', 'res_down.downsample.0'}
+    assert set(large['incep'].protected_convs) == {'incep.branch_a.1.0', 'incep.branch_b.1.0'}
+    assert large['grouped'].protected_convs == ['grouped.2.0']  # grouped conv at the output
+    assert large['dwsep+twice'].protected_convs == ['twice.conv_in', 'twice.conv']  # module called twice inside
+    assert large['preskip+head'].prunable_convs == ['preskip.conv_b']
+
+
+def test_resnet18_default_ratio(resnet18):
+    model, x, graph = resnet18
+    extraction = extract_blocks(model, (x,), graph=graph)
+    assert extraction.num_convs_total == 20 and extraction.max_convs_per_block == 2  # max(2, floor(0.125 x 20))
+    names = ['layer1.0', 'layer1.1', 'layer2.1', 'layer3.1', 'layer4.1']  # BasicBlocks without downsample
+    assert [spec.name for spec in extraction.blocks] == names
+    for spec in extraction.blocks:
+        assert spec.prunable_convs == [f'{spec.name}.conv1']
+        assert spec.protected_convs == [f'{spec.name}.conv2']
+    assert extraction.num_convs_covered == 10
+    check_blocks(model, x, extraction)
+
+
+def test_resnet18_larger_ratio_covers_more(resnet18):
+    model, x, graph = resnet18
+    default = extract_blocks(model, (x,), max_ratio=0.125, graph=graph)
+    larger = extract_blocks(model, (x,), max_ratio=0.2, graph=graph)
+    assert larger.max_convs_per_block == 4
+    assert larger.num_convs_covered > default.num_convs_covered
+    check_blocks(model, x, larger)
+    blocks = by_name(larger)
+    for stage in (2, 3, 4):  # BasicBlocks with a downsample conv: both convs feeding the add are protected
+        spec = blocks[f'layer{stage}.0']
+        assert set(spec.protected_convs) == {f'layer{stage}.0.conv2', f'layer{stage}.0.downsample.0'}
+        assert spec.prunable_convs == [f'layer{stage}.0.conv1']
+
+
+@pytest.mark.parametrize('max_ratio', [0.5, 1.0])
+def test_resnet18_any_ratio_follows_the_rules(resnet18, max_ratio):
+    model, x, graph = resnet18
+    check_blocks(model, x, extract_blocks(model, (x,), max_ratio=max_ratio, graph=graph))
+
+
+@pytest.mark.parametrize('max_ratio', [0.125, 0.5])
+def test_darknet53_follows_the_rules(darknet53, max_ratio):
+    model, x, graph = darknet53
+    extraction = extract_blocks(model, (x,), max_ratio=max_ratio, graph=graph)
+    assert extraction.num_convs_total == 52
+    assert extraction.blocks
+    check_blocks(model, x, extraction)
+
+
+@pytest.mark.parametrize('max_ratio', [0, -0.1, 1.5, float('nan')])
+def test_invalid_max_ratio(max_ratio):
+    with pytest.raises(ValueError, match='max_ratio'):
+        extract_blocks(nn.Conv2d(3, 16, 3), (torch.randn(1, 3, 8, 8),), max_ratio=max_ratio)
+
+
+class DataDependent(nn.Module):
+    """Python control flow on a tensor value: torch.export cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3)
+        self.conv2 = nn.Conv2d(16, 16, 3)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        return self.conv2(x) if x.mean() > 0 else -self.conv2(x)
+
+
+def test_untraceable_model_raises_clear_error():
+    model = DataDependent()
+    model.train()
+    with pytest.raises(RuntimeError, match='torch.export could not trace') as info:
+        extract_blocks(model, (torch.randn(1, 3, 16, 16),))
+    assert 'forward_fn' in str(info.value)
+    assert model.training  # the mode is restored even on failure
+
+
+def test_mode_restored_and_forward_fn():
+    torch.manual_seed(0)
+    model = nn.Sequential(cbr(3, 16), cbr(16, 16), nn.Sequential(cbr(16, 16), cbr(16, 16)))
+    model.train()
+    extraction = extract_blocks(model, (torch.randn(1, 3, 16, 16),), max_ratio=1.0,
+                                forward_fn=lambda m, x: m(x) * 2)
+    assert model.training
+    assert [spec.name for spec in extraction.blocks] == ['0+1+2']
+    assert extraction.blocks[0].protected_convs == ['2.1.0']

@@ -1,0 +1,82 @@
+"""Print the LegoDNN blocks of any OpenMMLab config (or write them as JSON).
+
+    python tools/analyze_blocks.py CONFIG [--max-ratio 0.125] [--checkpoint CKPT] [--json [FILE]]
+
+The example input is one sample of the config's val dataloader, so the data it names must exist (for the synthetic
+configs: ``make data``).
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Show the blocks LegoDNN finds in a model')
+    parser.add_argument('config', help='an OpenMMLab config file')
+    parser.add_argument('--max-ratio', type=float, default=0.125,
+                        help='a block holds at most max(2, floor(max_ratio x #convs)) convs (default 0.125)')
+    parser.add_argument('--checkpoint', help='teacher weights (optional: blocks depend only on the structure)')
+    parser.add_argument('--tensor-path', choices=['tensor', 'extract_feat'],
+                        help="traced path (default: mode='tensor' if it traces, else extract_feat)")
+    parser.add_argument('--json', nargs='?', const='-', metavar='FILE',
+                        help='write JSON (to FILE, or stdout when no FILE is given) instead of the table')
+    parser.add_argument('--cfg-options', nargs='+', default=None, help='override config settings (key=value)')
+    return parser.parse_args(argv)
+
+
+def analyze(args: argparse.Namespace) -> dict:
+    from mmengine.config import Config, DictAction  # noqa: F401
+    import mmlego  # noqa: F401  (registries)
+    from mmlego.block_extraction import extract_blocks
+    from mmlego.models import build_model, example_batch, trace_tensor_path
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(dict(option.split('=', 1) for option in args.cfg_options))
+    model = build_model(cfg, args.checkpoint)
+    inputs = example_batch(cfg, model)
+    path, graph = trace_tensor_path(model, inputs, args.tensor_path)
+    extraction = extract_blocks(model, (inputs,), max_ratio=args.max_ratio, graph=graph)
+    total_params = sum(p.numel() for p in model.parameters())
+    result = extraction.to_dict()
+    result.update(config=args.config, tensor_path=path, model_params=total_params)
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(f"{result['config']}: traced path '{result['tensor_path']}', {len(result['blocks'])} blocks covering "
+          f"{result['num_convs_covered']}/{result['num_convs_total']} convs "
+          f"({100 * result['num_convs_covered'] / max(1, result['num_convs_total']):.0f}%), at most "
+          f"{result['max_convs_per_block']} convs per block (max_ratio {result['max_ratio']})")
+    header = f"{'#':>2}  {'block':<48} {'convs':>5} {'prunable':>8} {'params':>10}  {'input':<18} output"
+    print(header)
+    print('-' * len(header))
+    for i, block in enumerate(result['blocks']):
+        name = block['name'] if len(block['name']) <= 48 else block['name'][:45] + '...'
+        print(f"{i:>2}  {name:<48} {len(block['convs']):>5} {len(block['prunable_convs']):>8} "
+              f"{block['num_params']:>10,}  {str(block['input_shape']):<18} {block['output_shape']}")
+        if len(block['members']) > 1:
+            print(f"    members: {', '.join(block['members'])}")
+    covered = sum(block['num_params'] for block in result['blocks'])
+    print(f"blocks hold {covered:,} of the model's {result['model_params']:,} parameters "
+          f"({100 * covered / max(1, result['model_params']):.0f}%)")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    result = analyze(args)
+    if args.json == '-':
+        print(json.dumps(result, indent=2))
+    elif args.json:
+        from mmlego.utils.atomic_io import atomic_write_json
+        atomic_write_json(args.json, result)
+        print(f'wrote {args.json}')
+    else:
+        print_table(result)
+    return result
+
+
+if __name__ == '__main__':
+    main()
