@@ -1,0 +1,31 @@
+"""tools/analyze_blocks.py on OpenMMLab configs: blocks as a table and as JSON."""
+import json
+
+import pytest
+
+from .conftest import CONFIGS, TEACHER_CONFIGS, run_tool
+
+
+@pytest.mark.parametrize('model', ['fcn', 'tsn'])
+def test_analyze_blocks_json(model, workspace, tmp_path):
+    out = tmp_path / 'blocks.json'
+    run_tool('analyze_blocks.py', str(CONFIGS / TEACHER_CONFIGS[model]), '--json', str(out), cwd=workspace)
+    result = json.loads(out.read_text())
+    assert result['num_convs_total'] >= 20
+    assert len(result['blocks']) >= 6  # ResNet-18-class backbones
+    covered = sum(len(block['convs']) for block in result['blocks'])
+    assert result['num_convs_covered'] == covered <= result['num_convs_total']
+    all_convs = [conv for block in result['blocks'] for conv in block['convs']]
+    assert len(all_convs) == len(set(all_convs)), 'a conv belongs to two blocks'
+    for block in result['blocks']:
+        assert 2 <= len(block['convs']) <= result['max_convs_per_block']
+        assert block['prunable_convs'] and set(block['prunable_convs']) < set(block['convs'])
+
+
+@pytest.mark.slow
+def test_analyze_blocks_table_two_stage_detector(workspace):
+    """Faster R-CNN's mode='tensor' needs proposals: the tool falls back to extract_feat by itself."""
+    proc = run_tool('analyze_blocks.py', str(CONFIGS / TEACHER_CONFIGS['faster_rcnn']), '--max-ratio', '0.2',
+                    cwd=workspace)
+    assert "traced path 'extract_feat'" in proc.stdout
+    assert 'backbone.layer' in proc.stdout and 'at most 5 convs per block (max_ratio 0.2)' in proc.stdout
