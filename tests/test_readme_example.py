@@ -27,5 +27,6 @@ def test_readme_python_api_example_runs(tmp_path):
     assert status.startswith('optimal'), proc.stdout
     choice = eval(status.split(' ', 1)[1])  # the printed selection dict
     assert any(sparsity > 0 for sparsity in choice.values()), 'a 70% memory budget must prune some block'
-    assert (tmp_path / 'work_dirs' / 'plain_cnn_bank' / 'manifest.json').exists()
-    assert (tmp_path / 'work_dirs' / 'plain_cnn_bank' / 'descendants.safetensors').exists()
+    bank = tmp_path / 'work_dirs' / 'plain_cnn_bank'
+    assert (bank / 'manifest.json').exists() and list(bank.glob('*.safetensors'))
+    assert not list(bank.glob('*.pth')) and not list(bank.glob('*.pkl'))

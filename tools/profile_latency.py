@@ -1,0 +1,101 @@
+"""Measure a bank's latencies on this device, or apply a table measured elsewhere.
+
+On the target device (GPU, phone-class CPU, ...):
+
+    python tools/profile_latency.py CONFIG BANK_DIR [--checkpoint CKPT] [--device cuda] --out table.json
+
+Then, wherever the bank is optimized (copy table.json there):
+
+    python tools/profile_latency.py --apply table.json BANK_DIR
+
+The table holds only latencies, the teacher's fingerprint and the block names; applying it to a bank of another
+teacher fails with a clear error.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Profile (or apply) the latency table of a block bank')
+    parser.add_argument('paths', nargs='+', metavar='PATH', help='CONFIG BANK_DIR to measure, or BANK_DIR with --apply')
+    parser.add_argument('--apply', metavar='TABLE', help='write the latencies of TABLE into the bank\'s manifest')
+    parser.add_argument('--checkpoint', help='teacher weights the bank was built from (the config\'s load_from '
+                        'by default)')
+    parser.add_argument('--out', help='where to write the latency table (default: BANK_DIR/latency_<device>.json)')
+    parser.add_argument('--device', default='cpu', help='torch device to measure on (default cpu)')
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
+    return parser.parse_args(argv)
+
+
+def apply_table(table_path: str, bank_dir: str) -> None:
+    """Copies a table's latencies into a bank manifest (no teacher needed: the fingerprint is compared)."""
+    from mmlego.block_bank.bank import MANIFEST, _read_manifest
+    from mmlego.block_bank.profiles import BankProfiles
+    from mmlego.profiling import LatencyTable
+    from mmlego.utils.atomic_io import atomic_write_json
+    import pathlib
+    table = LatencyTable.load(table_path)
+    manifest = _read_manifest(pathlib.Path(bank_dir) / MANIFEST)
+    if manifest['teacher_fingerprint'] != table.teacher_fingerprint:
+        raise SystemExit(f'{table_path} was measured for another teacher than the bank in {bank_dir}; measure this '
+                         'bank with tools/profile_latency.py CONFIG BANK_DIR on the target device')
+    profiles = BankProfiles.from_dict(manifest.get('profiles') or {})
+    blocks = [block['name'] for block in manifest['extraction']['blocks']]
+    for name in blocks:
+        for sparsity in manifest['sparsities']:
+            key = f'{float(sparsity):g}'
+            if key not in table.blocks.get(name, {}):
+                raise SystemExit(f'{table_path} lacks {name}@{key}; it was measured on a bank with other blocks')
+            profiles.get(name, float(sparsity)).latency_ms = float(table.blocks[name][key])
+    for name in blocks:
+        original = profiles.get(name, 0.0).latency_ms
+        for sparsity in manifest['sparsities']:
+            profile = profiles.get(name, float(sparsity))
+            profile.latency_drop = (original - profile.latency_ms) / original if original else None
+    profiles.model_latency_ms, profiles.device = table.model_latency_ms, table.device
+    manifest['profiles'] = profiles.to_dict()
+    atomic_write_json(pathlib.Path(bank_dir) / MANIFEST, manifest)
+    print(f'applied {table_path} ({table.device}) to {bank_dir}')
+
+
+def measure(args: argparse.Namespace) -> str:
+    """Loads config, teacher and bank, measures every descendant and the whole model, writes the table."""
+    from mmengine.config import Config
+    import mmlego  # noqa: F401
+    from mmlego.block_bank import BlockBank
+    from mmlego.models import TENSOR_PATHS, build_model, example_batch
+    from mmlego.profiling import LatencyTable, profile_costs, profile_model
+    config, bank_dir = args.paths
+    cfg = Config.fromfile(config)
+    model = build_model(cfg, args.checkpoint or cfg.get('load_from'), device=args.device)
+    bank = BlockBank.load(bank_dir, model, map_location=args.device)
+    inputs = example_batch(cfg, model, batch_size=args.batch_size).to(args.device)
+    forward = TENSOR_PATHS[bank.meta.get('tensor_path', 'tensor')]
+    profile_costs(bank, warmup=args.warmup, repeats=args.repeats)
+    profile_model(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
+    table = LatencyTable.from_bank(bank)
+    out = args.out or osp.join(bank_dir, f'latency_{args.device.replace(":", "")}.json')
+    table.save(out)
+    print(f'wrote {out}: model {table.model_latency_ms:.2f} ms on {table.device}')
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.apply:
+        if len(args.paths) != 1:
+            raise SystemExit('--apply TABLE takes one BANK_DIR')
+        apply_table(args.apply, args.paths[0])
+    else:
+        if len(args.paths) != 2:
+            raise SystemExit('measuring takes CONFIG BANK_DIR (or use --apply TABLE BANK_DIR)')
+        measure(args)
+
+
+if __name__ == '__main__':
+    main()
