@@ -5,6 +5,7 @@ Importing the package registers its modules in mmlego's registries (see :mod:`mm
 """
 from .version import __version__
 from . import registry  # noqa: F401
+from . import models  # noqa: F401
 from . import engine  # noqa: F401
 
 __all__ = ['__version__']

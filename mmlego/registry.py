@@ -29,7 +29,7 @@ from mmengine.registry import Registry
 
 # The mmlego modules that register anything; every registry imports all of them on first use, so a module
 # added here is found from any registry whatever its type.
-_LOCATIONS = ['mmlego.engine']
+_LOCATIONS = ['mmlego.models', 'mmlego.engine']
 
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, locations=_LOCATIONS)
 RUNNER_CONSTRUCTORS = Registry(

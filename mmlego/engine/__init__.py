@@ -1,4 +1,5 @@
-"""Runners, loops and hooks that mmlego registers (mmengine's engine seams).
+"""mmengine-side glue: the LegoDNN pipeline loop and the online scaling hook (registered in mmlego's registries)."""
+from .pipeline_loop import LegoDNNPipelineLoop
+from .task_metrics import DEFAULT_METRICS, evaluate_model, pick_metric
 
-This package is the location every mmlego registry imports on first use (``mmlego.registry._LOCATIONS``).
-"""
+__all__ = ['DEFAULT_METRICS', 'LegoDNNPipelineLoop', 'evaluate_model', 'pick_metric']

@@ -92,7 +92,10 @@ def build_runner(args: argparse.Namespace, mode: str, checkpoint: Optional[str] 
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         if getattr(args, 'auto_scale_lr', False):
             cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr', {}), enable=True)
-        if args.resume == 'auto':
+        if args.resume is not None and 'LegoDNN' in str(cfg.get('train_cfg', {}).get('type', '')):
+            # The LegoDNN pipeline resumes its own stages from work_dir and always starts from the teacher.
+            cfg.train_cfg.resume = True
+        elif args.resume == 'auto':
             cfg.resume, cfg.load_from = True, None
         elif args.resume is not None:
             cfg.resume, cfg.load_from = True, args.resume

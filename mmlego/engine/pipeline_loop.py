@@ -1,0 +1,206 @@
+"""``mmlego.LegoDNNPipelineLoop``: the offline LegoDNN pipeline as the train loop of a legodnn config.
+
+Stages, each saved under ``work_dir`` before the next starts (``--resume`` continues at the stage and epoch where
+a run stopped): blocks + descendants -> block retraining over the config's train dataloader -> accuracy profiling
+with the config's val dataloader and evaluator -> memory / FLOPs / latency profiling -> ``work_dir/bank``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from mmengine.model import is_model_wrapper
+from mmengine.runner import BaseLoop
+
+from ..block_bank import BlockBank
+from ..block_retraining import RetrainingConfig, retrain_descendants
+from ..descendant_generation import DEFAULT_SPARSITIES
+from ..models.tensor_path import TENSOR_PATHS, example_batch, trace_tensor_path
+from ..profiling import DEFAULT_REFERENCES, profile_accuracy, profile_costs, profile_model
+from ..registry import LOOPS
+from ..utils.atomic_io import atomic_write_json
+from .task_metrics import evaluate_model, pick_metric
+
+STAGES = ('descendants', 'retrained', 'accuracy', 'done')
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _average_gradients(module: torch.nn.Module) -> None:
+    """Data-parallel retraining: every rank applies the mean gradient."""
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= _world_size()
+
+
+@LOOPS.register_module()
+class LegoDNNPipelineLoop(BaseLoop):
+    """Runs LegoDNN's offline stages on the teacher loaded from ``load_from``.
+
+    Args:
+        runner: The runner.
+        dataloader: The train dataloader (config dict or loader): block retraining data.
+        sparsities: Descendant sparsities, starting with 0.0.
+        max_ratio: Block size limit (``max(2, floor(max_ratio x #convs))`` convs).
+        retrain: :class:`~mmlego.block_retraining.RetrainingConfig` fields (epochs, lr, loss, ...).
+        heldout_batches: Val batches whose block-output loss picks each descendant's best epoch.
+        references: Reference composites of accuracy profiling (LegoDNN: teacher, middle, max).
+        max_val_batches: Limit accuracy-profiling evaluations to this many val batches (None: the whole set).
+        metric: The evaluator metric to maximize (default: the task family's usual one).
+        latency_repeats: Timed runs per latency measurement (median).
+        resume: Continue the stages saved in ``work_dir`` (``tools/train.py --resume`` sets it).
+    """
+
+    def __init__(self, runner, dataloader, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+                 max_ratio: float = 0.125, retrain: dict | None = None, heldout_batches: int = 4,
+                 references: Sequence[str] = DEFAULT_REFERENCES, max_val_batches: int | None = None,
+                 metric: str | None = None, latency_repeats: int = 10, resume: bool = False) -> None:
+        super().__init__(runner, dataloader)
+        self.sparsities = list(sparsities)
+        self.max_ratio = max_ratio
+        self.retrain = RetrainingConfig(**(retrain or {}))
+        self.heldout_batches = heldout_batches
+        self.references = tuple(references)
+        self.max_val_batches = max_val_batches
+        self.metric = metric
+        self.latency_repeats = latency_repeats
+        self.resume = resume
+        self.lego_dir = Path(runner.work_dir) / 'legodnn'
+        self.bank_dir = Path(runner.work_dir) / 'bank'
+        self._epoch = 0
+        self._iter = 0
+
+    @property
+    def max_epochs(self) -> int:
+        """Retraining epochs (mmengine's schedulers and hooks read it)."""
+        return self.retrain.epochs
+
+    @property
+    def max_iters(self) -> int:
+        """Retraining iterations."""
+        return self.retrain.epochs * len(self.dataloader)
+
+    @property
+    def epoch(self) -> int:
+        """Completed retraining epochs."""
+        return self._epoch
+
+    @property
+    def iter(self) -> int:
+        """Completed retraining iterations (counted per epoch)."""
+        return self._iter
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    @property
+    def wrapper(self):
+        model = self.runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    def _stage(self) -> str | None:
+        path = self.lego_dir / 'pipeline.json'
+        return json.loads(path.read_text())['stage'] if path.exists() else None
+
+    def _finish_stage(self, stage: str, bank: BlockBank) -> None:
+        if _rank() == 0:
+            bank.save(self.lego_dir / 'bank')
+            atomic_write_json(self.lego_dir / 'pipeline.json', dict(stage=stage))
+        if _world_size() > 1:
+            dist.barrier()
+        self.runner.logger.info(f'LegoDNN stage "{stage}" done, saved in {self.lego_dir}')
+
+    def _teacher_forward(self, path: str):
+        def forward(teacher, batch):
+            inputs = teacher.data_preprocessor(batch, False)['inputs']
+            return TENSOR_PATHS[path](teacher, inputs)
+        return forward
+
+    def _val_tools(self):
+        loader = self.runner.build_dataloader(self.runner._val_dataloader)
+        evaluator = self.runner.build_evaluator(self.runner._val_evaluator)
+        if hasattr(loader.dataset, 'metainfo'):
+            evaluator.dataset_meta = loader.dataset.metainfo
+        return loader, evaluator
+
+    # -- the pipeline ----------------------------------------------------------------------------------------
+    def run(self) -> torch.nn.Module:
+        """Runs (or resumes) every stage and attaches the finished bank to the model."""
+        runner, wrapper = self.runner, self.wrapper
+        if not runner.cfg.get('load_from'):
+            raise ValueError('the LegoDNN pipeline needs the trained teacher: set load_from=<teacher checkpoint> '
+                             'in the config or pass --cfg-options load_from=...')
+        teacher = wrapper.architecture
+        teacher.eval()
+        runner.call_hook('before_train')
+        if not self.resume and self.lego_dir.exists() and _rank() == 0:
+            shutil.rmtree(self.lego_dir)
+        if _world_size() > 1:
+            dist.barrier()
+        stage = self._stage() if self.resume else None
+        val_loader, evaluator = self._val_tools()
+        if stage is None:
+            example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
+            path, graph = trace_tensor_path(teacher, example, wrapper.tensor_path)
+            bank = BlockBank.build(teacher, (example,), self.sparsities, self.max_ratio, TENSOR_PATHS[path],
+                                   show_progress=_rank() == 0)
+            bank.meta.update(tensor_path=path, config=Path(runner.cfg.filename).name if runner.cfg.filename else None,
+                             teacher_checkpoint=str(runner.cfg.load_from))
+            runner.logger.info(f'{len(bank.blocks)} blocks ({bank.extraction.num_convs_covered}/'
+                               f'{bank.extraction.num_convs_total} convs) on the {path} path')
+            self._finish_stage('descendants', bank)
+            stage = 'descendants'
+        else:
+            bank = BlockBank.load(self.lego_dir / 'bank', teacher)
+            runner.logger.info(f'resuming the LegoDNN pipeline after stage "{stage}"')
+        path = bank.meta['tensor_path']
+
+        if STAGES.index(stage) < STAGES.index('retrained'):
+            heldout = [batch for _, batch in zip(range(self.heldout_batches), val_loader)]
+            retrain_descendants(teacher, bank.descendants, self.dataloader, heldout or None,
+                                teacher_forward=self._teacher_forward(path), config=self.retrain,
+                                state_dir=str(self.lego_dir / 'retraining'),
+                                grad_sync=_average_gradients if _world_size() > 1 else None,
+                                show_progress=_rank() == 0)
+            self._epoch = self.retrain.epochs
+            self._finish_stage('retrained', bank)
+            stage = 'retrained'
+
+        if STAGES.index(stage) < STAGES.index('accuracy'):
+            metric_key: dict[str, str] = {}
+
+            def evaluate(_model) -> float:
+                metrics = evaluate_model(wrapper, val_loader, evaluator, self.max_val_batches)
+                metric_key.setdefault('key', pick_metric(metrics, self.metric))
+                return float(metrics[metric_key['key']])
+
+            profile_accuracy(bank, teacher, evaluate, self.references,
+                             cache_file=self.lego_dir / 'accuracy_cache.json', show_progress=_rank() == 0)
+            bank.profiles.metric_name = metric_key.get('key')
+            self._finish_stage('accuracy', bank)
+            stage = 'accuracy'
+
+        if STAGES.index(stage) < STAGES.index('done'):
+            example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
+            profile_costs(bank, repeats=self.latency_repeats, show_progress=_rank() == 0)
+            profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats)
+            self._finish_stage('done', bank)
+        if _rank() == 0:
+            bank.save(self.bank_dir)
+        if _world_size() > 1:
+            dist.barrier()
+        wrapper.attach_bank(BlockBank.load(self.bank_dir, teacher))
+        runner.logger.info(f'block bank written to {self.bank_dir}: {len(bank.blocks)} blocks x '
+                           f'{len(bank.sparsities)} sparsities, teacher {bank.profiles.metric_name} = '
+                           f'{bank.profiles.teacher_metric}')
+        runner.call_hook('after_train')
+        return wrapper

@@ -1,0 +1,49 @@
+"""The task-family adapter: which metric scores a model, and how one evaluation runs.
+
+Every OpenMMLab 2.x family already has a data preprocessor, ``val_step`` and an evaluator; the only family
+knowledge LegoDNN needs is which of the evaluator's metrics to maximize. Configs can name it (``metric=...``).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+# Preferred metric per task family and dataset format, higher is better; the first one the evaluator reports wins.
+DEFAULT_METRICS = (
+    'coco/bbox_mAP_50', 'pascal_voc/mAP',  # mmdet: CocoMetric, VOCMetric
+    'mIoU',  # mmseg: IoUMetric
+    'coco/AP', 'PCK', 'PCKh',  # mmpose: CocoMetric, PCKAccuracy, MpiiPCKAccuracy
+    'acc/top1',  # mmaction: AccMetric
+)
+
+
+def pick_metric(metrics: dict[str, Any], metric: str | None = None) -> str:
+    """The metric key to optimize: ``metric`` if given, else the first of :data:`DEFAULT_METRICS` reported."""
+    if metric is not None:
+        if metric not in metrics:
+            raise KeyError(f'the evaluator reports {sorted(metrics)}, not {metric!r}; set metric= to one of them')
+        return metric
+    for key in DEFAULT_METRICS:
+        if key in metrics:
+            return key
+    raise KeyError(f'none of the known task metrics {DEFAULT_METRICS} is reported by the evaluator '
+                   f'({sorted(metrics)}); set metric= in the LegoDNN loop config')
+
+
+def evaluate_model(model: torch.nn.Module, dataloader: Iterable, evaluator: Any,
+                   max_batches: int | None = None) -> dict[str, float]:
+    """Runs ``model.val_step`` over ``dataloader`` and returns the evaluator's metrics."""
+    model.eval()
+    seen = 0
+    with torch.no_grad():
+        for index, batch in enumerate(dataloader):
+            if max_batches is not None and index >= max_batches:
+                break
+            outputs = model.val_step(batch)
+            evaluator.process(data_samples=outputs, data_batch=batch)
+            seen += len(outputs)
+    if seen == 0:
+        raise ValueError('the val dataloader yielded no sample; check the val dataset of the config')
+    size = len(dataloader.dataset) if max_batches is None else seen
+    return evaluator.evaluate(size)
