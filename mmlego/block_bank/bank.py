@@ -1,15 +1,18 @@
 """The block bank: every block's descendants and their profiles, in memory and on disk.
 
-On disk a bank is a directory with ``descendants.safetensors`` (the tensors of every descendant) and
-``manifest.json`` (format version, the teacher's fingerprint, the blocks, each descendant's pruning plan, and the
-profiles). A descendant is rebuilt from the teacher and its plan, then its tensors are loaded: nothing is
-unpickled. Both files are written atomically, the manifest last, and it records the tensor file's SHA-256.
+On disk a bank is a directory with ``descendants-<sha>.safetensors`` (the tensors of every descendant, named by
+their SHA-256) and ``manifest.json`` (format version, the teacher's fingerprint, the blocks, each descendant's
+pruning plan, and the profiles). A descendant is rebuilt from the teacher and its plan, then its tensors are
+loaded: nothing is unpickled. Both files are written atomically, the manifest last; it names the tensor file and
+records its SHA-256. A new tensor file never replaces the one the current manifest names, so a save that fails
+at any point leaves the previous bank loadable; tensor files no manifest names are removed after a save.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,13 +25,13 @@ from ..descendant_generation import (DEFAULT_SPARSITIES, Descendant, PruningPlan
                                      generate_descendants, rebuild_descendant)
 from ..utils.atomic_io import atomic_save_tensors, atomic_write_json
 from ..version import __version__
-from .profiles import BankProfiles
+from .profiles import BankProfiles, sparsity_key
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
-TENSORS = 'descendants.safetensors'
+TENSORS = 'descendants.safetensors'  # staging name; saved banks name the file after its SHA-256
 
 
 class BankError(ValueError):
@@ -52,10 +55,6 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b''):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _sparsity_key(sparsity: float) -> str:
-    return f'{sparsity:g}'
 
 
 @dataclass
@@ -115,28 +114,44 @@ class BlockBank:
 
     # -- disk ------------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Writes the bank to ``directory`` (tensors, then the manifest; each atomically)."""
+        """Writes the bank to ``directory`` (tensors, then the manifest; each atomically).
+
+        A failure at any point leaves the bank previously saved there loadable.
+        """
         directory = Path(directory)
         tensors = {}
         for name, by_sparsity in self.descendants.items():
             for sparsity, descendant in by_sparsity.items():
-                prefix = f'{name}|{_sparsity_key(sparsity)}|'
+                prefix = f'{name}|{sparsity_key(sparsity)}|'
                 tensors.update({prefix + key: t for key, t in descendant.module.state_dict().items()})
-        atomic_save_tensors(directory / TENSORS, tensors, metadata={'format_version': str(FORMAT_VERSION)})
+        staging = directory / f'.{TENSORS}.staging'
+        atomic_save_tensors(staging, tensors, metadata={'format_version': str(FORMAT_VERSION)})
+        sha256 = _file_sha256(staging)
+        tensor_file = f'descendants-{sha256[:16]}.safetensors'
+        os.replace(staging, directory / tensor_file)
         manifest = dict(
             format_version=FORMAT_VERSION, mmlego_version=__version__, teacher_fingerprint=self.fingerprint,
-            tensors=dict(file=TENSORS, sha256=_file_sha256(directory / TENSORS)),
+            tensors=dict(file=tensor_file, sha256=sha256),
             sparsities=self.sparsities, extraction=self.extraction.to_dict(),
-            plans={name: {_sparsity_key(s): d.plan.to_dict() for s, d in by_sparsity.items()}
+            plans={name: {sparsity_key(s): d.plan.to_dict() for s, d in by_sparsity.items()}
                    for name, by_sparsity in self.descendants.items()},
             profiles=self.profiles.to_dict(), meta=self.meta)
         atomic_write_json(directory / MANIFEST, manifest)
+        for stale in directory.glob('descendants*.safetensors'):
+            if stale.name != tensor_file:
+                stale.unlink()
         return directory
 
     def save_profiles(self, directory: str | Path) -> None:
-        """Rewrites only the manifest's profiles (the tensors are unchanged)."""
+        """Rewrites only the manifest's profiles (the tensors are unchanged).
+
+        Raises:
+            BankError: ``directory`` holds no bank, or the bank of another teacher.
+        """
         path = Path(directory) / MANIFEST
         manifest = _read_manifest(path)
+        if manifest['teacher_fingerprint'] != self.fingerprint:
+            raise BankError(f'{directory} holds the bank of another teacher; save this bank there first')
         manifest['profiles'] = self.profiles.to_dict()
         manifest['meta'] = self.meta
         atomic_write_json(path, manifest)
@@ -159,23 +174,42 @@ class BlockBank:
             raise BankError(f'{directory} was built from another teacher (fingerprint '
                             f'{manifest["teacher_fingerprint"][:12]}...); load the checkpoint the bank was built '
                             'from, or build a bank for this teacher')
-        tensor_path = directory / manifest['tensors']['file']
+        try:
+            tensor_path = directory / manifest['tensors']['file']
+            expected_sha = manifest['tensors']['sha256']
+            extraction = _extraction_from_dict(manifest['extraction'])
+            sparsities = [float(s) for s in manifest['sparsities']]
+            plans = {spec.name: {float(key): PruningPlan.from_dict(data)
+                                 for key, data in manifest['plans'][spec.name].items()}
+                     for spec in extraction.blocks}
+            profiles = BankProfiles.from_dict(manifest.get('profiles') or {})
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise BankError(f'{directory / MANIFEST} is malformed ({type(error).__name__}: {error}); the bank is '
+                            'corrupted, rebuild it') from error
+        incomplete = [name for name, by_sparsity in plans.items() if sorted(by_sparsity) != sparsities]
+        if incomplete:
+            raise BankError(f'{directory / MANIFEST} is malformed: blocks {incomplete} lack descendants at some '
+                            f'of the sparsities {sparsities}; the bank is corrupted, rebuild it')
         if not tensor_path.exists():
             raise BankError(f'{tensor_path} is missing; the bank directory is incomplete, rebuild or re-copy it')
-        if _file_sha256(tensor_path) != manifest['tensors']['sha256']:
+        if _file_sha256(tensor_path) != expected_sha:
             raise BankError(f'{tensor_path} is corrupted (its SHA-256 differs from the manifest); re-copy or '
                             'rebuild the bank')
         try:
             tensors = load_file(str(tensor_path), device=str(map_location))
         except Exception as error:
             raise BankError(f'{tensor_path} cannot be read as safetensors ({error}); rebuild the bank') from error
-        extraction = _extraction_from_dict(manifest['extraction'])
         descendants: dict[str, dict[float, Descendant]] = {}
         model_device = next(model.parameters()).device
         for spec in extraction.blocks:
             descendants[spec.name] = {}
-            for key, plan_data in manifest['plans'][spec.name].items():
-                descendant = rebuild_descendant(model, spec, PruningPlan.from_dict(plan_data))
+            for sparsity, plan in plans[spec.name].items():
+                key = sparsity_key(sparsity)
+                try:
+                    descendant = rebuild_descendant(model, spec, plan)
+                except (KeyError, AttributeError, ValueError) as error:
+                    raise BankError(f'descendant {spec.name}@{key} cannot be rebuilt from this teacher '
+                                    f'({error}); load the teacher the bank was built from') from error
                 prefix = f'{spec.name}|{key}|'
                 state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
                 try:
@@ -184,10 +218,9 @@ class BlockBank:
                     raise BankError(f'descendant {spec.name}@{key} does not match its tensors: '
                                     f'{str(error).splitlines()[0]}; rebuild the bank') from error
                 descendant.module.to(model_device).eval()
-                descendants[spec.name][float(key)] = descendant
+                descendants[spec.name][sparsity] = descendant
         return cls(fingerprint=manifest['teacher_fingerprint'], extraction=extraction,
-                   sparsities=[float(s) for s in manifest['sparsities']], descendants=descendants,
-                   profiles=BankProfiles.from_dict(manifest.get('profiles') or {}), meta=manifest.get('meta') or {})
+                   sparsities=sparsities, descendants=descendants, profiles=profiles, meta=manifest.get('meta') or {})
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -197,6 +230,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BankError(f'{path} is not valid JSON ({error}); the bank is corrupted, rebuild it') from error
+    if not isinstance(manifest, dict):
+        raise BankError(f'{path} holds a JSON {type(manifest).__name__}, not a block bank manifest; the bank is '
+                        'corrupted, rebuild it')
     for key in ('format_version', 'teacher_fingerprint', 'tensors', 'sparsities', 'extraction', 'plans'):
         if key not in manifest:
             raise BankError(f'{path} lacks "{key}"; the bank is corrupted or not a block bank, rebuild it')

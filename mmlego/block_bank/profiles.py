@@ -10,6 +10,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .bank import BlockBank
 
 
+def sparsity_key(sparsity: float) -> str:
+    """The text form of a sparsity in files: short (``'0.2'``, ``'0'``) and parsing back to the same float."""
+    text = f'{sparsity:g}'
+    return text if float(text) == sparsity else repr(float(sparsity))
+
+
 @dataclass
 class DescendantProfile:
     """Measured properties of one descendant (None: not profiled yet).
@@ -60,7 +66,7 @@ class BankProfiles:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (sparsities as strings)."""
         data = {key: value for key, value in asdict(self).items() if key != 'descendants'}
-        data['descendants'] = {block: {f'{s:g}': asdict(p) for s, p in by_s.items()}
+        data['descendants'] = {block: {sparsity_key(s): asdict(p) for s, p in by_s.items()}
                                for block, by_s in self.descendants.items()}
         return data
 

@@ -108,11 +108,12 @@ class FeatureCapture:
             first = self.model.get_submodule(spec.members[0])
             last = self.model.get_submodule(spec.members[-1])
 
+            # Copies: the teacher may later modify these tensors in place (e.g. an in-place ReLU after a block).
             def pre_hook(module, args, name=spec.name):
-                self.features[name] = [args[0].detach()]
+                self.features[name] = [args[0].detach().clone()]
 
             def post_hook(module, args, output, name=spec.name):
-                self.features[name].append(output.detach())
+                self.features[name].append(output.detach().clone())
 
             handles.append(first.register_forward_pre_hook(pre_hook))
             handles.append(last.register_forward_hook(post_hook))

@@ -18,19 +18,24 @@ from ..block_extraction.block_module import put_block
 
 
 class ReadWriteLock:
-    """Many readers or one writer; re-entrant for readers of one thread, writers wait for readers to leave."""
+    """Many readers or one writer; re-entrant for readers of one thread, writers wait for readers to leave.
+
+    Writers have priority: a new reader waits while a writer waits, so readers that keep overlapping cannot
+    starve a writer (a thread that already reads may read again without waiting).
+    """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._readers: dict[int, int] = {}
         self._writer = False
+        self._writers_waiting = 0
 
     def acquire_read(self) -> None:
-        """Blocks while a writer holds the lock."""
+        """Blocks while a writer holds or waits for the lock (unless this thread already reads)."""
         me = threading.get_ident()
         with self._condition:
             if not self._readers.get(me):
-                self._condition.wait_for(lambda: not self._writer)
+                self._condition.wait_for(lambda: not self._writer and not self._writers_waiting)
             self._readers[me] = self._readers.get(me, 0) + 1
 
     def release_read(self) -> None:
@@ -44,12 +49,17 @@ class ReadWriteLock:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
-        """Exclusive access (waits for running readers)."""
+        """Exclusive access (waits for running readers; readers arriving meanwhile wait for it)."""
         with self._condition:
             if self._readers.get(threading.get_ident()):
                 raise RuntimeError('cannot switch blocks from inside a forward of the same model (deadlock); '
                                    'switch between forwards')
-            self._condition.wait_for(lambda: not self._writer and not self._readers)
+            self._writers_waiting += 1
+            try:
+                self._condition.wait_for(lambda: not self._writer and not self._readers)
+            finally:
+                self._writers_waiting -= 1
+                self._condition.notify_all()
             self._writer = True
         try:
             yield
@@ -141,7 +151,8 @@ class BlockSwitcher:
             yield
 
     def detach(self) -> None:
-        """Removes the forward guard hooks."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        """Removes the forward guard hooks (after the running forwards finish, so none keeps its read lock)."""
+        with self.lock.write():
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()

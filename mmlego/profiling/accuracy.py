@@ -3,11 +3,13 @@
 For each reference composite ``e`` (by default LegoDNN's three: every block original, every block at the middle
 sparsity, every block at the highest), ``drop(b, s) = mean_e[metric(e with b original) - metric(e with b at s)]``.
 Identical composites are evaluated once; every evaluation is cached in a JSON file (written atomically after each
-one) so an interrupted profiling run resumes where it stopped. ``references=('teacher',)`` is the cheap variant:
+one) so an interrupted profiling run resumes where it stopped. The cache is used only for the same teacher, blocks
+and descendant weights (retrained descendants invalidate it). ``references=('teacher',)`` is the cheap variant:
 one composite, ``1 + B * (S - 1)`` evaluations.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ..block_bank import BlockBank
+from ..block_bank import BlockBank, teacher_fingerprint
 from ..block_switcher import BlockSwitcher
 from ..utils.atomic_io import atomic_write_json
 from ..utils.progress import progress
@@ -38,6 +40,16 @@ def reference_sparsity(reference: str | float, sparsities: Sequence[float]) -> f
         return float(reference)
     raise ValueError(f'unknown reference composite {reference!r}: use "teacher", "middle", "max" or one of '
                      f'the bank\'s sparsities {list(sparsities)}')
+
+
+def _descendants_digest(bank: BlockBank) -> str:
+    """SHA-256 over every descendant's tensors: cached metrics are only valid for these weights."""
+    digest = hashlib.sha256()
+    for spec in bank.blocks:
+        for sparsity in bank.sparsities:
+            digest.update(f'{spec.name}@{sparsity!r}:'.encode())
+            digest.update(teacher_fingerprint(bank.descendant(spec.name, sparsity).module).encode())
+    return digest.hexdigest()
 
 
 def _key(selection: dict[str, float], order: list[str]) -> str:
@@ -77,11 +89,16 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
 
     cache_path = Path(cache_file) if cache_file else None
     metrics: dict[str, float] = {}
+    identity = dict(teacher_fingerprint=bank.fingerprint, blocks=order,
+                    descendants=_descendants_digest(bank) if cache_path else None)
     if cache_path and cache_path.exists():
         cached = json.loads(cache_path.read_text())
-        if cached.get('teacher_fingerprint') == bank.fingerprint and cached.get('blocks') == order:
+        if all(cached.get(field) == value for field, value in identity.items()):
             metrics = {k: float(v) for k, v in cached['metrics'].items()}
             logger.info('accuracy profiling resumes with %d cached evaluations', len(metrics))
+        else:
+            logger.warning('ignoring %s: it was written for another teacher, blocks or descendant weights',
+                           cache_path)
     todo = [key for key in selections if key not in metrics]
     switcher = BlockSwitcher(model, bank, guard_forward=False)
     try:
@@ -89,8 +106,7 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
             switcher.switch(selections[key])
             metrics[key] = float(evaluate(model))
             if cache_path:
-                atomic_write_json(cache_path, dict(teacher_fingerprint=bank.fingerprint, blocks=order,
-                                                   metrics=metrics))
+                atomic_write_json(cache_path, dict(identity, metrics=metrics))
     finally:
         switcher.reset()
         switcher.detach()

@@ -130,6 +130,10 @@ class LatencyTable:
         """The latencies currently in the bank's profiles."""
         if bank.profiles.model_latency_ms is None:
             raise ValueError('the bank has no model latency; run profile_model first')
+        missing = [f'{spec.name}@{s:g}' for spec in bank.blocks for s in bank.sparsities
+                   if bank.profiles.get(spec.name, s).latency_ms is None]
+        if missing:
+            raise ValueError(f'the bank lacks the latencies of {", ".join(missing)}; run profile_costs first')
         blocks = {spec.name: {f'{s:g}': bank.profiles.get(spec.name, s).latency_ms for s in bank.sparsities}
                   for spec in bank.blocks}
         return cls(bank.fingerprint, bank.profiles.device or 'unknown', bank.profiles.model_latency_ms, blocks)

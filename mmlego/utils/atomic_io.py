@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,12 +12,18 @@ import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Calls ``write(tmp_path)`` for a temporary file next to ``path``, then renames it over ``path``."""
+    """Calls ``write(tmp_path)`` for a temporary file next to ``path``, then renames it over ``path``.
+
+    The file gets the permissions a plain ``open(path, 'w')`` would give it: those of the file it replaces, or
+    ``0o666`` minus the umask for a new file (not the owner-only mode of ``tempfile.mkstemp``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f'.{path.name}.{secrets.token_hex(6)}.tmp')
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
     try:
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

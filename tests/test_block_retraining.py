@@ -1,0 +1,213 @@
+"""Block retraining: held-out loss falls, the original block and BN statistics stay fixed, resume is exact."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+from mmlego.block_extraction.block_module import block_module_of
+from mmlego.block_retraining import (FeatureCapture, RetrainingConfig, RetrainingError, feature_loss,
+                                     retrain_descendants)
+
+from .test_block_bank import TinyNet, build_bank, make_tiny
+
+BATCH = (4, 3, 16, 16)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def shared():
+    teacher = make_tiny()
+    bank = build_bank(teacher)
+    generator = torch.Generator().manual_seed(5)
+    train = [torch.randn(*BATCH, generator=generator) for _ in range(6)]
+    val = [torch.randn(*BATCH, generator=generator) for _ in range(2)]
+    return teacher, bank, train, val
+
+
+def fresh(shared):
+    """The teacher and a fresh copy of the untrained descendants."""
+    teacher, bank, _, _ = shared
+    return teacher, copy.deepcopy(bank.descendants)
+
+
+def held_out_losses(teacher, descendants, batches) -> dict:
+    capture = FeatureCapture(teacher, [next(iter(by_s.values())).spec for by_s in descendants.values()])
+    losses = {}
+    for batch in batches:
+        features = capture.run(lambda model, b: model(b), batch)
+        for name, by_sparsity in descendants.items():
+            x, y = features[name]
+            for sparsity, descendant in by_sparsity.items():
+                with torch.no_grad():
+                    loss = float(feature_loss('mse', descendant.module.eval()(x), y))
+                losses[f'{name}@{sparsity:g}'] = losses.get(f'{name}@{sparsity:g}', 0.0) + loss / len(batches)
+    return losses
+
+
+def bn_buffers(descendants) -> dict:
+    return {(name, s, key): t.clone() for name, by_s in descendants.items() for s, d in by_s.items()
+            for key, t in d.module.state_dict().items() if 'running' in key or 'num_batches' in key}
+
+
+def states(descendants) -> dict:
+    return {(name, s): {k: t.clone() for k, t in d.module.state_dict().items()}
+            for name, by_s in descendants.items() for s, d in by_s.items()}
+
+
+def assert_states_close(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.allclose(a[key][name].float(), b[key][name].float(), atol=atol, rtol=0), (key, name)
+
+
+def retrain(teacher, descendants, train, val, state_dir=None, teacher_forward=lambda model, batch: model(batch),
+            **config):
+    config.setdefault('lr', 1e-3)
+    return retrain_descendants(teacher, descendants, train, val, teacher_forward=teacher_forward,
+                               config=RetrainingConfig(**config),
+                               state_dir=None if state_dir is None else str(state_dir), show_progress=False)
+
+
+def test_held_out_loss_falls_original_and_bn_statistics_stay(shared):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before, buffers, original = held_out_losses(teacher, descendants, val), bn_buffers(descendants), \
+        states(descendants)
+    # Weight decay would move even a zero-loss copy of the teacher's block, were sparsity 0.0 trained.
+    report = retrain(teacher, descendants, train, val, epochs=3, weight_decay=1e-3)
+    after = held_out_losses(teacher, descendants, val)
+    assert report.epochs_run == 3 and [h['epoch'] for h in report.history] == [1, 2, 3]
+    keys = ['b2@0.4', 'b2@0.8', 'stem+b1@0.4', 'stem+b1@0.8']
+    assert sorted(report.best_val) == sorted(report.history[0]['train']) == sorted(report.history[0]['val']) == keys
+    for key, value in report.best_val.items():
+        assert after[key] == pytest.approx(value, rel=1e-5)  # the kept weights are those of the best epoch
+        assert after[key] < 0.8 * before[key], (key, before[key], after[key])
+    now = states(descendants)
+    for name in descendants:  # sparsity 0.0 is the teacher's block, bit for bit; the others did learn
+        assert all(torch.equal(t, original[(name, 0.0)][k]) for k, t in now[(name, 0.0)].items())
+        assert after[f'{name}@0'] == before[f'{name}@0'] == 0.0
+        assert any(not torch.equal(t, original[(name, 0.8)][k]) for k, t in now[(name, 0.8)].items())
+    assert all(torch.equal(t, buffers[key]) for key, t in bn_buffers(descendants).items()), 'BN stats drifted'
+    assert all(not d.module.training for by_s in descendants.values() for d in by_s.values())
+    assert all(torch.equal(t, teacher_state[k]) for k, t in teacher.state_dict().items()), 'teacher modified'
+
+
+def test_retrain_original_on_request_keeps_bn_statistics(shared):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    with torch.no_grad():  # an exact copy has zero loss and gradient: move it away from the teacher first
+        for param in descendants['b2'][0.0].module.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(2)))
+    buffers, before = bn_buffers(descendants), held_out_losses(teacher, descendants, val)
+    report = retrain(teacher, descendants, train, val, retrain_original=True, epochs=2)
+    assert report.best_val['b2@0'] < 0.8 * before['b2@0'] and report.best_val['stem+b1@0'] == 0.0
+    assert all(torch.equal(t, buffers[key]) for key, t in bn_buffers(descendants).items()), 'BN stats drifted'
+
+
+def test_resume_runs_only_the_missing_epochs(shared, tmp_path):
+    teacher, straight = fresh(shared)
+    _, _, train, val = shared
+    full = retrain(teacher, straight, train, val, epochs=2)
+    _, first = fresh(shared)
+    assert retrain(teacher, first, train, val, state_dir=tmp_path, epochs=1).epochs_run == 1
+    state = json.loads((tmp_path / 'state.json').read_text())
+    assert state['epoch'] == 1 and sorted(os.listdir(tmp_path)) == \
+        ['epoch_1.safetensors', 'epoch_1_optim.pth', 'state.json']
+    _, resumed = fresh(shared)  # a new process: untrained descendants, state from disk
+    report = retrain(teacher, resumed, train, val, state_dir=tmp_path, epochs=2)
+    assert report.epochs_run == 1 and [h['epoch'] for h in report.history] == [1, 2]
+    for mine, theirs in zip(report.history, full.history):
+        for split in ('train', 'val'):
+            assert mine[split] == pytest.approx(theirs[split], rel=1e-5, abs=1e-9)
+    assert report.best_val == pytest.approx(full.best_val, rel=1e-5)
+    assert_states_close(states(resumed), states(straight))
+    assert sorted(os.listdir(tmp_path)) == ['epoch_2.safetensors', 'epoch_2_optim.pth', 'state.json']
+    _, again = fresh(shared)  # everything done: nothing runs, the best weights are restored
+    assert retrain(teacher, again, train, val, state_dir=tmp_path, epochs=2).epochs_run == 0
+    assert_states_close(states(again), states(straight))
+
+
+def test_other_settings_in_the_same_state_dir_are_refused(shared, tmp_path):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    retrain(teacher, descendants, train, val, state_dir=tmp_path, max_batches_per_epoch=1)
+    with pytest.raises(ValueError, match='another run'):
+        retrain(teacher, fresh(shared)[1], train, val, state_dir=tmp_path, max_batches_per_epoch=1, lr=5e-4)
+    subset = {'b2': fresh(shared)[1]['b2']}
+    with pytest.raises(ValueError, match='another run'):
+        retrain(teacher, subset, train, val, state_dir=tmp_path, max_batches_per_epoch=1)
+
+
+def test_failing_descendant_names_itself_and_keeps_last_epoch(shared, tmp_path):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    calls = {'n': 0}
+    per_epoch = len(train) + len(val)
+
+    def explode(module, args):
+        calls['n'] += 1
+        if calls['n'] > per_epoch + 1:  # second batch of epoch 2
+            raise RuntimeError('boom')
+
+    descendants['b2'][0.4].module.register_forward_pre_hook(explode)
+    with pytest.raises(RetrainingError, match=r'b2@0\.4 failed at epoch 2, batch 1: RuntimeError: boom'):
+        retrain(teacher, descendants, train, val, state_dir=tmp_path, epochs=3)
+    assert json.loads((tmp_path / 'state.json').read_text())['epoch'] == 1
+    _, resumed = fresh(shared)  # the fixed run resumes after epoch 1 and matches an uninterrupted one
+    assert retrain(teacher, resumed, train, val, state_dir=tmp_path, epochs=3).epochs_run == 2
+    _, straight = fresh(shared)
+    retrain(teacher, straight, train, val, epochs=3)
+    assert_states_close(states(resumed), states(straight))
+
+
+def test_nan_inputs_and_empty_loaders_raise(shared):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    nan_batch = torch.full(BATCH, float('nan'))
+    with pytest.raises(RetrainingError, match=r'stem\+b1@0\.4 failed at epoch 1, batch 0: .*nan'):
+        retrain(teacher, descendants, [nan_batch], val)
+    with pytest.raises(RetrainingError, match='training dataloader yielded no batch'):
+        retrain(teacher, descendants, [], val)
+    with pytest.raises(RetrainingError, match='held-out dataloader yielded no batch'):
+        retrain(teacher, descendants, train[:1], [])
+    with pytest.raises(RetrainingError, match='did not run blocks'):
+        retrain(teacher, descendants, train[:1], val, teacher_forward=lambda model, batch: model.head)
+
+
+class InplaceAfterBlock(TinyNet):
+    """TinyNet whose frame scales ``b2``'s output in place (like an in-place activation after a block)."""
+
+    def forward(self, x):
+        x = self.b2(self.b1(self.stem(x)))
+        return self.head(x.mul_(0.5))
+
+
+def test_captured_features_survive_inplace_ops_of_the_teacher(shared):
+    teacher, bank, train, _ = shared
+    inplace = InplaceAfterBlock().eval()
+    inplace.load_state_dict(teacher.state_dict())
+    capture = FeatureCapture(inplace, bank.blocks)
+    features = capture.run(lambda model, batch: model(batch), train[0])
+    for spec in bank.blocks:
+        x, y = features[spec.name]
+        with torch.no_grad():
+            assert torch.equal(block_module_of(inplace, spec).eval()(x), y), spec.name
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError, match='unknown retraining loss'):
+        RetrainingConfig(loss='l2')
+    with pytest.raises(ValueError, match='epochs'):
+        RetrainingConfig(epochs=0)
