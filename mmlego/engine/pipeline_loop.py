@@ -70,6 +70,8 @@ class LegoDNNPipelineLoop(BaseLoop):
         self.sparsities = list(sparsities)
         self.max_ratio = max_ratio
         self.retrain = RetrainingConfig(**(retrain or {}))
+        if self.retrain.max_batches_per_epoch is None:  # an epoch of an infinite sampler: one pass of its length
+            self.retrain.max_batches_per_epoch = len(self.dataloader)
         self.heldout_batches = heldout_batches
         self.references = tuple(references)
         self.max_val_batches = max_val_batches

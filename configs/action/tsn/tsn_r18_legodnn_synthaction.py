@@ -1,4 +1,4 @@
-# LegoDNN over the TSN teacher: blocks, descendants, retraining, profiling -> work_dir/bank.
+# LegoDNN over the tsn_r18_synthaction teacher: blocks, descendants, retraining, profiling -> work_dir/bank.
 # Teacher first: python tools/train.py configs/action/tsn/tsn_r18_synthaction.py
 # Then:          python tools/train.py configs/action/tsn/tsn_r18_legodnn_synthaction.py
 _base_ = ['./tsn_r18_synthaction.py']

@@ -1,0 +1,11 @@
+# LegoDNN over the trn_r18_hmdb51-rgb teacher: blocks, descendants, retraining, profiling -> work_dir/bank.
+# Teacher first: python tools/train.py configs/action/trn/trn_r18_hmdb51-rgb.py
+# Then:          python tools/train.py configs/action/trn/trn_r18_legodnn_hmdb51-rgb.py  (real dataset: see the teacher config for data preparation)
+_base_ = ['./trn_r18_hmdb51-rgb.py']
+custom_imports = dict(imports=['mmlego'], allow_failed_imports=False)
+
+load_from = 'work_dirs/trn_r18_hmdb51-rgb/epoch_100.pth'  # the teacher
+model = dict(_delete_=True, type='mmlego.LegoDNN', architecture={{_base_.model}})
+train_cfg = dict(
+    _delete_=True, type='mmlego.LegoDNNPipelineLoop', sparsities=[0.0, 0.2, 0.4, 0.6, 0.8], max_ratio=0.125,
+    retrain=dict(epochs=10, lr=1e-3))

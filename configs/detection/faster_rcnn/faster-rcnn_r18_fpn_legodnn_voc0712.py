@@ -1,0 +1,11 @@
+# LegoDNN over the faster-rcnn_r18_fpn_voc0712 teacher: blocks, descendants, retraining, profiling -> work_dir/bank.
+# Teacher first: python tools/train.py configs/detection/faster_rcnn/faster-rcnn_r18_fpn_voc0712.py
+# Then:          python tools/train.py configs/detection/faster_rcnn/faster-rcnn_r18_fpn_legodnn_voc0712.py  (real dataset: see the teacher config for data preparation)
+_base_ = ['./faster-rcnn_r18_fpn_voc0712.py']
+custom_imports = dict(imports=['mmlego'], allow_failed_imports=False)
+
+load_from = 'work_dirs/faster-rcnn_r18_fpn_voc0712/epoch_4.pth'  # the teacher
+model = dict(_delete_=True, type='mmlego.LegoDNN', architecture={{_base_.model}})
+train_cfg = dict(
+    _delete_=True, type='mmlego.LegoDNNPipelineLoop', sparsities=[0.0, 0.2, 0.4, 0.6, 0.8], max_ratio=0.125,
+    retrain=dict(epochs=2, lr=1e-3))
