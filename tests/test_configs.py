@@ -36,3 +36,30 @@ def test_synthetic_config_loads_one_training_sample(name, workspace, monkeypatch
         assert len(dataset) > 0
         sample = dataset[0]
         assert 'inputs' in sample and 'data_samples' in sample
+
+
+def _lego_path(rel_path: str) -> str:
+    """The legodnn variant of a teacher config: `{model}_{backbone}_legodnn_{data}.py`."""
+    directory, name = rel_path.rsplit('/', 1)
+    for backbone in ('_r18_fpn_', '_r18-d8_', '_res18_', '_r18_'):
+        if backbone in name:
+            return f'{directory}/{name.replace(backbone, backbone + "legodnn_", 1)}'
+    raise AssertionError(f'no backbone tag in {name}')
+
+
+@pytest.mark.parametrize('name,rel_path', sorted({**{f'{k}-synthetic': v for k, v in TEACHER_CONFIGS.items()},
+                                                  **{f'{k}-real': v for k, v in REAL_DATASET_CONFIGS.items()}}.items()))
+def test_legodnn_config_wraps_its_teacher(name, rel_path):
+    """Each legodnn config is its teacher config plus the wrapper and the pipeline loop, and builds."""
+    import mmlego  # noqa: F401
+    from mmlego.models import LegoDNN
+    teacher_cfg = Config.fromfile(CONFIGS / rel_path)
+    cfg = Config.fromfile(CONFIGS / _lego_path(rel_path))
+    assert cfg.default_scope == teacher_cfg.default_scope
+    assert cfg.model.type == 'mmlego.LegoDNN' and cfg.model.architecture == teacher_cfg.model
+    assert cfg.train_cfg.type == 'mmlego.LegoDNNPipelineLoop'
+    assert cfg.load_from and cfg.val_dataloader == teacher_cfg.val_dataloader
+    init_default_scope(cfg.default_scope)
+    from mmengine.registry import MODELS
+    model = MODELS.build(cfg.model)
+    assert isinstance(model, LegoDNN) and model.data_preprocessor is model.architecture.data_preprocessor
