@@ -1,0 +1,72 @@
+"""mmlego.LegoDNN: teacher checkpoints load into it, and it runs every mode of each task family's model."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from .conftest import CONFIGS, TEACHER_CONFIGS
+from .test_pipeline import LEGO_CONFIGS
+
+FAMILIES = ['yolov3', 'fcn', 'simplebaseline', 'tsn']
+
+
+def _build(name):
+    import mmlego  # noqa: F401
+    from mmengine.registry import MODELS
+    cfg = Config.fromfile(CONFIGS / LEGO_CONFIGS[name])
+    init_default_scope(cfg.default_scope)
+    return cfg, MODELS.build(cfg.model)
+
+
+def _batch(cfg, split='val_dataloader'):
+    from mmengine.runner import Runner
+    loader_cfg = cfg[split].copy()
+    loader_cfg.update(batch_size=2, num_workers=0, persistent_workers=False)
+    return next(iter(Runner.build_dataloader(loader_cfg)))
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_wrapper_runs_every_mode(name, workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    torch.set_num_threads(1)
+    cfg, model = _build(name)
+    teacher = model.architecture
+    model.eval()
+    data = model.data_preprocessor(_batch(cfg), False)
+    with torch.no_grad():
+        wrapped = model(data['inputs'], data['data_samples'], mode='predict')
+        direct = teacher(data['inputs'], data['data_samples'], mode='predict')
+    assert type(wrapped[0]) is type(direct[0]) and len(wrapped) == len(direct)
+    if name != 'faster_rcnn':
+        with torch.no_grad():
+            out = model(data['inputs'], mode='tensor')
+        ref = teacher(data['inputs'], None, mode='tensor')
+        flat = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        flat_ref = [t for t in torch.utils._pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
+        assert all(torch.equal(a, b) for a, b in zip(flat, flat_ref)) and flat
+    model.train()
+    train_data = model.data_preprocessor(_batch(cfg, 'train_dataloader'), True)
+    losses = model(train_data['inputs'], train_data['data_samples'], mode='loss')
+    assert losses and all(torch.isfinite(v).all() for v in torch.utils._pytree.tree_leaves(losses)
+                          if isinstance(v, torch.Tensor))
+
+
+def test_teacher_checkpoint_loads_into_the_wrapper(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+    from mmlego.models import build_model
+    cfg, model = _build('tsn')
+    torch.manual_seed(1)
+    teacher = build_model(Config.fromfile(CONFIGS / TEACHER_CONFIGS['tsn']))
+    checkpoint = {'state_dict': teacher.state_dict()}
+    _load_checkpoint_to_model(model, checkpoint['state_dict'], strict=True)  # what runner.load_checkpoint does
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(model.architecture.state_dict()[key], value), key
+    # And a checkpoint of the wrapper itself (architecture.* keys) loads unchanged.
+    _load_checkpoint_to_model(model, model.state_dict(), strict=True)
+
+
+def test_scaling_without_bank_is_a_clear_error():
+    _, model = _build('tsn')
+    with pytest.raises(RuntimeError, match='no block bank'):
+        model.scale(memory_mb=10)
