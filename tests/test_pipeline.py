@@ -86,3 +86,47 @@ def test_pipeline_without_teacher_is_a_clear_error(workspace, tmp_path):
         run_tool('train.py', str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(tmp_path / 'w'),
                  '--cfg-options', 'load_from=None', *fast_loader_options(), cwd=workspace)
     assert not (tmp_path / 'w' / 'bank').exists()
+
+
+@pytest.mark.slow
+def test_distributed_pipeline_matches_single_process(workspace, tmp_path):
+    """2 CPU ranks (gloo) with batch 2 each retrain like 1 process with batch 4: same bank within 1e-4.
+
+    Deterministic inputs (the val pipeline, no shuffling) so that both runs see the same samples per step.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from .conftest import ROOT
+    checkpoint = teacher_checkpoint('tsn', workspace, tmp_path)
+    config = tmp_path / 'tsn_lego_deterministic.py'
+    config.write_text(f"_base_ = ['{CONFIGS / LEGO_CONFIGS['tsn']}']\n"
+                      "train_dataloader = dict(sampler=dict(shuffle=False), "
+                      "dataset=dict(pipeline={{_base_.val_pipeline}}))\n")
+    options = [o for o in tiny_pipeline_options(checkpoint) if not o.startswith('train_dataloader.batch_size')]
+    single, double = tmp_path / 'single', tmp_path / 'double'
+    run_tool('train.py', str(config), '--work-dir', str(single), '--cfg-options', *options,
+             'train_dataloader.batch_size=4', cwd=workspace, timeout=900)
+    env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES='', PORT='29631', OMP_NUM_THREADS='1')
+    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
+                           str(double), '--device', 'cpu', '--cfg-options', *options, 'train_dataloader.batch_size=2'],
+                          cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    manifests = [json.loads((d / 'bank' / 'manifest.json').read_text()) for d in (single, double)]
+    assert manifests[0]['plans'] == manifests[1]['plans']
+    assert manifests[0]['teacher_fingerprint'] == manifests[1]['teacher_fingerprint']
+    tensors = [load_file(str(d / 'bank' / m['tensors']['file'])) for d, m in zip((single, double), manifests)]
+    assert tensors[0].keys() == tensors[1].keys()
+    trained = [key for key in tensors[0] if '|0.8|' in key and key.endswith('weight')]
+    assert trained
+    for key in tensors[0]:
+        torch.testing.assert_close(tensors[1][key], tensors[0][key], atol=1e-4, rtol=1e-4, msg=key)
+    # Both runs retrained (one epoch of 2 steps) and agree on the held-out losses that picked the kept epoch.
+    states = [json.loads((d / 'legodnn' / 'retraining' / 'state.json').read_text()) for d in (single, double)]
+    assert states[0]['epoch'] == states[1]['epoch'] == 1
+    for key, value in states[0]['best_val'].items():
+        assert value == pytest.approx(states[1]['best_val'][key], rel=1e-4, abs=1e-6)
+    assert manifests[0]['profiles']['teacher_metric'] == manifests[1]['profiles']['teacher_metric']

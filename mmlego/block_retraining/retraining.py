@@ -169,6 +169,7 @@ def retrain_descendants(teacher: nn.Module,
                         config: RetrainingConfig | None = None,
                         state_dir: str | None = None,
                         grad_sync: Callable[[nn.Module], None] | None = None,
+                        loss_sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
                         show_progress: bool = True) -> RetrainingReport:
     """Retrains all descendants from one teacher pass per batch.
 
@@ -184,6 +185,8 @@ def retrain_descendants(teacher: nn.Module,
             completed epoch.
         grad_sync: Called with each descendant after ``backward`` and before the step (e.g. to all-reduce
             gradients in data-parallel retraining).
+        loss_sync: Maps this process's held-out losses to the ones every process agrees on (e.g. their mean over
+            data-parallel ranks), so that all ranks keep the same best epoch.
         show_progress: Show progress bars.
 
     Returns:
@@ -235,6 +238,8 @@ def retrain_descendants(teacher: nn.Module,
             raise RetrainingError('the training dataloader yielded no batch; check its dataset and sampler')
         val = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config) \
             if val_batches is not None else {key: math.nan for key in trainees}
+        if loss_sync is not None and val_batches is not None:
+            val = loss_sync(val)
         record = dict(epoch=epoch + 1, train={k: v / count for k, v in train_sums.items()}, val=val)
         report.history.append(record)
         report.epochs_run += 1

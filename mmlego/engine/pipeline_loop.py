@@ -44,6 +44,14 @@ def _average_gradients(module: torch.nn.Module) -> None:
             param.grad /= _world_size()
 
 
+def _average_losses(losses: dict[str, float]) -> dict[str, float]:
+    """Held-out losses averaged over ranks, so that every rank keeps the same best epoch."""
+    keys = sorted(losses)
+    values = torch.tensor([losses[key] for key in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return {key: float(value) / _world_size() for key, value in zip(keys, values)}
+
+
 @LOOPS.register_module()
 class LegoDNNPipelineLoop(BaseLoop):
     """Runs LegoDNN's offline stages on the teacher loaded from ``load_from``.
@@ -172,6 +180,7 @@ class LegoDNNPipelineLoop(BaseLoop):
                                 teacher_forward=self._teacher_forward(path), config=self.retrain,
                                 state_dir=str(self.lego_dir / 'retraining'),
                                 grad_sync=_average_gradients if _world_size() > 1 else None,
+                                loss_sync=_average_losses if _world_size() > 1 else None,
                                 show_progress=_rank() == 0)
             self._epoch = self.retrain.epochs
             self._finish_stage('retrained', bank)
