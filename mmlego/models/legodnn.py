@@ -34,12 +34,17 @@ class LegoDNN(BaseModel):
         tensor_path: The traced path, ``'tensor'`` or ``'extract_feat'``; None tries both in that order.
         latency_scale: Multiplies profiled latencies (online estimation on a device that is faster or slower).
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
+        data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
+            top-level ``data_preprocessor`` here, as mmseg configs have one).
     """
 
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
-                 tensor_path: str | None = None, latency_scale: float = 1.0, init_cfg: dict | None = None) -> None:
+                 tensor_path: str | None = None, latency_scale: float = 1.0, init_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None) -> None:
         if isinstance(architecture, dict):
             architecture = dict(architecture)
+            if data_preprocessor is not None:  # mmengine's Runner passes a config's top-level data_preprocessor
+                architecture.setdefault('data_preprocessor', data_preprocessor)
             scope = DefaultScope.get_current_instance()
             if '_scope_' not in architecture and scope is not None and scope.scope_name != 'mmlego':
                 architecture['_scope_'] = scope.scope_name  # the teacher config's default_scope
