@@ -1,25 +1,304 @@
-"""Evaluate a trained model (checkpoint) on a config's test set (mmengine-style)."""
+"""Evaluate a checkpoint, or a LegoDNN block bank at budgets, on a config's test set (mmengine-style).
+
+    python tools/test.py CONFIG CHECKPOINT                       # plain evaluation, as any OpenMMLab test.py
+    python tools/test.py CONFIG BANK_DIR --budget memory=20MB,latency=150ms
+    python tools/test.py CONFIG BANK_DIR --sweep 5 [--out DIR]
+
+With a bank directory (it holds ``manifest.json``) the config's model must be ``mmlego.LegoDNN``; the teacher comes
+from the config's ``load_from`` and the bank is attached to it (without --budget/--sweep the teacher is evaluated). ``--budget`` adds an ``mmlego.OnlineScalingHook``
+with that budget and evaluates once; ``--sweep N`` evaluates N memory budgets evenly spaced from the smallest
+configuration to the full model and writes ``sweep.csv``, ``sweep.json``, ``sweep_memory.png`` and
+``sweep_latency.png`` (estimated and measured metric vs memory, vs latency) into ``--out`` (default
+``WORK_DIR/sweep``). Each evaluated budget also gets a measured latency of the tensor path on one example batch.
+
+A budget below the smallest configuration is an error (exit status 1, nothing evaluated) naming the smallest
+achievable memory and latency; ``--allow-infeasible`` evaluates the smallest configuration instead (its row has
+status ``infeasible``).
+"""
 import argparse
+import csv
+import json
+import math
 import os.path as osp
+import re
 import sys
+from pathlib import Path
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmlego.utils.launch import build_runner, parse_common_args  # noqa: E402
+from mmlego.utils.launch import build_runner, load_config, parse_common_args  # noqa: E402
+
+_BUDGET_HELP = 'memory=<MB> and/or latency=<ms>, comma-separated, e.g. --budget memory=12.5MB,latency=30ms'
+_KEYS = {'memory': ('memory_mb', ('mb', 'mib')), 'latency': ('latency_ms', ('ms',))}
+_NUMBER = re.compile(r'^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Z]*)\s*$')
+
+
+def parse_budget_arg(text: str) -> dict:
+    """``'memory=12.5MB,latency=30ms'`` -> ``{'memory_mb': 12.5, 'latency_ms': 30.0}`` (units optional)."""
+    budget = {}
+    items = [item.strip() for item in text.split(',') if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f'empty budget; give {_BUDGET_HELP}')
+    for item in items:
+        key, sep, value = item.partition('=')
+        key = key.strip().lower()
+        if not sep or key not in _KEYS:
+            raise argparse.ArgumentTypeError(f'cannot read {item!r}: the budget keys are "memory" and "latency"; '
+                                             f'give {_BUDGET_HELP}')
+        name, units = _KEYS[key]
+        if name in budget:
+            raise argparse.ArgumentTypeError(f'{key} is given twice in {text!r}; give it once: {_BUDGET_HELP}')
+        match = _NUMBER.match(value)
+        unit = match.group(2).lower() if match else ''
+        if not match or (unit and unit not in units):
+            raise argparse.ArgumentTypeError(
+                f'cannot read {key} {value!r}: give a number >= 0 in {units[0].replace("mb", "MB")} '
+                f'(the unit is optional); {_BUDGET_HELP}')
+        number = float(match.group(1))
+        if not math.isfinite(number) or number < 0:
+            raise argparse.ArgumentTypeError(f'{key} must be a finite number >= 0, got {value!r}; {_BUDGET_HELP}')
+        budget[name] = number
+    return budget
+
+
+def _sweep_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 2:
+        raise argparse.ArgumentTypeError(f'--sweep needs an integer >= 2 (budgets from the smallest configuration '
+                                         f'to the full model), got {text!r}')
+    return count
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Evaluate a checkpoint on the test set of a config')
+    parser = argparse.ArgumentParser(
+        description='Evaluate a checkpoint, or a LegoDNN block bank at budgets, on the test set of a config',
+        epilog='A budget below the smallest configuration exits with status 1 (naming the smallest achievable '
+               'memory/latency) unless --allow-infeasible is given.')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file (.pth, as saved by mmengine)')
+    parser.add_argument('checkpoint', metavar='BANK_OR_CHECKPOINT',
+                        help='a block bank directory (holding manifest.json; the teacher comes from the config\'s '
+                             'load_from) or a checkpoint file (.pth, as saved by mmengine)')
+    scaling = parser.add_mutually_exclusive_group()
+    scaling.add_argument('--budget', type=parse_budget_arg, help=f'evaluate one budget: {_BUDGET_HELP}')
+    scaling.add_argument('--sweep', type=_sweep_count, metavar='N',
+                         help='evaluate N memory budgets evenly spaced from the smallest configuration to the full '
+                              'model; writes sweep.csv, sweep.json and PNG plots into --out')
+    parser.add_argument('--out', help='directory of the sweep table and plots (default: WORK_DIR/sweep)')
+    parser.add_argument('--latency-repeats', type=int, default=5,
+                        help='timed runs of the measured latency per budget (median; 0 skips it)')
+    parser.add_argument('--allow-infeasible', action='store_true',
+                        help='evaluate the smallest configuration when --budget is below it (instead of exiting)')
     parse_common_args(parser)
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> dict:
+def _is_bank(path: str) -> bool:
+    return (Path(path) / 'manifest.json').is_file()
+
+
+def _is_lego(cfg) -> bool:
+    model_type = cfg.get('model', {}).get('type', '')
+    return isinstance(model_type, str) and model_type.split('.')[-1] == 'LegoDNN'
+
+
+def _bank_teacher_hint(bank_dir: str) -> str:
+    try:
+        meta = json.loads((Path(bank_dir) / 'manifest.json').read_text()).get('meta') or {}
+    except (OSError, ValueError):
+        return ''
+    return f' (the bank records {meta["teacher_checkpoint"]})' if meta.get('teacher_checkpoint') else ''
+
+
+def _prepare_config(args):
+    """The config with the bank, teacher and scaling hook set up; exits with a clear message on misuse."""
+    cfg = load_config(args)
+    scaling = args.budget is not None or args.sweep is not None
+    if _is_bank(args.checkpoint):
+        if not _is_lego(cfg):
+            raise SystemExit(f'{args.config} builds a {cfg.get("model", {}).get("type")!r} model, but a bank '
+                             f'directory needs a LegoDNN config: model=dict(type="mmlego.LegoDNN", architecture=...) '
+                             f'(e.g. the *_legodnn_* config the bank was built with)')
+        if not cfg.get('load_from'):
+            raise SystemExit(f'{args.config} has no load_from: the teacher checkpoint the bank was built from is '
+                             f'needed; set load_from in the config or pass --cfg-options load_from=<teacher.pth>'
+                             f'{_bank_teacher_hint(args.checkpoint)}')
+        teacher = str(cfg.load_from)
+        if '://' not in teacher and not Path(teacher).is_file():
+            raise SystemExit(f'the teacher checkpoint {teacher} (load_from) does not exist; pass the checkpoint the '
+                             f'bank was built from with --cfg-options load_from=<teacher.pth>'
+                             f'{_bank_teacher_hint(args.checkpoint)}')
+        cfg.model.bank = str(Path(args.checkpoint).resolve())
+    else:
+        if Path(args.checkpoint).is_dir():
+            raise SystemExit(f'{args.checkpoint} is a directory without manifest.json: neither a block bank nor a '
+                             'checkpoint; pass work_dir/bank of the LegoDNN pipeline or a .pth file')
+        cfg.load_from = args.checkpoint
+        if scaling and not _is_lego(cfg):
+            raise SystemExit('--budget/--sweep scale an mmlego.LegoDNN model: use a LegoDNN config and pass its '
+                             'block bank directory (work_dir/bank of tools/train.py) as the second argument')
+    if scaling:
+        hooks = [hook for hook in cfg.get('custom_hooks', None) or []
+                 if str(hook.get('type', '')).split('.')[-1] != 'OnlineScalingHook']
+        hooks.append(dict(type='mmlego.OnlineScalingHook', budget=None, latency_repeats=max(0, args.latency_repeats)))
+        cfg.custom_hooks = hooks
+    return cfg
+
+
+def _scaling_setup(runner):
+    """The scaling hook, the wrapper (weights loaded, bank attached) and the bank's scaling problem."""
+    from mmengine.model import is_model_wrapper
+
+    from mmlego.block_bank import problem_from_bank
+    from mmlego.engine import OnlineScalingHook
+    hook = next(h for h in runner.hooks if isinstance(h, OnlineScalingHook))
+    runner.load_or_resume()  # the teacher weights first: the bank is checked against them
+    wrapper = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    wrapper.load_configured_bank()
+    if wrapper.bank is None:
+        raise SystemExit('the model has no block bank: pass the bank directory (work_dir/bank of tools/train.py on '
+                         'the legodnn config) as the second argument, or set model.bank in the config')
+    return hook, wrapper, problem_from_bank(wrapper.bank, latency_scale=wrapper.latency_scale)
+
+
+def _row(record: dict, index: int) -> dict:
+    budget = record['budget']
+    return dict(
+        index=index, budget_memory_mb=budget.get('memory_mb'), budget_latency_ms=budget.get('latency_ms'),
+        status=record['status'], metric_name=record['metric_name'],
+        estimated_metric=record['estimated_metric'], measured_metric=record['measured_metric'],
+        estimated_memory_mb=record['estimated_memory_mb'], measured_memory_mb=record['measured_memory_mb'],
+        estimated_latency_ms=record['estimated_latency_ms'], measured_latency_ms=record['measured_latency_ms'],
+        choice=record['choice'])
+
+
+def _evaluate(runner, hook) -> dict:
+    """One runner.test() under the hook's budget; the row of the configuration that ran."""
+    before = len(hook.records)
+    runner.test()
+    new = hook.records[before:]
+    if not new:  # pragma: no cover - the hook records every test epoch once a budget is set
+        raise SystemExit('the scaling hook recorded nothing; is the test dataloader empty?')
+    return new[-1]
+
+
+def _table(rows: list) -> str:
+    columns = [('budget MB', 'budget_memory_mb', '.2f'), ('budget ms', 'budget_latency_ms', '.1f'),
+               ('status', 'status', ''), ('est metric', 'estimated_metric', '.4f'),
+               ('metric', 'measured_metric', '.4f'), ('est MB', 'estimated_memory_mb', '.2f'),
+               ('MB', 'measured_memory_mb', '.2f'), ('est ms', 'estimated_latency_ms', '.1f'),
+               ('ms', 'measured_latency_ms', '.1f'), ('pruned blocks', None, '')]
+    cells = [[title for title, _, _ in columns]]
+    for row in rows:
+        line = []
+        for _, key, spec in columns:
+            if key is None:
+                line.append(f'{sum(1 for s in row["choice"].values() if s > 0)}/{len(row["choice"])}')
+            else:
+                value = row[key]
+                line.append('-' if value is None else format(value, spec))
+        cells.append(line)
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return '\n'.join('  '.join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
+
+
+def _plot(rows: list, metric_name: str, out: Path) -> list:
+    """Two PNGs, metric vs memory and metric vs latency, each with the estimated and the measured curve."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    paths = []
+    for what, unit in (('memory', 'MB'), ('latency', 'ms')):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, style in (('estimated', 'o--'), ('measured', 's-')):
+            points = [(r[f'{label}_{what}_{unit.lower()}'], r[f'{label}_metric']) for r in rows]
+            points = [p for p in points if None not in p]
+            if points:
+                ax.plot(*zip(*points), style, label=label)
+        ax.set_xlabel(f'{what} ({unit})')
+        ax.set_ylabel(metric_name or 'metric')
+        ax.set_title(f'{metric_name} vs {what}: estimated and measured')
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f'sweep_{what}.png'
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _write_sweep(rows: list, info: dict, out: Path) -> list:
+    out.mkdir(parents=True, exist_ok=True)
+    fields = [key for key in rows[0] if key != 'choice'] + ['sparsities']
+    with open(out / 'sweep.csv', 'w', newline='') as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**{k: v for k, v in row.items() if k != 'choice'},
+                             'sparsities': ';'.join(f'{name}={s:g}' for name, s in row['choice'].items())})
+    (out / 'sweep.json').write_text(json.dumps(dict(info, rows=rows), indent=2))
+    return [out / 'sweep.csv', out / 'sweep.json'] + _plot(rows, info['metric_name'], out)
+
+
+def main(argv=None):
     args = parse_args(argv)
-    runner = build_runner(args, mode='test', checkpoint=args.checkpoint)
-    return runner.test()
+    cfg = _prepare_config(args)
+    runner = build_runner(args, mode='test', cfg=cfg)
+    if args.budget is None and args.sweep is None:
+        return runner.test()
+
+    from mmengine.dist import is_main_process
+
+    from mmlego.scaling_optimizer import budget_range, solve
+    hook, wrapper, problem = _scaling_setup(runner)
+    limits = budget_range(problem)
+    smallest = (f'the smallest configuration needs {limits["min_memory_bytes"] / 2 ** 20:.2f} MB and '
+                f'{limits["min_latency_ms"]:.2f} ms (estimates); the full model '
+                f'{limits["max_memory_bytes"] / 2 ** 20:.2f} MB and {limits["max_latency_ms"]:.2f} ms')
+    metric_name = wrapper.bank.profiles.metric_name
+    if args.budget is not None:
+        budget = args.budget
+        memory = budget.get('memory_mb')
+        check = solve(problem, latency_ms=budget.get('latency_ms'),
+                      memory_bytes=None if memory is None else memory * 2 ** 20)
+        if check.status == 'infeasible':
+            given = ','.join(f'{key}={budget[name]:g}{unit}' for key, name, unit in
+                             (('memory', 'memory_mb', 'MB'), ('latency', 'latency_ms', 'ms')) if name in budget)
+            message = (f'budget {given} is infeasible: {smallest}; '
+                       f'raise --budget to at least memory={limits["min_memory_bytes"] / 2 ** 20:.2f}MB,'
+                       f'latency={limits["min_latency_ms"]:.2f}ms')
+            if not args.allow_infeasible:
+                raise SystemExit(message + ', or pass --allow-infeasible to evaluate the smallest configuration')
+            runner.logger.warning(message + '; evaluating the smallest configuration (--allow-infeasible)')
+        hook.set_budget(budget)
+        rows = [_row(_evaluate(runner, hook), 0)]
+        if is_main_process():
+            print(_table(rows))
+            if args.out:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                (Path(args.out) / 'budget.json').write_text(json.dumps(rows[0], indent=2))
+        return rows[0]
+
+    low, high = limits['min_memory_bytes'] / 2 ** 20, limits['max_memory_bytes'] / 2 ** 20
+    budgets = [low + (high - low) * i / (args.sweep - 1) for i in range(args.sweep)]
+    budgets[-1] = high
+    hook.set_budget([dict(memory_mb=b) for b in budgets])
+    rows = []
+    for index, budget in enumerate(budgets):
+        runner.logger.info(f'sweep {index + 1}/{len(budgets)}: memory budget {budget:.2f} MB')
+        rows.append(_row(_evaluate(runner, hook), index))
+    out = Path(args.out) if args.out else Path(runner.work_dir) / 'sweep'
+    if is_main_process():
+        info = dict(config=args.config, bank=cfg.model.get('bank'), metric_name=metric_name,
+                    teacher_metric=wrapper.bank.profiles.teacher_metric, budget_range=limits,
+                    latency_device=wrapper.bank.profiles.device)
+        paths = _write_sweep(rows, info, out)
+        print(_table(rows))
+        print('wrote ' + ', '.join(str(path) for path in paths))
+    return rows
 
 
 if __name__ == '__main__':

@@ -76,15 +76,20 @@ def init_cpu_process_group(args: argparse.Namespace) -> None:
         dist.init_process_group(backend='gloo')
 
 
-def build_runner(args: argparse.Namespace, mode: str, checkpoint: Optional[str] = None):
-    """Build the runner named by the config (``runner_type``) or mmengine's default one."""
+def build_runner(args: argparse.Namespace, mode: str, checkpoint: Optional[str] = None,
+                 cfg: Optional[Config] = None):
+    """Build the runner named by the config (``runner_type``) or mmengine's default one.
+
+    ``cfg``: a config already loaded with :func:`load_config` (and edited by the tool); loaded from ``args`` if
+    None.
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     import mmlego  # noqa: F401  (registers mmlego's modules; the registries also find them by location)
     from mmlego.utils.checkpoint import scope_runner_checkpoint_loading
 
-    cfg = load_config(args)
+    cfg = load_config(args) if cfg is None else cfg
     init_cpu_process_group(args)
     if mode == 'train':
         if getattr(args, 'amp', False):

@@ -1,0 +1,355 @@
+"""``mmlego.OnlineScalingHook``: LegoDNN's online scaling during val/test, from a fixed, swept or changing budget.
+
+Before every val/test epoch (and, for budgets that change over time, every ``interval`` iterations) the hook reads
+its budget source; when the budget differs from the one last solved it re-solves the scaling problem of the
+model's block bank and switches blocks through :meth:`mmlego.LegoDNN.scale`. It logs the chosen sparsities with
+the estimated metric, latency and memory, and after the epoch the measured metric (the evaluator's) and memory
+(and latency, with ``latency_repeats > 0``) next to the estimates. Every configuration that ran is kept in
+:attr:`OnlineScalingHook.records` for tools (``tools/test.py --sweep`` writes them as a table).
+
+Budget sources:
+
+- ``dict(latency_ms=..., memory_mb=...)`` (either key may be left out): a fixed budget;
+- a list of such dicts: one per val/test epoch, cycling (a sweep);
+- a callable returning such a dict (a device monitor), polled before each epoch and every ``interval``
+  iterations; returning ``None`` keeps the current budget;
+- a path to a JSON or YAML file holding a list of ``{"time_s": t, "latency_ms": ..., "memory_mb": ...}``: a
+  schedule over the seconds elapsed since the hook started (its ``before_run``); the entry with the largest
+  ``time_s <= elapsed`` applies, and before the first entry's time the model keeps its current blocks.
+
+Example config::
+
+    custom_hooks = [dict(type='mmlego.OnlineScalingHook', budget=dict(memory_mb=20.0))]
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from ..registry import HOOKS
+
+#: The keys a budget may hold.
+BUDGET_KEYS = ('latency_ms', 'memory_mb')
+_MB = 2 ** 20
+
+
+
+def parse_budget(budget: Mapping[str, Any] | None, where: str = 'budget') -> dict[str, float | None]:
+    """Validates one budget and returns it with both keys (``None``: unconstrained).
+
+    Raises:
+        ValueError: Not a mapping, unknown keys (the message names ``latency_ms`` and ``memory_mb``), or a value
+            that is not a number >= 0 (NaN included). ``inf`` means unconstrained.
+    """
+    if budget is None:
+        return {key: None for key in BUDGET_KEYS}
+    if not isinstance(budget, Mapping):
+        raise ValueError(f'{where} must be a dict with keys "latency_ms" and/or "memory_mb", got {budget!r}')
+    unknown = sorted(str(key) for key in budget if key not in BUDGET_KEYS)
+    if unknown:
+        raise ValueError(f'{where} has unknown keys {unknown}; the valid keys are "latency_ms" (milliseconds) and '
+                         '"memory_mb" (megabytes, 2**20 bytes)')
+    parsed: dict[str, float | None] = {}
+    for key in BUDGET_KEYS:
+        value = budget.get(key)
+        if value is not None:
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value) or value < 0:
+                raise ValueError(f'{where}: {key} must be a number >= 0 (or None for no limit), got {value!r}')
+            value = None if math.isinf(value) else float(value)
+        parsed[key] = value
+    return parsed
+
+
+def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]]]:
+    """Reads a budget schedule file (JSON or YAML): a list of ``{"time_s", "latency_ms", "memory_mb"}``.
+
+    Returns:
+        ``(time_s, budget)`` pairs sorted by time.
+
+    Raises:
+        ValueError: The file is missing, unreadable, not a non-empty list of entries, or an entry is malformed.
+    """
+    from mmengine.fileio import load
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f'budget schedule {path} does not exist; pass a JSON/YAML file holding a list of '
+                         '{"time_s": ..., "latency_ms": ..., "memory_mb": ...}')
+    try:
+        data = load(str(path), file_format='yaml' if path.suffix.lower() in ('.yml', '.yaml') else 'json')
+    except Exception as error:  # noqa: BLE001 - any parse error becomes one clear message
+        raise ValueError(f'budget schedule {path} cannot be read ({type(error).__name__}: {error}); it must be '
+                         'JSON (.json) or YAML (.yml/.yaml)') from error
+    if not isinstance(data, list) or not data:
+        raise ValueError(f'budget schedule {path} must hold a non-empty list of '
+                         '{"time_s": ..., "latency_ms": ..., "memory_mb": ...} entries')
+    schedule = []
+    for index, entry in enumerate(data):
+        where = f'budget schedule {path}, entry {index}'
+        if not isinstance(entry, Mapping) or 'time_s' not in entry:
+            raise ValueError(f'{where} must be a dict with "time_s" (seconds since the start) and "latency_ms" '
+                             f'and/or "memory_mb", got {entry!r}')
+        time_s = entry['time_s']
+        if not isinstance(time_s, numbers.Real) or isinstance(time_s, bool) or not math.isfinite(time_s) \
+                or time_s < 0:
+            raise ValueError(f'{where}: time_s must be a finite number >= 0, got {time_s!r}')
+        unknown = sorted(str(key) for key in entry if key != 'time_s' and key not in BUDGET_KEYS)
+        if unknown:
+            raise ValueError(f'{where} has unknown keys {unknown}; the valid keys are "time_s", "latency_ms" and '
+                             '"memory_mb"')
+        schedule.append((float(time_s), parse_budget({k: v for k, v in entry.items() if k != 'time_s'}, where)))
+    schedule.sort(key=lambda item: item[0])
+    return schedule
+
+
+def _fmt(value: float | None, unit: str = '', digits: int = 2) -> str:
+    return 'none' if value is None else f'{value:.{digits}f}{unit}'
+
+
+def _fmt_budget(budget: Mapping[str, float | None]) -> str:
+    parts = [f'latency<={budget["latency_ms"]:.2f}ms' if budget.get('latency_ms') is not None else None,
+             f'memory<={budget["memory_mb"]:.2f}MB' if budget.get('memory_mb') is not None else None]
+    return ', '.join(p for p in parts if p) or 'unconstrained'
+
+
+@HOOKS.register_module()
+class OnlineScalingHook(Hook):
+    """Scales an ``mmlego.LegoDNN`` model to a budget during val/test (see the module docstring for sources).
+
+    Args:
+        budget: A budget dict, a list of them (one per val/test epoch, cycling), a callable returning one, or the
+            path of a JSON/YAML schedule file. ``None``: inactive until :meth:`set_budget` is called.
+        interval: Poll a callable or schedule every ``interval`` val/test iterations (also before each epoch).
+        log_measured: Measure after each epoch (metric from the evaluator, memory of the live architecture, and
+            latency if ``latency_repeats > 0``) and log it next to the estimates.
+        latency_repeats: Timed runs of the tensor path on one example batch per epoch (0: latency not measured).
+        latency_warmup: Untimed runs before them.
+        solver: The scaling optimizer's solver (``'pulp'`` or ``'brute_force'``).
+        clock: Seconds as a float (for schedules; default :func:`time.monotonic`, injectable for tests).
+
+    Attributes:
+        records: One dict per configuration run: ``epoch``, ``mode`` (val/test), ``budget``, ``status``,
+            ``choice`` (block -> sparsity), ``estimated_metric``, ``measured_metric``, ``metric_name``,
+            ``estimated_latency_ms``, ``measured_latency_ms``, ``estimated_memory_mb``, ``measured_memory_mb``,
+            ``resolved`` (whether the optimizer ran for it).
+        num_solves: How many times the optimizer ran.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, budget: Any = None, interval: int = 1, log_measured: bool = True, latency_repeats: int = 0,
+                 latency_warmup: int = 1, solver: str = 'pulp', clock: Callable[[], float] | None = None) -> None:
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise ValueError(f'interval must be an integer >= 1 (val/test iterations), got {interval!r}')
+        if not isinstance(latency_repeats, int) or latency_repeats < 0:
+            raise ValueError(f'latency_repeats must be an integer >= 0, got {latency_repeats!r}')
+        self.interval = interval
+        self.log_measured = log_measured
+        self.latency_repeats = latency_repeats
+        self.latency_warmup = max(0, int(latency_warmup))
+        self.solver = solver
+        self.clock = clock or time.monotonic
+        self.records: list[dict[str, Any]] = []
+        self.num_solves = 0
+        self._start: float | None = None
+        self._epochs = 0  # val/test epochs begun
+        self._epoch_records: list[dict[str, Any]] = []
+        self._solved_budget: dict[str, float | None] | None = None
+        self._current_budget: dict[str, float | None] | None = None
+        self._last_result = None
+        self._example = None
+        self.set_budget(budget)
+
+    # -- the budget source -----------------------------------------------------------------------------------
+    def set_budget(self, budget: Any) -> None:
+        """Replaces the budget source (validated now; a callable's values are validated when polled)."""
+        self._fixed = self._sweep = self._callable = self._schedule = None
+        if budget is None:
+            pass
+        elif isinstance(budget, Mapping):
+            self._fixed = parse_budget(budget)
+        elif isinstance(budget, (str, Path)):
+            self._schedule = load_schedule(budget)
+        elif callable(budget):
+            self._callable = budget
+        elif isinstance(budget, Sequence) and not isinstance(budget, (bytes, bytearray)):
+            if not budget:
+                raise ValueError('a budget list needs at least one budget dict (latency_ms and/or memory_mb)')
+            self._sweep = [parse_budget(item, f'budget list item {i}') for i, item in enumerate(budget)]
+        else:
+            raise ValueError(f'budget must be a dict (latency_ms / memory_mb), a list of dicts, a callable returning '
+                             f'one, or the path of a JSON/YAML schedule file; got {budget!r}')
+        self._budget_source = budget
+
+    @property
+    def active(self) -> bool:
+        """Whether a budget source is set."""
+        return any(x is not None for x in (self._fixed, self._sweep, self._callable, self._schedule))
+
+    def elapsed(self) -> float:
+        """Seconds since the hook started (its first ``before_run``, or the first poll)."""
+        now = self.clock()
+        if self._start is None:
+            self._start = now
+        return now - self._start
+
+    def _poll(self, epoch_start: bool) -> dict[str, float | None] | None:
+        """The budget in force now (None: keep the current configuration)."""
+        if self._fixed is not None:
+            return self._fixed
+        if self._sweep is not None:
+            return self._sweep[(self._epochs - 1) % len(self._sweep)] if epoch_start else None
+        if self._callable is not None:
+            value = self._callable()
+            return None if value is None else parse_budget(value, 'the budget returned by the callable')
+        if self._schedule is not None:
+            elapsed = self.elapsed()
+            current = None
+            for time_s, budget in self._schedule:
+                if time_s <= elapsed:
+                    current = budget
+            return current
+        return None
+
+    # -- the model -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _wrapper(runner):
+        model = runner.model
+        model = model.module if is_model_wrapper(model) else model
+        if not (hasattr(model, 'scale') and hasattr(model, 'bank')):
+            raise RuntimeError(f'OnlineScalingHook needs an mmlego.LegoDNN model (model=dict(type="mmlego.LegoDNN", '
+                               f'architecture=<the teacher model>)), got {type(model).__name__}')
+        if model.bank is None and hasattr(model, 'load_configured_bank'):
+            model.load_configured_bank()
+        if model.bank is None:
+            raise RuntimeError('OnlineScalingHook: the LegoDNN model has no block bank; pass the bank directory '
+                               '(tools/test.py CONFIG BANK_DIR), set model.bank=<work_dir>/bank in the config, or '
+                               'call model.attach_bank(...) first')
+        return model
+
+    def _measure_memory_mb(self, model) -> float:
+        from ..profiling.cost import memory_bytes
+        return memory_bytes(model.architecture) / _MB
+
+    def _measure_latency_ms(self, runner, model) -> float:
+        from ..models.tensor_path import TENSOR_PATHS, example_batch
+        from ..profiling.cost import measure_latency
+        architecture = model.architecture
+        device = next(architecture.parameters()).device
+        if self._example is None:
+            self._example = example_batch(runner.cfg, architecture, batch_size=1)
+        inputs = self._example.to(device)
+        forward = TENSOR_PATHS[model.bank.meta.get('tensor_path') or model.tensor_path or 'tensor']
+        was_training = architecture.training
+        architecture.eval()
+        try:
+            return measure_latency(lambda: forward(architecture, inputs), device, self.latency_warmup,
+                                   self.latency_repeats)
+        finally:
+            architecture.train(was_training)
+
+    # -- scaling ---------------------------------------------------------------------------------------------
+    def _apply(self, runner, mode: str, epoch_start: bool) -> None:
+        if not self.active:
+            return
+        model = self._wrapper(runner)
+        budget = self._poll(epoch_start)
+        if budget is not None and budget != self._solved_budget:
+            result = model.scale(latency_ms=budget['latency_ms'], memory_mb=budget['memory_mb'],
+                                 solver=self.solver)
+            self.num_solves += 1
+            self._solved_budget, self._last_result = budget, result
+            self._current_budget = budget
+            self._new_record(runner, model, mode, resolved=True)
+        elif epoch_start and self._last_result is not None:
+            self._new_record(runner, model, mode, resolved=False)
+
+    def _new_record(self, runner, model, mode: str, resolved: bool) -> None:
+        result = self._last_result
+        metric_name = model.bank.profiles.metric_name
+        record = dict(
+            epoch=self._epochs - 1, mode=mode, budget=dict(self._current_budget), status=result.status,
+            choice=dict(model.selection), metric_name=metric_name,
+            estimated_metric=float(result.estimated_metric['model']), measured_metric=None,
+            estimated_latency_ms=float(result.latency_ms['model']), measured_latency_ms=None,
+            estimated_memory_mb=result.memory_bytes['model'] / _MB,
+            measured_memory_mb=self._measure_memory_mb(model) if self.log_measured else None,
+            resolved=resolved)
+        self.records.append(record)
+        self._epoch_records.append(record)
+        if resolved:
+            sparsities = ', '.join(f'{name}={s:g}' for name, s in record['choice'].items())
+            note = ''
+            if result.status == 'infeasible':
+                note = (' (INFEASIBLE: the budget is below the smallest configuration; running the smallest, '
+                        'raise the budget to at least its estimates)')
+            runner.logger.info(
+                f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {_fmt_budget(record["budget"])} -> '
+                f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '
+                f'{record["estimated_metric"]:.4f}, latency {record["estimated_latency_ms"]:.2f} ms, memory '
+                f'{record["estimated_memory_mb"]:.2f} MB')
+
+    def _finish_epoch(self, runner, mode: str, metrics: Mapping[str, Any] | None) -> None:
+        records, self._epoch_records = self._epoch_records, []
+        if not records or not self.log_measured:
+            return
+        model = self._wrapper(runner)
+        name = records[-1]['metric_name']
+        measured = None
+        if metrics:
+            if name not in metrics:
+                from .task_metrics import pick_metric
+                try:
+                    name = pick_metric(dict(metrics))
+                except KeyError:
+                    name = None
+            measured = float(metrics[name]) if name is not None else None
+        for record in records:
+            record['measured_metric'] = measured
+            record['measured_metric_name'] = name
+        last = records[-1]
+        if self.latency_repeats > 0:
+            last['measured_latency_ms'] = self._measure_latency_ms(runner, model)
+        mixed = f' (over {len(records)} configurations switched during the epoch)' if len(records) > 1 else ''
+        runner.logger.info(
+            f'OnlineScalingHook [{mode} epoch {last["epoch"]}]: measured {name} {_fmt(measured, "", 4)}{mixed} vs '
+            f'estimated {last["estimated_metric"]:.4f}; memory measured {_fmt(last["measured_memory_mb"], " MB")} vs '
+            f'estimated {last["estimated_memory_mb"]:.2f} MB; latency measured '
+            f'{_fmt(last["measured_latency_ms"], " ms")} vs estimated {last["estimated_latency_ms"]:.2f} ms')
+
+    # -- mmengine hook points --------------------------------------------------------------------------------
+    def before_run(self, runner) -> None:
+        if self._start is None:
+            self._start = self.clock()
+
+    def _before_epoch(self, runner, mode: str) -> None:
+        self._epochs += 1
+        self._epoch_records = []
+        self._apply(runner, mode, epoch_start=True)
+
+    def _before_iter(self, runner, mode: str, batch_idx: int) -> None:
+        if batch_idx > 0 and batch_idx % self.interval == 0 and (self._callable or self._schedule):
+            self._apply(runner, mode, epoch_start=False)
+
+    def before_val_epoch(self, runner) -> None:
+        self._before_epoch(runner, 'val')
+
+    def before_test_epoch(self, runner) -> None:
+        self._before_epoch(runner, 'test')
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._before_iter(runner, 'val', batch_idx)
+
+    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._before_iter(runner, 'test', batch_idx)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._finish_epoch(runner, 'val', metrics)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self._finish_epoch(runner, 'test', metrics)

@@ -1,0 +1,300 @@
+"""mmlego.OnlineScalingHook and tools/test.py --budget / --sweep on a tiny bank built by the LegoDNN pipeline."""
+import csv
+import json
+import math
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from .conftest import CONFIGS, ROOT, TEACHER_CONFIGS, fast_loader_options, run_tool
+
+LEGO_CONFIG = CONFIGS / 'action' / 'tsn' / 'tsn_r18_legodnn_synthaction.py'
+MB = 2 ** 20
+
+
+def _tool(tool, *args, cwd):
+    """run_tool with one OpenMP thread (the machine is shared)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('OMP_NUM_THREADS', '1')
+        return run_tool(tool, *args, cwd=cwd)
+
+
+@pytest.fixture(scope='module')
+def lego(workspace, tmp_path_factory):
+    """A random-init TSN teacher checkpoint and its bank (sparsities 0.0 and 0.8) from tools/train.py."""
+    from mmengine.config import Config
+
+    from mmlego.models import build_model
+    root = tmp_path_factory.mktemp('lego')
+    torch.manual_seed(0)
+    teacher = build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS['tsn'])))
+    checkpoint = root / 'teacher.pth'
+    torch.save({'state_dict': teacher.state_dict()}, checkpoint)
+    del teacher
+    _tool('train.py', str(LEGO_CONFIG), '--work-dir', str(root / 'pipeline'), '--device', 'cpu', '--cfg-options',
+          f'load_from={checkpoint}', 'train_cfg.retrain.max_batches_per_epoch=2', 'train_cfg.retrain.epochs=1',
+          "train_cfg.references=['teacher']", 'train_cfg.latency_repeats=2', 'train_cfg.sparsities=[0.0,0.8]',
+          'train_cfg.max_val_batches=2', 'train_cfg.heldout_batches=1', *fast_loader_options(), cwd=workspace)
+    bank = root / 'pipeline' / 'bank'
+    assert (bank / 'manifest.json').is_file()
+    manifest = json.loads((bank / 'manifest.json').read_text())
+    return SimpleNamespace(root=root, teacher=checkpoint, bank=bank, profiles=manifest['profiles'])
+
+
+# -- budget sources without a runner ---------------------------------------------------------------------------
+
+def test_budget_parsing_and_errors(tmp_path):
+    from mmlego.engine import OnlineScalingHook
+    from mmlego.engine.online_scaling_hook import load_schedule, parse_budget
+
+    assert parse_budget(dict(memory_mb=12)) == {'latency_ms': None, 'memory_mb': 12.0}
+    assert parse_budget(dict(latency_ms=30.5, memory_mb=math.inf)) == {'latency_ms': 30.5, 'memory_mb': None}
+    with pytest.raises(ValueError, match='"latency_ms".*"memory_mb"'):
+        OnlineScalingHook(budget=dict(memory=12))
+    with pytest.raises(ValueError, match='>= 0'):
+        OnlineScalingHook(budget=dict(memory_mb=-1))
+    with pytest.raises(ValueError, match='>= 0'):
+        OnlineScalingHook(budget=dict(latency_ms=float('nan')))
+    with pytest.raises(ValueError, match='list item 1'):
+        OnlineScalingHook(budget=[dict(memory_mb=1), dict(mem_mb=2)])
+    with pytest.raises(ValueError, match='at least one'):
+        OnlineScalingHook(budget=[])
+    with pytest.raises(ValueError, match='interval'):
+        OnlineScalingHook(budget=dict(memory_mb=1), interval=0)
+    with pytest.raises(ValueError, match='budget must be'):
+        OnlineScalingHook(budget=12.5)
+
+    schedule = tmp_path / 'schedule.yaml'
+    schedule.write_text('- {time_s: 5, memory_mb: 10}\n- {time_s: 0, latency_ms: 80}\n')
+    assert load_schedule(schedule) == [(0.0, {'latency_ms': 80.0, 'memory_mb': None}),
+                                       (5.0, {'latency_ms': None, 'memory_mb': 10.0})]
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps([{'time_s': 0, 'memory_gb': 1}]))
+    with pytest.raises(ValueError, match='"time_s", "latency_ms" and "memory_mb"'):
+        OnlineScalingHook(budget=str(bad))
+    bad.write_text(json.dumps([{'memory_mb': 1}]))
+    with pytest.raises(ValueError, match='time_s'):
+        OnlineScalingHook(budget=str(bad))
+    with pytest.raises(ValueError, match='does not exist'):
+        OnlineScalingHook(budget=str(tmp_path / 'missing.json'))
+
+    # A callable's values are validated when polled.
+    hook = OnlineScalingHook(budget=lambda: dict(memory_mb=-5))
+    with pytest.raises(ValueError, match='returned by the callable'):
+        hook._poll(epoch_start=True)
+
+
+def test_model_without_bank_is_a_clear_error():
+    from mmlego.engine import OnlineScalingHook
+    model = SimpleNamespace(scale=None, bank=None, load_configured_bank=lambda: None)
+    runner = SimpleNamespace(model=model)
+    with pytest.raises(RuntimeError, match='no block bank'):
+        OnlineScalingHook(budget=dict(memory_mb=10)).before_test_epoch(runner)
+    with pytest.raises(RuntimeError, match='mmlego.LegoDNN'):
+        OnlineScalingHook(budget=dict(memory_mb=10)).before_test_epoch(SimpleNamespace(model=torch.nn.Linear(1, 1)))
+
+
+# -- the hook in real test runs --------------------------------------------------------------------------------
+
+def _runner(lego, tmp_path, hook, name):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from mmlego.utils.checkpoint import scope_runner_checkpoint_loading
+    cfg = Config.fromfile(str(LEGO_CONFIG))
+    cfg.merge_from_dict(dict(load_from=str(lego.teacher), work_dir=str(tmp_path / name),
+                             experiment_name=f'online_scaling_{name}_{os.getpid()}',
+                             test_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False)))
+    cfg.model.bank = str(lego.bank)
+    runner = Runner.from_cfg(cfg)
+    scope_runner_checkpoint_loading(runner)
+    runner.register_hook(hook)
+    return runner
+
+
+def _limits(lego):
+    """The smallest and full memory (MB) of the bank, from its manifest's profiles (all the problem needs)."""
+    from mmlego.block_bank import problem_from_bank
+    from mmlego.block_bank.profiles import BankProfiles
+    from mmlego.scaling_optimizer import budget_range
+    bank = SimpleNamespace(blocks=[SimpleNamespace(name=name) for name in lego.profiles['descendants']],
+                           sparsities=[0.0, 0.8], profiles=BankProfiles.from_dict(lego.profiles))
+    limits = budget_range(problem_from_bank(bank))
+    return limits['min_memory_bytes'] / MB, limits['max_memory_bytes'] / MB
+
+
+def _log_text(runner):
+    return open(os.path.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+
+
+def test_fixed_budget_switches_and_records_measured(lego, workspace, tmp_path, monkeypatch):
+    from mmlego.engine import OnlineScalingHook
+    monkeypatch.chdir(workspace)
+    smallest, _ = _limits(lego)
+    hook = OnlineScalingHook(budget=dict(memory_mb=smallest * 1.001), latency_repeats=1)
+    runner = _runner(lego, tmp_path, hook, 'fixed')
+    metrics = runner.test()
+    runner.test()  # a second epoch with the same budget: no new solve
+    model = runner.model
+    assert set(model.selection.values()) == {0.8}, model.selection
+    assert hook.num_solves == 1
+    first, second = hook.records
+    assert first['resolved'] and not second['resolved']
+    assert first['status'] == 'optimal' and first['choice'] == model.selection
+    metric = lego.profiles['metric_name']
+    assert first['measured_metric'] == pytest.approx(metrics[metric])
+    assert first['estimated_memory_mb'] <= smallest * 1.001
+    assert first['measured_memory_mb'] == pytest.approx(first['estimated_memory_mb'], rel=1e-6)
+    assert first['measured_latency_ms'] > 0 and first['estimated_latency_ms'] > 0
+    log = _log_text(runner)
+    assert 'OnlineScalingHook [test epoch 0]: budget memory<=' in log
+    assert f'measured {metric}' in log and 'memory measured' in log and 'latency measured' in log
+
+    # A budget below the smallest configuration runs the smallest and says so.
+    hook.set_budget(dict(memory_mb=smallest / 2))
+    runner.test()
+    assert hook.records[-1]['status'] == 'infeasible'
+    assert set(model.selection.values()) == {0.8}
+    assert 'INFEASIBLE' in _log_text(runner)
+
+
+def test_budget_list_cycles_and_callable_resolves_on_change(lego, workspace, tmp_path, monkeypatch):
+    from mmlego.engine import OnlineScalingHook
+    monkeypatch.chdir(workspace)
+    smallest, full = _limits(lego)
+    tight, loose = dict(memory_mb=smallest), dict(memory_mb=full)
+    hook = OnlineScalingHook(budget=[tight, loose], log_measured=False)
+    runner = _runner(lego, tmp_path, hook, 'cycle')
+    for _ in range(3):
+        runner.test()
+    assert [r['budget']['memory_mb'] for r in hook.records] == [smallest, full, smallest]
+    assert hook.num_solves == 3
+    assert all(r['measured_metric'] is None for r in hook.records)  # log_measured=False
+
+    # A device monitor: polled at the epoch start and every iteration; re-solves only when its value changes.
+    values = iter([tight, tight, loose, None, loose, loose, loose, loose])
+    calls = []
+
+    def monitor():
+        calls.append(1)
+        return next(values)
+
+    hook.set_budget(monitor)
+    hook.interval = 1
+    solves = hook.num_solves
+    runner.test()  # 4 test samples, batch size 1: polls before the epoch and before iterations 1, 2, 3
+    assert len(calls) == 4
+    # The model ran `tight` at the end of the list sweep already: only the change to `loose` is solved.
+    assert hook.num_solves - solves == 1
+    runner.test()
+    assert hook.num_solves - solves == 1 and len(calls) == 8
+    assert runner.model.selection == hook.records[-1]['choice']
+
+
+def test_schedule_file_applies_by_elapsed_time(lego, workspace, tmp_path, monkeypatch):
+    from mmlego.engine import OnlineScalingHook
+    monkeypatch.chdir(workspace)
+    smallest, full = _limits(lego)
+    schedule = tmp_path / 'device.json'
+    schedule.write_text(json.dumps([{'time_s': 0, 'memory_mb': full}, {'time_s': 2.0, 'memory_mb': smallest}]))
+    now = [0.0]
+    hook = OnlineScalingHook(budget=str(schedule), interval=2, clock=lambda: now[0])
+    runner = _runner(lego, tmp_path, hook, 'schedule')
+    original_before_iter = hook.before_test_iter
+
+    def tick(runner, batch_idx, data_batch=None):
+        now[0] = float(batch_idx)  # one second per test iteration
+        original_before_iter(runner, batch_idx, data_batch)
+
+    hook.before_test_iter = tick
+    runner.test()
+    # Before the epoch (t=0) the full budget applies; at iteration 2 (t=2) the tight one.
+    assert [r['budget']['memory_mb'] for r in hook.records] == [full, smallest]
+    assert [r['epoch'] for r in hook.records] == [0, 0]
+    assert set(runner.model.selection.values()) == {0.8}
+    assert hook.records[0]['measured_metric'] == hook.records[1]['measured_metric']  # one epoch, one metric
+    assert 'over 2 configurations' in _log_text(runner)
+
+
+# -- tools/test.py ---------------------------------------------------------------------------------------------
+
+def _test_tool_args(lego, work_dir):
+    return [str(LEGO_CONFIG), str(lego.bank), '--work-dir', str(work_dir), '--device', 'cpu',
+            '--latency-repeats', '1', '--cfg-options', f'load_from={lego.teacher}', *fast_loader_options()]
+
+
+def test_tool_budget(lego, workspace, tmp_path):
+    smallest, _ = _limits(lego)
+    budget = smallest * 1.05
+    proc = _tool('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--budget', f'memory={budget:.4f}MB',
+                 '--out', str(tmp_path / 'out'), cwd=workspace)
+    row = json.loads((tmp_path / 'out' / 'budget.json').read_text())
+    assert row['status'] == 'optimal' and row['budget_memory_mb'] == pytest.approx(budget, rel=1e-4)
+    assert any(s > 0 for s in row['choice'].values())
+    assert row['measured_memory_mb'] <= budget and row['measured_metric'] is not None
+    assert row['measured_latency_ms'] > 0
+    assert 'est metric' in proc.stdout
+
+
+def test_tool_sweep(lego, workspace, tmp_path):
+    out = tmp_path / 'sweep'
+    proc = _tool('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '3', '--out', str(out),
+                 cwd=workspace)
+    with open(out / 'sweep.csv') as file:
+        rows = list(csv.DictReader(file))
+    data = json.loads((out / 'sweep.json').read_text())
+    assert len(rows) == len(data['rows']) == 3
+    assert (out / 'sweep_memory.png').stat().st_size > 0 and (out / 'sweep_latency.png').stat().st_size > 0
+    smallest, full = _limits(lego)
+    budgets = [r['budget_memory_mb'] for r in data['rows']]
+    assert budgets[0] == pytest.approx(smallest) and budgets[-1] == pytest.approx(full)
+    assert budgets == sorted(budgets)
+    for row in data['rows']:
+        assert row['status'] == 'optimal'
+        assert row['estimated_memory_mb'] <= row['budget_memory_mb'] * (1 + 1e-9)
+        assert row['measured_memory_mb'] <= row['budget_memory_mb'] * (1 + 1e-9)
+        assert row['measured_metric'] is not None and row['measured_latency_ms'] > 0
+    # The smallest budget runs the smallest configuration; a larger budget never estimates a worse metric.
+    assert data['rows'][0]['estimated_memory_mb'] == pytest.approx(smallest)
+    estimated = [r['estimated_metric'] for r in data['rows']]
+    assert all(b >= a - 1e-9 for a, b in zip(estimated, estimated[1:]))
+    assert float(rows[1]['estimated_memory_mb']) == pytest.approx(data['rows'][1]['estimated_memory_mb'])
+    assert 'sweep.csv' in proc.stdout and 'budget MB' in proc.stdout
+
+
+def _test_tool():
+    """tools/test.py as a module (its main() is the command line; SystemExit carries the exit status)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmlego_tools_test', ROOT / 'tools' / 'test.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_bad_budget_and_infeasible(lego, workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv('LOCAL_RANK', '0')  # what load_config would set, restored afterwards
+    tool = _test_tool()
+    args = [a for a in _test_tool_args(lego, tmp_path / 'work') if a not in ('--device', 'cpu')]
+    for budget, expected in (('mem=12MB', '"memory" and "latency"'), ('memory=12GB', "cannot read memory '12GB'"),
+                             ('memory=1,memory=2', 'given twice'), ('latency=-1ms', '>= 0'), ('', 'empty budget')):
+        with pytest.raises(SystemExit) as error:
+            tool.main([*args, '--budget', budget])
+        assert error.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and 'memory=12.5MB,latency=30ms' in err, err
+    with pytest.raises(SystemExit) as error:
+        tool.main([*args, '--sweep', '1'])
+    assert error.value.code == 2 and 'integer >= 2' in capsys.readouterr().err
+    assert not (tmp_path / 'work').exists()  # rejected before anything runs
+    assert tool.parse_budget_arg('memory=12.5MB, latency=30') == {'memory_mb': 12.5, 'latency_ms': 30.0}
+
+    # Below the smallest configuration: exit status 1 naming the smallest achievable memory, nothing evaluated.
+    smallest, _ = _limits(lego)
+    with pytest.raises(SystemExit) as error:
+        tool.main([*args, '--budget', f'memory={smallest / 2:.3f}'])
+    message = str(error.value.code)
+    assert 'infeasible' in message and f'{smallest:.2f} MB' in message and '--allow-infeasible' in message
+    assert not (tmp_path / 'work' / 'sweep').exists()
