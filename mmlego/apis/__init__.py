@@ -1,4 +1,5 @@
-"""mm-style inference APIs: ``init_lego_model``, ``scale_model``, ``inference_lego_model``."""
-from .inference import TASK_FAMILIES, inference_lego_model, init_lego_model, scale_model, task_family
+"""mm-style APIs: ``init_lego_model``, ``scale_model``, ``inference_lego_model``."""
+from .inference import inference_lego_model, task_family
+from .init import TASK_FAMILIES, init_lego_model, scale_model
 
 __all__ = ['TASK_FAMILIES', 'inference_lego_model', 'init_lego_model', 'scale_model', 'task_family']
