@@ -176,13 +176,18 @@ class LegoDNNPipelineLoop(BaseLoop):
 
         if STAGES.index(stage) < STAGES.index('retrained'):
             heldout = [batch for _, batch in zip(range(self.heldout_batches), val_loader)]
-            retrain_descendants(teacher, bank.descendants, self.dataloader, heldout or None,
+            report = retrain_descendants(teacher, bank.descendants, self.dataloader, heldout or None,
                                 teacher_forward=self._teacher_forward(path), config=self.retrain,
                                 state_dir=str(self.lego_dir / 'retraining'),
                                 grad_sync=_average_gradients if _world_size() > 1 else None,
                                 loss_sync=_average_losses if _world_size() > 1 else None,
                                 show_progress=_rank() == 0)
             self._epoch = self.retrain.epochs
+            for record in report.history:
+                train, val = record['train'].values(), record['val'].values()
+                runner.logger.info(f'block retraining epoch {record["epoch"]}/{self.retrain.epochs}: mean train '
+                                   f'loss {sum(train) / len(train):.5g}, mean held-out loss {sum(val) / len(val):.5g} '
+                                   f'over {len(train)} descendants')
             self._finish_stage('retrained', bank)
             stage = 'retrained'
 
