@@ -130,3 +130,18 @@ def test_distributed_pipeline_matches_single_process(workspace, tmp_path):
     for key, value in states[0]['best_val'].items():
         assert value == pytest.approx(states[1]['best_val'][key], rel=1e-4, abs=1e-6)
     assert manifests[0]['profiles']['teacher_metric'] == manifests[1]['profiles']['teacher_metric']
+
+
+def test_epoch_view_gives_full_epochs_from_infinite_and_finite_loaders():
+    from mmengine.dataset import InfiniteSampler
+    from torch.utils.data import DataLoader
+
+    from mmlego.engine.pipeline_loop import EpochView
+    data = list(range(10))
+    infinite = DataLoader(data, batch_size=3, sampler=InfiniteSampler(data, shuffle=False))
+    view = EpochView(infinite, 4)
+    epochs = [[batch.tolist() for batch in view] for _ in range(3)]
+    assert [len(epoch) for epoch in epochs] == [4, 4, 4]
+    assert epochs[0][0] == [0, 1, 2] and epochs[1][0] == [2, 3, 4]  # continues where the last epoch stopped
+    finite = EpochView(DataLoader(data, batch_size=5), 2)
+    assert [[b.tolist() for b in finite] for _ in range(2)] == [[list(range(5)), list(range(5, 10))]] * 2

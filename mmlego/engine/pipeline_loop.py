@@ -52,6 +52,30 @@ def _average_losses(losses: dict[str, float]) -> dict[str, float]:
     return {key: float(value) / _world_size() for key, value in zip(keys, values)}
 
 
+class EpochView:
+    """Epochs of ``length`` batches drawn from one persistent iterator over ``loader``.
+
+    Iteration-based configs (mmseg) train with an infinite sampler, whose loader cannot be re-iterated per epoch;
+    a finite loader is simply restarted when it runs out.
+    """
+
+    def __init__(self, loader, length: int) -> None:
+        self.loader, self.length, self._iterator = loader, length, None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        for _ in range(self.length):
+            if self._iterator is None:
+                self._iterator = iter(self.loader)
+            try:
+                yield next(self._iterator)
+            except StopIteration:
+                self._iterator = iter(self.loader)
+                yield next(self._iterator)
+
+
 @LOOPS.register_module()
 class LegoDNNPipelineLoop(BaseLoop):
     """Runs LegoDNN's offline stages on the teacher loaded from ``load_from``.
@@ -176,7 +200,8 @@ class LegoDNNPipelineLoop(BaseLoop):
 
         if STAGES.index(stage) < STAGES.index('retrained'):
             heldout = [batch for _, batch in zip(range(self.heldout_batches), val_loader)]
-            report = retrain_descendants(teacher, bank.descendants, self.dataloader, heldout or None,
+            batches = EpochView(self.dataloader, self.retrain.max_batches_per_epoch)
+            report = retrain_descendants(teacher, bank.descendants, batches, heldout or None,
                                 teacher_forward=self._teacher_forward(path), config=self.retrain,
                                 state_dir=str(self.lego_dir / 'retraining'),
                                 grad_sync=_average_gradients if _world_size() > 1 else None,
