@@ -33,6 +33,19 @@ REAL_DATASET_CONFIGS = {
 }
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is far faster than two contending ones.
+
+    Use with ``pytestmark = pytest.mark.usefixtures('one_torch_thread')``; the thread count is restored after.
+    """
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def workspace(tmp_path_factory) -> Path:
     """A directory holding ``data/synthetic/{det,seg,pose,action}`` with a few samples each."""

@@ -18,12 +18,7 @@ SAMPLES = {  # one synthetic val sample per family, relative to the workspace
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _teacher(config, seed):

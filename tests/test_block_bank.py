@@ -24,13 +24,7 @@ SPARSITIES = [0.0, 0.4, 0.8]
 INPUT_SHAPE = (2, 3, 16, 16)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: one intra-op thread is much faster than two contending."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 # -- the tiny teacher shared by the bank, switcher, retraining and profiling tests --------------------------------

@@ -240,13 +240,7 @@ def by_name(extraction) -> dict:
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: one intra-op thread is ~100x faster than two contending."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

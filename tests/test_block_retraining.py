@@ -15,12 +15,7 @@ from .test_block_bank import TinyNet, build_bank, make_tiny
 BATCH = (4, 3, 16, 16)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

@@ -16,12 +16,7 @@ from .test_block_bank import build_bank, example_input, make_tiny, perturb
 PAUSE = 0.005  # seconds slept between the two blocks of a forward in the concurrency tests
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

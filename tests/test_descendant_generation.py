@@ -16,13 +16,7 @@ from .test_block_extraction import capture, make_mmdet, make_toy
 SPARSITIES = [0.0, 0.2, 0.4, 0.6, 0.8]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: one intra-op thread is ~100x faster than two contending."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _case(model: nn.Module, x: torch.Tensor, ratios, keep=None) -> dict:

@@ -8,6 +8,7 @@ from .conftest import CONFIGS, TEACHER_CONFIGS
 from .test_pipeline import LEGO_CONFIGS
 
 FAMILIES = ['yolov3', 'fcn', 'simplebaseline', 'tsn']
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _build(name):
@@ -28,7 +29,6 @@ def _batch(cfg, split='val_dataloader'):
 @pytest.mark.parametrize('name', FAMILIES)
 def test_wrapper_runs_every_mode(name, workspace, monkeypatch):
     monkeypatch.chdir(workspace)
-    torch.set_num_threads(1)
     cfg, model = _build(name)
     teacher = model.architecture
     model.eval()

@@ -19,12 +19,7 @@ from .test_block_bank import SPARSITIES, build_bank, example_input, make_tiny, p
 BLOCKS = ['stem+b1', 'b2']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
