@@ -41,23 +41,14 @@ def apply_table(table_path: str, bank_dir: str) -> None:
     import pathlib
     table = LatencyTable.load(table_path)
     manifest = _read_manifest(pathlib.Path(bank_dir) / MANIFEST)
-    if manifest['teacher_fingerprint'] != table.teacher_fingerprint:
-        raise SystemExit(f'{table_path} was measured for another teacher than the bank in {bank_dir}; measure this '
-                         'bank with tools/profile_latency.py CONFIG BANK_DIR on the target device')
     profiles = BankProfiles.from_dict(manifest.get('profiles') or {})
     blocks = [block['name'] for block in manifest['extraction']['blocks']]
-    for name in blocks:
-        for sparsity in manifest['sparsities']:
-            key = f'{float(sparsity):g}'
-            if key not in table.blocks.get(name, {}):
-                raise SystemExit(f'{table_path} lacks {name}@{key}; it was measured on a bank with other blocks')
-            profiles.get(name, float(sparsity)).latency_ms = float(table.blocks[name][key])
-    for name in blocks:
-        original = profiles.get(name, 0.0).latency_ms
-        for sparsity in manifest['sparsities']:
-            profile = profiles.get(name, float(sparsity))
-            profile.latency_drop = (original - profile.latency_ms) / original if original else None
-    profiles.model_latency_ms, profiles.device = table.model_latency_ms, table.device
+    try:
+        table.apply_to_profiles(profiles, manifest['teacher_fingerprint'], blocks,
+                                [float(s) for s in manifest['sparsities']])
+    except ValueError as error:
+        raise SystemExit(f'cannot apply {table_path} to {bank_dir}: {error} (measure it with '
+                         'tools/profile_latency.py CONFIG BANK_DIR on the target device)') from None
     manifest['profiles'] = profiles.to_dict()
     atomic_write_json(pathlib.Path(bank_dir) / MANIFEST, manifest)
     print(f'applied {table_path} ({table.device}) to {bank_dir}')

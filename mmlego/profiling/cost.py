@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..block_bank import BlockBank
+from ..block_bank import BankProfiles, BlockBank
 from ..utils.atomic_io import atomic_write_json
 from ..utils.progress import progress
 
@@ -77,7 +77,7 @@ def profile_costs(bank: BlockBank, warmup: int = 3, repeats: int = 10, show_prog
         profile.memory_bytes = memory_bytes(module)
         profile.flops = count_flops(lambda: module(x))
         profile.latency_ms = measure_latency(lambda: module(x), device, warmup, repeats)
-    _fill_latency_drops(bank)
+    _fill_latency_drops(bank.profiles, [spec.name for spec in bank.blocks], bank.sparsities)
     bank.profiles.device = str(_module_device(bank.descendant(bank.blocks[0].name, 0.0).module))
 
 
@@ -100,11 +100,12 @@ def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[An
         model.train(was_training)
 
 
-def _fill_latency_drops(bank: BlockBank) -> None:
-    for spec in bank.blocks:
-        original = bank.profiles.get(spec.name, 0.0).latency_ms
-        for sparsity in bank.sparsities:
-            profile = bank.profiles.get(spec.name, sparsity)
+def _fill_latency_drops(profiles: BankProfiles, blocks: Sequence[str],
+                        sparsities: Sequence[float]) -> None:
+    for name in blocks:
+        original = profiles.get(name, 0.0).latency_ms
+        for sparsity in sparsities:
+            profile = profiles.get(name, sparsity)
             if original and profile.latency_ms is not None:
                 profile.latency_drop = (original - profile.latency_ms) / original
 
@@ -154,21 +155,29 @@ class LatencyTable:
             raise ValueError(f'{path} is not a latency table ({error}); write one with tools/profile_latency.py')
 
     def apply(self, bank: BlockBank) -> None:
-        """Replaces the bank's latencies with this table's.
+        """Replaces the bank's latencies with this table's (see :meth:`apply_to_profiles`)."""
+        self.apply_to_profiles(bank.profiles, bank.fingerprint, [spec.name for spec in bank.blocks],
+                               bank.sparsities)
+
+    def apply_to_profiles(self, profiles: BankProfiles, fingerprint: str, blocks: Sequence[str],
+                          sparsities: Sequence[float]) -> None:
+        """Replaces the latencies in ``profiles`` of a bank (teacher ``fingerprint``, ``blocks`` x ``sparsities``).
+
+        Works on a manifest's profiles alone, without the teacher (``tools/profile_latency.py --apply``).
 
         Raises:
             ValueError: The table belongs to another teacher or does not cover every descendant.
         """
-        if self.teacher_fingerprint != bank.fingerprint:
+        if self.teacher_fingerprint != fingerprint:
             raise ValueError('the latency table was measured for another teacher; profile this bank instead')
-        for spec in bank.blocks:
-            for sparsity in bank.sparsities:
+        for name in blocks:
+            for sparsity in sparsities:
                 try:
-                    latency = self.blocks[spec.name][f'{sparsity:g}']
+                    latency = self.blocks[name][f'{sparsity:g}']
                 except KeyError:
-                    raise ValueError(f'the latency table lacks {spec.name}@{sparsity:g}; profile this bank '
+                    raise ValueError(f'the latency table lacks {name}@{sparsity:g}; profile this bank '
                                      'with the same blocks and sparsities') from None
-                bank.profiles.get(spec.name, sparsity).latency_ms = float(latency)
-        bank.profiles.model_latency_ms = self.model_latency_ms
-        bank.profiles.device = self.device
-        _fill_latency_drops(bank)
+                profiles.get(name, sparsity).latency_ms = float(latency)
+        profiles.model_latency_ms = self.model_latency_ms
+        profiles.device = self.device
+        _fill_latency_drops(profiles, blocks, sparsities)
