@@ -14,6 +14,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Show the blocks LegoDNN finds in a model')
     parser.add_argument('config', help='an OpenMMLab config file')
     parser.add_argument('--max-ratio', type=float, default=0.125,
@@ -23,18 +24,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="traced path (default: mode='tensor' if it traces, else extract_feat)")
     parser.add_argument('--json', nargs='?', const='-', metavar='FILE',
                         help='write JSON (to FILE, or stdout when no FILE is given) instead of the table')
-    parser.add_argument('--cfg-options', nargs='+', default=None, help='override config settings (key=value)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings (key=value)')
     return parser.parse_args(argv)
 
 
 def analyze(args: argparse.Namespace) -> dict:
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
     import mmlego  # noqa: F401  (registries)
     from mmlego.block_extraction import extract_blocks
     from mmlego.models import build_model, example_batch, trace_tensor_path
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(dict(option.split('=', 1) for option in args.cfg_options))
+        cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg, args.checkpoint)
     inputs = example_batch(cfg, model)
     path, graph = trace_tensor_path(model, inputs, args.tensor_path)
