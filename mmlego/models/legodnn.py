@@ -75,10 +75,6 @@ class LegoDNN(BaseModel):
         """Delegates to the architecture (which holds the current composite)."""
         return self.architecture(inputs, data_samples, mode=mode)
 
-    def tensor_forward(self, inputs: torch.Tensor) -> Any:
-        """The traced tensor path (what blocks were extracted from)."""
-        return TENSOR_PATHS[self.tensor_path or 'tensor'](self.architecture, inputs)
-
     # -- bank and scaling ------------------------------------------------------------------------------------
     def attach_bank(self, bank: BlockBank | str) -> BlockBank:
         """Loads (or takes) a bank of this teacher and prepares switching (all blocks at sparsity 0.0)."""
