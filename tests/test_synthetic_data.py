@@ -5,9 +5,13 @@ package's own dataset class and a real pipeline.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,10 @@ from mmlego.datasets.synthetic import (ACTION_CLASSES, DET_CLASSES,
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_train=4, num_val=2)
+# The generators' last commit before the test split was added (FORMAT_VERSION 4): train and val must still be
+# byte-identical to what it wrote, so that teachers trained on them stay valid.
+PRE_TEST_SPLIT_COMMIT = '774999e0e6625a333527d6b655f9f4c424f42dd1'
+GENERATOR_FILES = ('__init__', 'action', 'detection', 'pose', 'segmentation', 'shapes')
 
 
 def _load_cli():
@@ -66,7 +74,7 @@ def test_detection_layout(root: Path) -> None:
         assert w > 4 and h > 4 and ann['area'] > 0
         assert len(ann['segmentation'][0]) >= 6
     meta = json.loads((det / 'meta.json').read_text())
-    assert meta['params'] == dict(seed=0, num_train=4, num_val=2,
+    assert meta['params'] == dict(seed=0, num_train=4, num_val=2, num_test=2,
                                   img_size=128)
 
 
@@ -122,6 +130,102 @@ def test_deterministic(tmp_path: Path, root: Path) -> None:
     assert (_tree(tmp_path / 'b' / 'det') != _tree(root / 'det'))
 
 
+def _split_of(rel: str) -> str | None:
+    """``'train'``, ``'val'`` or ``'test'`` for a data file of any task (None: meta.json, classes.txt)."""
+    parts = rel.replace(os.sep, '/').split('/')
+    name = parts[-1]
+    for split in synthetic.SPLITS:
+        if (split in parts[1:-1]  # images/<split>/, img_dir/<split>/, ann_dir/<split>/
+                or parts[-2].startswith(f'{split}_')  # action/rawframes/<split>_000000/img_00001.jpg
+                or name in (f'instances_{split}.json', f'person_keypoints_{split}.json', f'{split}_list.txt')):
+            return split
+    return None
+
+
+def test_test_split_layout_and_size(root: Path) -> None:
+    tree = _tree(root)
+    by_split = {split: [k for k in tree if _split_of(k) == split] for split in synthetic.SPLITS}
+    assert all(by_split.values())
+    for task in synthetic.TASKS:
+        meta = json.loads((root / task / 'meta.json').read_text())
+        assert meta['format_version'] == synthetic.FORMAT_VERSION == 5
+        assert meta['params']['num_test'] == meta['params']['num_val'] == 2
+        assert set(meta['counts']) == {'train', 'val', 'test'}
+        files = {split: [k for k in by_split[split] if k.startswith(task + os.sep)] for split in synthetic.SPLITS}
+        assert len(files['test']) == len(files['val']) > 0, task  # as large as val, file for file
+    coco = json.loads((root / 'det' / 'annotations' / 'instances_test.json').read_text())
+    assert [im['file_name'] for im in coco['images']] == ['000000.jpg', '000001.jpg'] and coco['annotations']
+    assert sorted(os.listdir(root / 'seg' / 'ann_dir' / 'test')) == ['000000.png', '000001.png']
+    kpts = json.loads((root / 'pose' / 'annotations' / 'person_keypoints_test.json').read_text())
+    assert len(kpts['images']) == 2 and kpts['annotations']
+    lines = (root / 'action' / 'test_list.txt').read_text().splitlines()
+    assert lines == ['test_000000 16 0', 'test_000001 16 1']
+    assert (root / 'action' / 'rawframes' / 'test_000001' / 'img_00016.jpg').is_file()
+
+
+def test_test_split_is_disjoint_from_train_and_val(root: Path) -> None:
+    """No test image (or label map) is a copy of any train or val one: the split has seeds of its own."""
+    tree = _tree(root)
+    digests = {split: {hashlib.sha256(data).hexdigest() for rel, data in tree.items()
+                       if _split_of(rel) == split and rel.endswith(('.jpg', '.png'))} for split in synthetic.SPLITS}
+    assert digests['test'] and not digests['test'] & (digests['train'] | digests['val'])
+    for task, ann in (('det', 'instances'), ('pose', 'person_keypoints')):
+        files = {split: json.loads((root / task / 'annotations' / f'{ann}_{split}.json').read_text())
+                 for split in synthetic.SPLITS}
+        boxes = {split: {tuple(a['bbox']) for a in f['annotations']} for split, f in files.items()}
+        assert not boxes['test'] & (boxes['train'] | boxes['val']), task
+
+
+def test_num_test_knob(tmp_path: Path) -> None:
+    generate_all(str(tmp_path), tasks=['det', 'action'], seed=0, num_train=2, num_val=1, num_test=3)
+    coco = json.loads((tmp_path / 'det' / 'annotations' / 'instances_test.json').read_text())
+    assert len(coco['images']) == 3
+    assert len((tmp_path / 'action' / 'test_list.txt').read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match='--num-test'):
+        synthetic.resolve_params('seg', num_test=0)
+
+
+def _old_generators(tmp_path: Path):
+    """The generator package as of :data:`PRE_TEST_SPLIT_COMMIT`, imported from a temporary copy."""
+    if shutil.which('git') is None:
+        pytest.skip('git is not available')
+    pkg = tmp_path / 'old_synthetic'
+    pkg.mkdir()
+    for name in GENERATOR_FILES:
+        proc = subprocess.run(['git', '-C', str(REPO), 'show',
+                               f'{PRE_TEST_SPLIT_COMMIT}:mmlego/datasets/synthetic/{name}.py'],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f'commit {PRE_TEST_SPLIT_COMMIT[:8]} is not in this checkout: {proc.stderr.strip()}')
+        (pkg / f'{name}.py').write_text(proc.stdout)
+    spec = importlib.util.spec_from_file_location('_old_synthetic', pkg / '__init__.py',
+                                                  submodule_search_locations=[str(pkg)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules['_old_synthetic'] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules['_old_synthetic']
+    assert module.FORMAT_VERSION == 4
+    return module
+
+
+def test_train_and_val_are_byte_identical_to_the_generator_before_the_test_split(tmp_path: Path,
+                                                                                 root: Path) -> None:
+    old = _old_generators(tmp_path)
+    old.generate_all(str(tmp_path / 'old'), seed=0, **TINY)
+    before, after = _tree(tmp_path / 'old'), _tree(root)
+    data = [rel for rel in before if not rel.endswith('meta.json')]
+    assert len(data) > 40 and {_split_of(rel) for rel in data} == {'train', 'val', None}  # None: classes.txt
+    assert {rel: after.get(rel) for rel in data} == {rel: before[rel] for rel in data}
+    assert {rel for rel in after if rel not in before} == {rel for rel in after if _split_of(rel) == 'test'}
+    for task in synthetic.TASKS:  # meta.json: same knobs and counts, plus the test split
+        old_meta, new_meta = (json.loads(t[f'{task}{os.sep}meta.json']) for t in (before, after))
+        assert new_meta['params'] == dict(old_meta['params'], num_test=old_meta['params']['num_val'])
+        assert {k: v for k, v in new_meta['counts'].items() if k != 'test'} == old_meta['counts']
+        assert new_meta.get('pixel_frequency') == old_meta.get('pixel_frequency')
+
+
 def test_api_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='unknown task'):
         generate_all(str(tmp_path), tasks=['nope'])
@@ -139,6 +243,7 @@ def test_cli_skip_and_force(tmp_path: Path) -> None:
     cli = _load_cli()
     args = ['--out', str(tmp_path), '--tasks', 'det', 'action',
             '--num-train', '2', '--num-val', '1', '--quiet']
+    assert cli.build_parser().parse_args(args + ['--num-test', '3']).num_test == 3
     assert cli.main(args) == 0
     det_meta = tmp_path / 'det' / 'meta.json'
     ino = (tmp_path / 'det').stat().st_ino, det_meta.stat().st_mtime_ns

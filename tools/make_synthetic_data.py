@@ -7,7 +7,9 @@ Example::
 
 Each task goes to ``<out>/<task>`` atomically; a task whose ``meta.json``
 already records the same parameters is skipped unless ``--force`` is given.
-Unset size knobs take each task's default.
+Unset size knobs take each task's default. Every task gets three splits from
+independent seeds: ``train``, ``val`` (LegoDNN profiling) and ``test``
+(reports; as large as ``val`` unless ``--num-test`` says otherwise).
 """
 from __future__ import annotations
 
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--num-val', type=int, default=None,
                         help='validation samples per task '
                         '(default: per task)')
+    parser.add_argument('--num-test', type=int, default=None,
+                        help='test samples per task (default: as many as '
+                        'validation)')
     parser.add_argument('--img-size', type=int, default=None,
                         help='image size in pixels, >= 32 (default: per '
                         'task: det/seg 128, pose 160, action 64)')
@@ -98,7 +103,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         for task in args.tasks:
             synthetic.resolve_params(task, args.seed, args.num_train,
-                                     args.num_val, args.img_size)
+                                     args.num_val, args.img_size,
+                                     num_test=args.num_test)
     except ValueError as err:
         parser.error(str(err))
     factory = _progress_factory(args.quiet)
@@ -106,7 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         start = time.perf_counter()
         result = synthetic.generate_task(
             task, args.out, args.seed, args.num_train, args.num_val,
-            args.img_size, force=args.force, progress_factory=factory)
+            args.img_size, force=args.force, progress_factory=factory,
+            num_test=args.num_test)
         if args.quiet:
             continue
         if result['skipped']:

@@ -11,6 +11,10 @@ Four small, learnable datasets that the packages' own dataset classes load:
 
 :func:`generate_all` writes each task into ``<root>/<task>`` atomically and
 skips a task whose ``meta.json`` already records the same parameters.
+
+Every task has three splits drawn from independent seeds: ``train``, ``val``
+(profiling: LegoDNN's accuracy drops and best retraining epochs) and ``test``
+(the size of ``val`` by default; reports), see :data:`SPLITS`.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from .pose import (COCO_SKELETON, KEYPOINT_NAMES, POSE_CLASSES,
                    POSE_DEFAULTS, generate_pose, pose_params)
 from .segmentation import (SEG_CLASSES, SEG_DEFAULTS, SEG_PALETTE,
                            generate_segmentation, segmentation_params)
-from .shapes import FORMAT_VERSION, SHAPE_KINDS, check_params
+from .shapes import FORMAT_VERSION, SHAPE_KINDS, SPLITS, check_params
 
 #: Task names, in generation order.
 TASKS = ('det', 'seg', 'pose', 'action')
@@ -51,11 +55,12 @@ ProgressFactory = Callable[[str, int], Optional[Callable[[], Any]]]
 def resolve_params(task: str, seed: int = 0, num_train: Optional[int] = None,
                    num_val: Optional[int] = None,
                    img_size: Optional[int] = None,
-                   frames: Optional[int] = None) -> dict:
+                   frames: Optional[int] = None,
+                   num_test: Optional[int] = None) -> dict:
     """Return the full, validated parameters of one task.
 
-    ``None`` knobs take the task's default. ``frames`` only applies to
-    ``action``.
+    ``None`` knobs take the task's default (``num_test``: the resolved
+    ``num_val``). ``frames`` only applies to ``action``.
 
     Raises:
         ValueError: On an unknown task or an invalid knob value.
@@ -69,8 +74,9 @@ def resolve_params(task: str, seed: int = 0, num_train: Optional[int] = None,
     if task == 'action':
         knobs['frames'] = frames
     knobs = {k: defaults[k] if v is None else v for k, v in knobs.items()}
+    knobs['num_test'] = knobs['num_val'] if num_test is None else num_test
     check_params(knobs['num_train'], knobs['num_val'], knobs['img_size'],
-                 knobs['seed'], knobs.get('frames'))
+                 knobs['seed'], knobs.get('frames'), knobs['num_test'])
     return make_params(**knobs)
 
 
@@ -91,8 +97,8 @@ def generate_task(task: str, root: str = DEFAULT_ROOT, seed: int = 0,
                   num_val: Optional[int] = None,
                   img_size: Optional[int] = None,
                   frames: Optional[int] = None, force: bool = False,
-                  progress_factory: Optional[ProgressFactory] = None
-                  ) -> dict:
+                  progress_factory: Optional[ProgressFactory] = None,
+                  num_test: Optional[int] = None) -> dict:
     """Generate one task into ``root/task`` atomically, unless up to date.
 
     The data is written to ``root/.<task>.tmp-<random suffix>`` and moved into place
@@ -109,11 +115,13 @@ def generate_task(task: str, root: str = DEFAULT_ROOT, seed: int = 0,
         frames: Frames per clip, ``action`` only (``None``: default).
         force: Regenerate even if ``root/task`` is up to date.
         progress_factory: Optional ``(task, total) -> callback``.
+        num_test: Test samples (``None``: as many as validation).
 
     Returns:
         ``dict(task=..., path=..., skipped=bool, meta=dict)``.
     """
-    params = resolve_params(task, seed, num_train, num_val, img_size, frames)
+    params = resolve_params(task, seed, num_train, num_val, img_size, frames,
+                            num_test)
     dst = os.path.join(root, task)
     if not force and is_up_to_date(dst, task, params):
         with open(os.path.join(dst, 'meta.json'), encoding='utf-8') as f:
@@ -123,8 +131,8 @@ def generate_task(task: str, root: str = DEFAULT_ROOT, seed: int = 0,
     os.makedirs(root, exist_ok=True)
     progress = None
     if progress_factory is not None:
-        progress = progress_factory(task,
-                                    params['num_train'] + params['num_val'])
+        progress = progress_factory(task, sum(params[f'num_{split}']
+                                              for split in SPLITS))
     tmp = tempfile.mkdtemp(prefix=f'.{task}.tmp-', dir=root)
     old = None
     try:
@@ -153,8 +161,8 @@ def generate_all(root: str = DEFAULT_ROOT, tasks: Iterable[str] = TASKS,
                  num_val: Optional[int] = None,
                  img_size: Optional[int] = None,
                  frames: Optional[int] = None, force: bool = False,
-                 progress_factory: Optional[ProgressFactory] = None
-                 ) -> list[dict]:
+                 progress_factory: Optional[ProgressFactory] = None,
+                 num_test: Optional[int] = None) -> list[dict]:
     """Generate several tasks (see :func:`generate_task`).
 
     All arguments are validated before anything is written.
@@ -167,9 +175,10 @@ def generate_all(root: str = DEFAULT_ROOT, tasks: Iterable[str] = TASKS,
         raise ValueError(f'no task given; pass one or more of '
                          f'{", ".join(TASKS)}')
     for task in tasks:
-        resolve_params(task, seed, num_train, num_val, img_size, frames)
+        resolve_params(task, seed, num_train, num_val, img_size, frames,
+                       num_test)
     return [generate_task(task, root, seed, num_train, num_val, img_size,
-                          frames, force, progress_factory)
+                          frames, force, progress_factory, num_test)
             for task in tasks]
 
 
@@ -177,7 +186,7 @@ __all__ = [
     'ACTION_CLASSES', 'ACTION_DEFAULTS', 'COCO_SKELETON', 'DEFAULT_ROOT',
     'DET_CLASSES', 'DET_DEFAULTS', 'FORMAT_VERSION', 'KEYPOINT_NAMES',
     'POSE_CLASSES', 'POSE_DEFAULTS', 'SEG_CLASSES', 'SEG_DEFAULTS',
-    'SEG_PALETTE', 'SHAPE_KINDS', 'TASKS', 'generate_action', 'generate_all',
+    'SEG_PALETTE', 'SHAPE_KINDS', 'SPLITS', 'TASKS', 'generate_action', 'generate_all',
     'generate_detection', 'generate_pose', 'generate_segmentation',
     'generate_task', 'is_up_to_date', 'resolve_params'
 ]

@@ -3,12 +3,13 @@
 Layout under ``out_dir``::
 
     rawframes/<clip_name>/img_00001.jpg ... img_000NN.jpg
-    train_list.txt  val_list.txt     lines "<clip_name> <num_frames> <label>"
+    train_list.txt  val_list.txt  test_list.txt
+                                     lines "<clip_name> <num_frames> <label>"
     classes.txt                      one class name per line
     meta.json
 
-Clip names are ``train_000000``, ``val_000000``, ... (relative to
-``rawframes``). Load with ``dict(type='RawframeDataset',
+Clip names are ``train_000000``, ``val_000000``, ``test_000000``, ...
+(relative to ``rawframes``). Load with ``dict(type='RawframeDataset',
 ann_file=out_dir + '/train_list.txt',
 data_prefix=dict(img=out_dir + '/rawframes'), filename_tmpl='img_{:05}.jpg',
 start_index=1)``.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional
 
 import numpy as np
 
 from .shapes import (SHAPE_KINDS, ProgressFn, add_noise, blend_polygon,
                      check_params, contrasting_color, ensure_dirs,
                      fill_polygon, make_background, make_meta, sample_rng,
-                     save_jpeg, shape_polygon, tick, write_json)
+                     save_jpeg, shape_polygon, split_sizes, tick, write_json)
 
 #: Action classes; the label is the index.
 ACTION_CLASSES = ('move_right', 'move_left', 'move_up', 'move_down', 'grow',
@@ -33,7 +35,6 @@ ACTION_CLASSES = ('move_right', 'move_left', 'move_up', 'move_down', 'grow',
 ACTION_DEFAULTS = dict(num_train=480, num_val=60, img_size=64, frames=16)
 
 TASK_ID = 4
-SPLITS = ('train', 'val')
 
 #: The trail shows the shape ``TRAIL_GAP`` and ``2 * TRAIL_GAP`` frames ago.
 TRAIL_GAP = 4  # frames between trail ghosts: at ~1.7 px/frame a smaller gap hides the trail behind the shape
@@ -43,11 +44,13 @@ _DIRECTIONS = {0: (1.0, 0.0), 1: (-1.0, 0.0), 2: (0.0, -1.0), 3: (0.0, 1.0)}
 
 
 def action_params(seed: int = 0, num_train: int = 480, num_val: int = 60,
-                  img_size: int = 64, frames: int = 16) -> dict:
+                  img_size: int = 64, frames: int = 16,
+                  num_test: Optional[int] = None) -> dict:
     """Return the parameter dict recorded in ``meta.json``."""
     return dict(seed=int(seed), num_train=int(num_train),
-                num_val=int(num_val), img_size=int(img_size),
-                frames=int(frames))
+                num_val=int(num_val),
+                num_test=int(num_val if num_test is None else num_test),
+                img_size=int(img_size), frames=int(frames))
 
 
 def _trajectory(rng: np.random.Generator, label: int, size: int,
@@ -128,7 +131,8 @@ def _render_clip(rng: np.random.Generator, label: int, size: int,
 
 def generate_action(out_dir: str, seed: int = 0, num_train: int = 480,
                     num_val: int = 60, img_size: int = 64, frames: int = 16,
-                    progress: ProgressFn = None) -> dict:
+                    progress: ProgressFn = None,
+                    num_test: Optional[int] = None) -> dict:
     """Write the synthetic action-recognition dataset into ``out_dir``.
 
     In each clip a shape of random kind and colour moves right/left/up/down
@@ -146,15 +150,16 @@ def generate_action(out_dir: str, seed: int = 0, num_train: int = 480,
         img_size: Frame height and width in pixels (>= 32).
         frames: Frames per clip (>= 3).
         progress: Optional callback invoked once per clip.
+        num_test: Number of test clips (``None``: ``num_val``); a split of
+            its own seeds, disjoint from train and val.
 
     Returns:
         The ``meta.json`` content that was written.
     """
-    check_params(num_train, num_val, img_size, seed, frames)
+    check_params(num_train, num_val, img_size, seed, frames, num_test)
     ensure_dirs(out_dir, 'rawframes')
     counts = {}
-    for split_id, (split, count) in enumerate(zip(SPLITS,
-                                                   (num_train, num_val))):
+    for split_id, split, count in split_sizes(num_train, num_val, num_test):
         lines = []
         for index in range(count):
             rng = sample_rng(seed, TASK_ID, split_id, index)
@@ -175,7 +180,7 @@ def generate_action(out_dir: str, seed: int = 0, num_train: int = 480,
               encoding='utf-8') as fh:
         fh.writelines(name + '\n' for name in ACTION_CLASSES)
     meta = make_meta('action', action_params(seed, num_train, num_val,
-                                             img_size, frames),
+                                             img_size, frames, num_test),
                      classes=list(ACTION_CLASSES), counts=counts,
                      filename_tmpl='img_{:05}.jpg', start_index=1,
                      trail_gap=TRAIL_GAP)

@@ -2,8 +2,9 @@
 
 Layout under ``out_dir``::
 
-    images/train/000000.jpg ...      images/val/...
+    images/train/000000.jpg ...      images/val/...   images/test/...
     annotations/instances_train.json annotations/instances_val.json
+    annotations/instances_test.json
     meta.json
 
 Load with ``dict(type='CocoDataset', data_root=out_dir,
@@ -16,9 +17,11 @@ import os
 
 import numpy as np
 
-from .shapes import (SHAPE_KINDS, ProgressFn, check_params, compose_scene,
-                     ensure_dirs, make_meta, sample_rng, save_jpeg, tick,
-                     write_json)
+from typing import Optional
+
+from .shapes import (SHAPE_KINDS, SPLITS, ProgressFn, check_params,
+                     compose_scene, ensure_dirs, make_meta, sample_rng,
+                     save_jpeg, split_sizes, tick, write_json)
 
 #: Detection classes; COCO ``category_id`` is ``index + 1``.
 DET_CLASSES = SHAPE_KINDS
@@ -27,7 +30,6 @@ DET_CLASSES = SHAPE_KINDS
 DET_DEFAULTS = dict(num_train=400, num_val=100, img_size=128)
 
 TASK_ID = 1
-SPLITS = ('train', 'val')
 
 # Scene knobs at the reference size 128 (object sizes scale with img_size).
 _NUM_OBJECTS = (1, 4)
@@ -36,10 +38,13 @@ _MAX_OCCLUSION = 0.5
 
 
 def detection_params(seed: int = 0, num_train: int = 400, num_val: int = 100,
-                     img_size: int = 128) -> dict:
+                     img_size: int = 128,
+                     num_test: Optional[int] = None) -> dict:
     """Return the parameter dict recorded in ``meta.json``."""
     return dict(seed=int(seed), num_train=int(num_train),
-                num_val=int(num_val), img_size=int(img_size))
+                num_val=int(num_val),
+                num_test=int(num_val if num_test is None else num_test),
+                img_size=int(img_size))
 
 
 def _round(values: list[float]) -> list[float]:
@@ -80,7 +85,8 @@ def _split(out_dir: str, split: str, split_id: int, count: int, seed: int,
 
 def generate_detection(out_dir: str, seed: int = 0, num_train: int = 400,
                        num_val: int = 100, img_size: int = 128,
-                       progress: ProgressFn = None) -> dict:
+                       progress: ProgressFn = None,
+                       num_test: Optional[int] = None) -> dict:
     """Write the synthetic detection dataset into ``out_dir``.
 
     Each ``img_size`` square image holds 1-4 circles/squares/triangles of
@@ -97,15 +103,17 @@ def generate_detection(out_dir: str, seed: int = 0, num_train: int = 400,
         num_val: Number of validation images.
         img_size: Image height and width in pixels (>= 32).
         progress: Optional callback invoked once per image.
+        num_test: Number of test images (``None``: ``num_val``); a split of
+            its own seeds, disjoint from train and val.
 
     Returns:
         The ``meta.json`` content that was written.
     """
-    check_params(num_train, num_val, img_size, seed)
-    ensure_dirs(out_dir, 'images/train', 'images/val', 'annotations')
+    check_params(num_train, num_val, img_size, seed, num_test=num_test)
+    ensure_dirs(out_dir, *(f'images/{split}' for split in SPLITS),
+                'annotations')
     counts = {}
-    for split_id, (split, count) in enumerate(zip(SPLITS,
-                                                   (num_train, num_val))):
+    for split_id, split, count in split_sizes(num_train, num_val, num_test):
         coco = _split(out_dir, split, split_id, count, seed, img_size,
                       progress)
         write_json(os.path.join(out_dir, 'annotations',
@@ -113,7 +121,7 @@ def generate_detection(out_dir: str, seed: int = 0, num_train: int = 400,
         counts[split] = dict(images=len(coco['images']),
                              instances=len(coco['annotations']))
     meta = make_meta('det', detection_params(seed, num_train, num_val,
-                                             img_size),
+                                             img_size, num_test),
                      classes=list(DET_CLASSES), counts=counts)
     write_json(os.path.join(out_dir, 'meta.json'), meta)
     return meta

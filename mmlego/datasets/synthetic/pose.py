@@ -2,9 +2,10 @@
 
 Layout under ``out_dir``::
 
-    images/train/000000.jpg ...   images/val/...
+    images/train/000000.jpg ...   images/val/...   images/test/...
     annotations/person_keypoints_train.json
     annotations/person_keypoints_val.json
+    annotations/person_keypoints_test.json
     meta.json
 
 Each image shows one or two stick figures whose 17 joints follow the COCO
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional
 
 import numpy as np
 
-from .shapes import (ProgressFn, check_params, contrasting_color, add_noise,
+from .shapes import (SPLITS, ProgressFn, check_params, split_sizes, contrasting_color, add_noise,
                      draw_disc, draw_line, ensure_dirs, fill_polygon,
                      hsv_color, make_background, make_meta, sample_rng,
                      save_jpeg, tick, write_json)
@@ -46,7 +48,6 @@ POSE_CLASSES = ('person',)
 POSE_DEFAULTS = dict(num_train=300, num_val=60, img_size=160)
 
 TASK_ID = 3
-SPLITS = ('train', 'val')
 
 
 def _joint_palette() -> list[tuple[int, int, int]]:
@@ -70,10 +71,12 @@ _LEGS = [(11, 13, 0), (13, 15, 0), (12, 14, 1), (14, 16, 1)]
 
 
 def pose_params(seed: int = 0, num_train: int = 300, num_val: int = 60,
-                img_size: int = 160) -> dict:
+                img_size: int = 160, num_test: Optional[int] = None) -> dict:
     """Return the parameter dict recorded in ``meta.json``."""
     return dict(seed=int(seed), num_train=int(num_train),
-                num_val=int(num_val), img_size=int(img_size))
+                num_val=int(num_val),
+                num_test=int(num_val if num_test is None else num_test),
+                img_size=int(img_size))
 
 
 def _canonical_figure(rng: np.random.Generator,
@@ -228,7 +231,8 @@ def _render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list]:
 
 def generate_pose(out_dir: str, seed: int = 0, num_train: int = 300,
                   num_val: int = 60, img_size: int = 160,
-                  progress: ProgressFn = None) -> dict:
+                  progress: ProgressFn = None,
+                  num_test: Optional[int] = None) -> dict:
     """Write the synthetic keypoint dataset into ``out_dir``.
 
     Each image has one (60%) or two (40%) stick figures with random joint
@@ -244,17 +248,19 @@ def generate_pose(out_dir: str, seed: int = 0, num_train: int = 300,
         num_val: Number of validation images.
         img_size: Image height and width in pixels (>= 32).
         progress: Optional callback invoked once per image.
+        num_test: Number of test images (``None``: ``num_val``); a split of
+            its own seeds, disjoint from train and val.
 
     Returns:
         The ``meta.json`` content that was written.
     """
-    check_params(num_train, num_val, img_size, seed)
-    ensure_dirs(out_dir, 'images/train', 'images/val', 'annotations')
+    check_params(num_train, num_val, img_size, seed, num_test=num_test)
+    ensure_dirs(out_dir, *(f'images/{split}' for split in SPLITS),
+                'annotations')
     category = dict(id=1, name='person', supercategory='person',
                     keypoints=list(KEYPOINT_NAMES), skeleton=COCO_SKELETON)
     counts = {}
-    for split_id, (split, count) in enumerate(zip(SPLITS,
-                                                   (num_train, num_val))):
+    for split_id, split, count in split_sizes(num_train, num_val, num_test):
         images, annotations = [], []
         for index in range(count):
             rng = sample_rng(seed, TASK_ID, split_id, index)
@@ -282,7 +288,8 @@ def generate_pose(out_dir: str, seed: int = 0, num_train: int = 300,
                                               f'figures ({split})')))
         counts[split] = dict(images=len(images),
                              instances=len(annotations))
-    meta = make_meta('pose', pose_params(seed, num_train, num_val, img_size),
+    meta = make_meta('pose', pose_params(seed, num_train, num_val, img_size,
+                                         num_test),
                      classes=list(POSE_CLASSES),
                      keypoints=list(KEYPOINT_NAMES), counts=counts)
     write_json(os.path.join(out_dir, 'meta.json'), meta)

@@ -18,7 +18,14 @@ import numpy as np
 
 #: Version of the on-disk format; bump it whenever the output of any
 #: generator changes, so that cached datasets are regenerated.
-FORMAT_VERSION = 4
+#: 5: a third split, ``test`` (train and val files unchanged from 4).
+FORMAT_VERSION = 5
+
+#: Splits in generation order. A sample's seed includes its split's position
+#: here (train 0, val 1, test 2), so the splits are independent draws: the
+#: test split shares no sample with train or val, and adding it left their
+#: files byte-identical.
+SPLITS = ('train', 'val', 'test')
 
 #: Shape kinds that can be drawn; the first three are the detection classes.
 SHAPE_KINDS = ('circle', 'square', 'triangle')
@@ -309,12 +316,15 @@ def make_meta(task: str, params: dict, **extra: Any) -> dict:
 
 
 def check_params(num_train: int, num_val: int, img_size: int,
-                 seed: int = 0, frames: Optional[int] = None) -> None:
+                 seed: int = 0, frames: Optional[int] = None,
+                 num_test: Optional[int] = None) -> None:
     """Validate generator knobs, raising ``ValueError`` with a clear hint."""
     checks = [('num_train', num_train, 1, '--num-train N'),
               ('num_val', num_val, 1, '--num-val N'),
               ('img_size', img_size, 32, '--img-size S'),
               ('seed', seed, 0, '--seed N')]
+    if num_test is not None:
+        checks.append(('num_test', num_test, 1, '--num-test N'))
     if frames is not None:
         checks.append(('frames', frames, 3, 'frames=N'))
     for name, value, low, flag in checks:
@@ -324,6 +334,17 @@ def check_params(num_train: int, num_val: int, img_size: int,
         if value < low:
             raise ValueError(f'{name} must be >= {low}, got {value}; '
                              f'pass {flag} with a value >= {low}')
+
+
+def split_sizes(num_train: int, num_val: int,
+                num_test: Optional[int]) -> list[tuple[int, str, int]]:
+    """``(split_id, split, count)`` of every split, in :data:`SPLITS` order.
+
+    ``num_test=None`` makes the test split the size of val.
+    """
+    counts = (num_train, num_val, num_val if num_test is None else num_test)
+    return [(split_id, split, int(count))
+            for split_id, (split, count) in enumerate(zip(SPLITS, counts))]
 
 
 def ensure_dirs(root: str, *subdirs: str) -> None:
