@@ -75,23 +75,26 @@ def test_memory_bytes_counts_parameters_and_buffers():
 
 
 def test_profile_costs(setup):
-    _, bank, _, _ = setup
-    profile_costs(bank, warmup=1, repeats=3, show_progress=False)
-    assert bank.profiles.device == 'cpu'
+    model, bank, data, _ = setup
+    profile_costs(bank, show_progress=False)
     for spec in bank.blocks:
         profiles = [bank.profiles.get(spec.name, s) for s in SPARSITIES]
         for sparsity, profile in zip(SPARSITIES, profiles):
             assert profile.memory_bytes == memory_bytes(bank.descendant(spec.name, sparsity).module)
-            assert profile.latency_ms > 0
+            assert profile.latency_ms is None  # latency is measured inside the model, by profile_model
         flops = [p.flops for p in profiles]
         assert all(a > b > 0 for a, b in zip(flops, flops[1:])), (spec.name, flops)
         memory = [p.memory_bytes for p in profiles]
         assert all(a > b for a, b in zip(memory, memory[1:])), (spec.name, memory)
-        assert profiles[0].latency_drop == 0.0
-        assert all(p.latency_drop == pytest.approx(1 - p.latency_ms / profiles[0].latency_ms) for p in profiles)
     x = torch.randn(*bank.blocks[1].input_shape)
     teacher_block = bank.descendant('b2', 0.0).module
     assert bank.profiles.get('b2', 0.0).flops == count_flops(lambda: teacher_block(x))
+    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False)
+    assert bank.profiles.device == 'cpu' and bank.profiles.latency_method == 'in-model'
+    for spec in bank.blocks:
+        profiles = [bank.profiles.get(spec.name, s) for s in SPARSITIES]
+        assert profiles[0].latency_drop == 0.0
+        assert all(p.latency_drop == pytest.approx(1 - p.latency_ms / profiles[0].latency_ms) for p in profiles)
 
 
 # -- accuracy ------------------------------------------------------------------------------------------------------
@@ -185,11 +188,13 @@ def test_latency_table_round_trip(setup, tmp_path):
     model, bank, data, _ = setup
     with pytest.raises(ValueError, match='model latency'):
         LatencyTable.from_bank(bank)
-    profile_model(bank, model, (data,), warmup=1, repeats=3)
+    bank.profiles.model_latency_ms = 1.0
     with pytest.raises(ValueError, match='latenc'):  # block latencies not measured yet
         LatencyTable.from_bank(bank)
-    profile_costs(bank, warmup=1, repeats=3, show_progress=False)
+    profile_costs(bank, show_progress=False)
+    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False)
     table = LatencyTable.from_bank(bank)
+    assert set(table.composites) == {f'{s:g}' for s in SPARSITIES}
     table.save(tmp_path / 'latency.json')
     loaded = LatencyTable.load(tmp_path / 'latency.json')
     assert loaded == table
@@ -198,13 +203,15 @@ def test_latency_table_round_trip(setup, tmp_path):
         for sparsity in target.sparsities:
             profile = target.profiles.get(spec.name, sparsity)
             profile.latency_ms = profile.latency_drop = None
-    target.profiles.model_latency_ms = None
+    target.profiles.model_latency_ms = target.profiles.composite_latency_ms = None
     loaded.apply(target)
     for spec in bank.blocks:
         for sparsity in bank.sparsities:
             a, b = target.profiles.get(spec.name, sparsity), bank.profiles.get(spec.name, sparsity)
             assert (a.latency_ms, a.latency_drop) == (b.latency_ms, b.latency_drop)
     assert target.profiles.model_latency_ms == bank.profiles.model_latency_ms
+    assert target.profiles.composite_latency_ms == bank.profiles.composite_latency_ms
+    assert target.profiles.latency_check == pytest.approx(bank.profiles.latency_check)
     other = copy.deepcopy(bank)
     other.fingerprint = teacher_fingerprint(make_tiny(seed=1))
     with pytest.raises(ValueError, match='another teacher'):
@@ -234,8 +241,8 @@ def test_problem_from_unprofiled_bank_lists_what_is_missing(setup):
 def test_solved_selection_runs_with_the_estimated_memory(setup):
     model, bank, data, target = setup
     profile_accuracy(bank, model, make_evaluate(data, target), show_progress=False)
-    profile_costs(bank, warmup=1, repeats=3, show_progress=False)
-    profile_model(bank, model, (data,), warmup=1, repeats=3)
+    profile_costs(bank, show_progress=False)
+    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False)
     assert bank.profiles.model_memory_bytes == memory_bytes(model)
     problem = problem_from_bank(bank, name='tiny')
     switcher = BlockSwitcher(model, bank)

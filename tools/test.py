@@ -5,18 +5,20 @@
     python tools/test.py CONFIG BANK_DIR --sweep 5 [--out DIR]
 
 With a bank directory (it holds ``manifest.json``) the config's model must be ``mmlego.LegoDNN``; the teacher comes
-from the config's ``load_from`` and the bank is attached to it (without --budget/--sweep the teacher is evaluated). ``--budget`` adds an ``mmlego.OnlineScalingHook``
-with that budget and evaluates once; ``--sweep N`` evaluates N memory budgets evenly spaced from the smallest
-configuration to the full model and writes ``sweep.csv``, ``sweep.json``, ``sweep_memory.png`` and
-``sweep_latency.png`` (estimated and measured metric vs memory, vs latency) into ``--out`` (default
-``WORK_DIR/sweep``). Each evaluated budget also gets a measured latency of the tensor path on one example batch.
+from the config's ``load_from`` and the bank is attached to it (without --budget/--sweep the teacher is evaluated).
+``--budget`` adds an ``mmlego.OnlineScalingHook`` with that budget and evaluates once; ``--sweep N`` evaluates N
+memory budgets (``--sweep-by latency``: latency budgets) evenly spaced from the smallest configuration to the full
+model and writes ``sweep.csv``, ``sweep.json``, ``sweep_budgets.png`` (per budget: estimated vs measured metric,
+weight vs resident memory, profiled / corrected / measured latency, the teacher marked), ``sweep_memory.png`` and
+``sweep_latency.png`` into ``--out`` (default ``WORK_DIR/sweep``). The metric is measured on the config's test
+split (the pipeline profiled on val); the latency is the median of ``--latency-repeats`` timed forwards of the
+tensor path on one example batch, the path the estimates describe.
 
 A budget below the smallest configuration is an error (exit status 1, nothing evaluated) naming the smallest
 achievable memory and latency; ``--allow-infeasible`` evaluates the smallest configuration instead (its row has
 status ``infeasible``).
 """
 import argparse
-import csv
 import json
 import math
 import os.path as osp
@@ -26,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmlego.apis.sweep import format_sweep_table, sweep_row, write_sweep  # noqa: E402
 from mmlego.utils.launch import build_runner, load_config, parse_common_args  # noqa: E402
 
 _BUDGET_HELP = 'memory=<MB> and/or latency=<ms>, comma-separated, e.g. --budget memory=12.5MB,latency=30ms'
@@ -87,8 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help='evaluate N memory budgets evenly spaced from the smallest configuration to the full '
                               'model; writes sweep.csv, sweep.json and PNG plots into --out')
     parser.add_argument('--out', help='directory of the sweep table and plots (default: WORK_DIR/sweep)')
-    parser.add_argument('--latency-repeats', type=int, default=5,
-                        help='timed runs of the measured latency per budget (median; 0 skips it)')
+    parser.add_argument('--sweep-by', choices=('memory', 'latency'), default='memory',
+                        help='the budget --sweep varies (default memory)')
+    parser.add_argument('--latency-repeats', type=int, default=20,
+                        help='timed forwards of the measured latency per budget, after 3 untimed ones (median; '
+                             '0 skips it)')
     parser.add_argument('--allow-infeasible', action='store_true',
                         help='evaluate the smallest configuration when --budget is below it (instead of exiting)')
     parse_common_args(parser)
@@ -142,7 +148,8 @@ def _prepare_config(args):
     if scaling:
         hooks = [hook for hook in cfg.get('custom_hooks', None) or []
                  if str(hook.get('type', '')).split('.')[-1] != 'OnlineScalingHook']
-        hooks.append(dict(type='mmlego.OnlineScalingHook', budget=None, latency_repeats=max(0, args.latency_repeats)))
+        hooks.append(dict(type='mmlego.OnlineScalingHook', budget=None, latency_repeats=max(0, args.latency_repeats),
+                          latency_warmup=3))
         cfg.custom_hooks = hooks
     return cfg
 
@@ -163,17 +170,6 @@ def _scaling_setup(runner):
     return hook, wrapper, problem_from_bank(wrapper.bank, latency_scale=wrapper.latency_scale)
 
 
-def _row(record: dict, index: int) -> dict:
-    budget = record['budget']
-    return dict(
-        index=index, budget_memory_mb=budget.get('memory_mb'), budget_latency_ms=budget.get('latency_ms'),
-        status=record['status'], metric_name=record['metric_name'],
-        estimated_metric=record['estimated_metric'], measured_metric=record['measured_metric'],
-        estimated_memory_mb=record['estimated_memory_mb'], measured_memory_mb=record['measured_memory_mb'],
-        estimated_latency_ms=record['estimated_latency_ms'], measured_latency_ms=record['measured_latency_ms'],
-        choice=record['choice'])
-
-
 def _evaluate(runner, hook) -> dict:
     """One runner.test() under the hook's budget; the row of the configuration that ran."""
     before = len(hook.records)
@@ -182,65 +178,6 @@ def _evaluate(runner, hook) -> dict:
     if not new:  # pragma: no cover - the hook records every test epoch once a budget is set
         raise SystemExit('the scaling hook recorded nothing; is the test dataloader empty?')
     return new[-1]
-
-
-def _table(rows: list) -> str:
-    columns = [('budget MB', 'budget_memory_mb', '.2f'), ('budget ms', 'budget_latency_ms', '.1f'),
-               ('status', 'status', ''), ('est metric', 'estimated_metric', '.4f'),
-               ('metric', 'measured_metric', '.4f'), ('est MB', 'estimated_memory_mb', '.2f'),
-               ('MB', 'measured_memory_mb', '.2f'), ('est ms', 'estimated_latency_ms', '.1f'),
-               ('ms', 'measured_latency_ms', '.1f'), ('pruned blocks', None, '')]
-    cells = [[title for title, _, _ in columns]]
-    for row in rows:
-        line = []
-        for _, key, spec in columns:
-            if key is None:
-                line.append(f'{sum(1 for s in row["choice"].values() if s > 0)}/{len(row["choice"])}')
-            else:
-                value = row[key]
-                line.append('-' if value is None else format(value, spec))
-        cells.append(line)
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return '\n'.join('  '.join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
-
-
-def _plot(rows: list, metric_name: str, out: Path) -> list:
-    """Two PNGs, metric vs memory and metric vs latency, each with the estimated and the measured curve."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    paths = []
-    for what, unit in (('memory', 'MB'), ('latency', 'ms')):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, style in (('estimated', 'o--'), ('measured', 's-')):
-            points = [(r[f'{label}_{what}_{unit.lower()}'], r[f'{label}_metric']) for r in rows]
-            points = [p for p in points if None not in p]
-            if points:
-                ax.plot(*zip(*points), style, label=label)
-        ax.set_xlabel(f'{what} ({unit})')
-        ax.set_ylabel(metric_name or 'metric')
-        ax.set_title(f'{metric_name} vs {what}: estimated and measured')
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out / f'sweep_{what}.png'
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def _write_sweep(rows: list, info: dict, out: Path) -> list:
-    out.mkdir(parents=True, exist_ok=True)
-    fields = [key for key in rows[0] if key != 'choice'] + ['sparsities']
-    with open(out / 'sweep.csv', 'w', newline='') as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**{k: v for k, v in row.items() if k != 'choice'},
-                             'sparsities': ';'.join(f'{name}={s:g}' for name, s in row['choice'].items())})
-    (out / 'sweep.json').write_text(json.dumps(dict(info, rows=rows), indent=2))
-    return [out / 'sweep.csv', out / 'sweep.json'] + _plot(rows, info['metric_name'], out)
 
 
 def main(argv=None):
@@ -274,29 +211,34 @@ def main(argv=None):
                 raise SystemExit(message + ', or pass --allow-infeasible to evaluate the smallest configuration')
             runner.logger.warning(message + '; evaluating the smallest configuration (--allow-infeasible)')
         hook.set_budget(budget)
-        rows = [_row(_evaluate(runner, hook), 0)]
+        rows = [sweep_row(_evaluate(runner, hook), 0)]
         if is_main_process():
-            print(_table(rows))
+            print(format_sweep_table(rows))
             if args.out:
                 Path(args.out).mkdir(parents=True, exist_ok=True)
                 (Path(args.out) / 'budget.json').write_text(json.dumps(rows[0], indent=2))
         return rows[0]
 
-    low, high = limits['min_memory_bytes'] / 2 ** 20, limits['max_memory_bytes'] / 2 ** 20
+    if args.sweep_by == 'memory':
+        low, high, key, unit = (limits['min_memory_bytes'] / 2 ** 20, limits['max_memory_bytes'] / 2 ** 20,
+                                'memory_mb', 'MB')
+    else:
+        low, high, key, unit = limits['min_latency_ms'], limits['max_latency_ms'], 'latency_ms', 'ms'
     budgets = [low + (high - low) * i / (args.sweep - 1) for i in range(args.sweep)]
     budgets[-1] = high
-    hook.set_budget([dict(memory_mb=b) for b in budgets])
+    hook.set_budget([{key: b} for b in budgets])
     rows = []
     for index, budget in enumerate(budgets):
-        runner.logger.info(f'sweep {index + 1}/{len(budgets)}: memory budget {budget:.2f} MB')
-        rows.append(_row(_evaluate(runner, hook), index))
+        runner.logger.info(f'sweep {index + 1}/{len(budgets)}: {args.sweep_by} budget {budget:.2f} {unit}')
+        rows.append(sweep_row(_evaluate(runner, hook), index))
     out = Path(args.out) if args.out else Path(runner.work_dir) / 'sweep'
     if is_main_process():
-        info = dict(config=args.config, bank=cfg.model.get('bank'), metric_name=metric_name,
+        info = dict(config=args.config, bank=cfg.model.get('bank'), metric_name=metric_name, sweep_by=args.sweep_by,
+                    report_split='test', profiling_split='val',
                     teacher_metric=wrapper.bank.profiles.teacher_metric, budget_range=limits,
                     latency_device=wrapper.bank.profiles.device)
-        paths = _write_sweep(rows, info, out)
-        print(_table(rows))
+        paths = write_sweep(rows, info, out)
+        print(format_sweep_table(rows))
         print('wrote ' + ', '.join(str(path) for path in paths))
     return rows
 

@@ -21,11 +21,14 @@ class DescendantProfile:
     """Measured properties of one descendant (None: not profiled yet).
 
     Attributes:
-        accuracy_drop: Estimated drop of the task metric when this descendant replaces its block.
+        accuracy_drop: Estimated drop of the task metric when this descendant replaces its block: the denoised
+            drop (0.0 within the noise of zero, non-decreasing in sparsity per block), which the optimizer uses.
         memory_bytes: Bytes of its parameters and buffers.
         flops: Floating-point operations of one forward on the profiling input.
-        latency_ms: Median latency of one forward on the profiling device.
+        latency_ms: Median latency of the block inside the running model, on the profiling device.
         latency_drop: ``(T_original - T) / T_original`` (portable across devices of one kind).
+        accuracy_drop_raw: The raw drop: mean over the reference composites of the measured metric differences
+            (see :func:`mmlego.profiling.profile_accuracy`).
     """
 
     accuracy_drop: float | None = None
@@ -33,6 +36,7 @@ class DescendantProfile:
     flops: int | None = None
     latency_ms: float | None = None
     latency_drop: float | None = None
+    accuracy_drop_raw: float | None = None
 
 
 @dataclass
@@ -42,21 +46,30 @@ class BankProfiles:
     Attributes:
         metric_name: Name of the task metric (e.g. ``coco/bbox_mAP_50``).
         teacher_metric: The teacher's metric on the profiling data.
+        accuracy_noise: Estimated standard error of one raw accuracy drop (metric units); drops within it of
+            zero were denoised to 0.0.
         model_memory_bytes: Parameters and buffers of the whole teacher.
         model_latency_ms: Median latency of the whole teacher's forward.
         model_flops: FLOPs of the teacher's traced forward.
         device: Where latencies were measured (e.g. ``cpu``, ``cuda:0``).
         latency_input_shape: Input shape of the latency measurements.
+        latency_method: How descendant latencies were measured (``'in-model'``: inside the running composite).
+        composite_latency_ms: Sparsity (as text) -> measured latency of the composite with every block at it.
+        latency_check: Sparsity (as text) -> relative error of frame + blocks against that composite.
         descendants: Block -> sparsity -> profile.
     """
 
     metric_name: str | None = None
     teacher_metric: float | None = None
+    accuracy_noise: float | None = None
     model_memory_bytes: int | None = None
     model_latency_ms: float | None = None
     model_flops: int | None = None
     device: str | None = None
     latency_input_shape: list[int] | None = None
+    latency_method: str | None = None
+    composite_latency_ms: dict[str, float] | None = None
+    latency_check: dict[str, float] | None = None
     descendants: dict[str, dict[float, DescendantProfile]] = field(default_factory=dict)
 
     def get(self, block: str, sparsity: float) -> DescendantProfile:

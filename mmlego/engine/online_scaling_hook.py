@@ -2,9 +2,13 @@
 
 Before every val/test epoch (and, for budgets that change over time, every ``interval`` iterations) the hook reads
 its budget source; when the budget differs from the one last solved it re-solves the scaling problem of the
-model's block bank and switches blocks through :meth:`mmlego.LegoDNN.scale`. It logs the chosen sparsities with
-the estimated metric, latency and memory, and after the epoch the measured metric (the evaluator's) and memory
-(and latency, with ``latency_repeats > 0``) next to the estimates. Every configuration that ran is kept in
+model's block bank and switches blocks through :meth:`mmlego.LegoDNN.scale`. After every iteration it asks the
+model whether its online latency correction (the blocks timed in the forwards it serves) moved the running
+configuration over a latency budget, and re-solves if so (:meth:`mmlego.LegoDNN.rescale_if_needed`). It logs the
+chosen sparsities with the estimated metric, latency and memory, and after the epoch the measurements next to the
+estimates: the metric (the evaluator's, on the split the loop runs), the resident bytes of tensors on the compute
+device and the process RSS, and, with ``latency_repeats > 0``, the median latency of timed forwards of the
+tensor path the estimates describe. Every configuration that ran is kept in
 :attr:`OnlineScalingHook.records` for tools (``tools/test.py --sweep`` writes them as a table).
 
 Budget sources:
@@ -129,21 +133,29 @@ class OnlineScalingHook(Hook):
             latency if ``latency_repeats > 0``) and log it next to the estimates.
         latency_repeats: Timed runs of the tensor path on one example batch per epoch (0: latency not measured).
         latency_warmup: Untimed runs before them.
+        rescale_tolerance: Re-solve when the corrected latency estimate of the running configuration exceeds the
+            latency budget by more than this (relative).
+        rescale_drift: Re-solve when the online latency correction moved by more than this since the last solve.
         solver: The scaling optimizer's solver (``'pulp'`` or ``'brute_force'``).
         clock: Seconds as a float (for schedules; default :func:`time.monotonic`, injectable for tests).
 
     Attributes:
         records: One dict per configuration run: ``epoch``, ``mode`` (val/test), ``budget``, ``status``,
             ``choice`` (block -> sparsity), ``estimated_metric``, ``measured_metric``, ``metric_name``,
-            ``estimated_latency_ms``, ``measured_latency_ms``, ``estimated_memory_mb``, ``measured_memory_mb``,
-            ``resolved`` (whether the optimizer ran for it).
+            ``profiled_latency_ms`` (the profiles' estimate, no online correction), ``estimated_latency_ms`` (with
+            the correction in force when solved), ``corrected_latency_ms`` (with the correction learned during the
+            epoch, taken before the latency measurement), ``latency_ratio``, ``measured_latency_ms``,
+            ``estimated_memory_mb`` (the configuration's weight bytes: frame + chosen descendants),
+            ``resident_memory_mb`` (tensors on the compute device), ``rss_mb`` (the process), ``resolved``
+            (whether the optimizer ran for it) and ``reason`` (``budget`` or ``latency correction``).
         num_solves: How many times the optimizer ran.
     """
 
     priority = 'NORMAL'
 
     def __init__(self, budget: Any = None, interval: int = 1, log_measured: bool = True, latency_repeats: int = 0,
-                 latency_warmup: int = 1, solver: str = 'pulp', clock: Callable[[], float] | None = None) -> None:
+                 latency_warmup: int = 1, rescale_tolerance: float = 0.02, rescale_drift: float = 0.1,
+                 solver: str = 'pulp', clock: Callable[[], float] | None = None) -> None:
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise ValueError(f'interval must be an integer >= 1 (val/test iterations), got {interval!r}')
         if not isinstance(latency_repeats, int) or latency_repeats < 0:
@@ -152,6 +164,8 @@ class OnlineScalingHook(Hook):
         self.log_measured = log_measured
         self.latency_repeats = latency_repeats
         self.latency_warmup = max(0, int(latency_warmup))
+        self.rescale_tolerance = rescale_tolerance
+        self.rescale_drift = rescale_drift
         self.solver = solver
         self.clock = clock or time.monotonic
         self.records: list[dict[str, Any]] = []
@@ -232,9 +246,12 @@ class OnlineScalingHook(Hook):
                                'call model.attach_bank(...) first')
         return model
 
-    def _measure_memory_mb(self, model) -> float:
-        from ..profiling.cost import memory_bytes
-        return memory_bytes(model.architecture) / _MB
+    @staticmethod
+    def _measure_memory_mb(model) -> tuple[float, float]:
+        """Resident bytes of tensors on the compute device, and the process RSS, in MB."""
+        from ..profiling.memory import process_rss_bytes, resident_device_bytes
+        held = model.switcher.held_modules() if model.switcher is not None else ()
+        return resident_device_bytes(model.architecture, held) / _MB, process_rss_bytes() / _MB
 
     def _measure_latency_ms(self, runner, model) -> float:
         from ..models.tensor_path import TENSOR_PATHS, example_batch
@@ -269,17 +286,29 @@ class OnlineScalingHook(Hook):
         elif epoch_start and self._last_result is not None:
             self._new_record(runner, model, mode, resolved=False)
 
-    def _new_record(self, runner, model, mode: str, resolved: bool) -> None:
+    def _check_latency(self, runner, mode: str) -> None:
+        """Re-solves when the online latency correction moved the running configuration (see the model)."""
+        if self._last_result is None:
+            return
+        model = self._wrapper(runner)
+        result = model.rescale_if_needed(self.rescale_tolerance, self.rescale_drift)
+        if result is not None:
+            self.num_solves += 1
+            self._last_result = result
+            self._new_record(runner, model, mode, resolved=True, reason='latency correction')
+
+    def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget') -> None:
         result = self._last_result
         metric_name = model.bank.profiles.metric_name
         record = dict(
             epoch=self._epochs - 1, mode=mode, budget=dict(self._current_budget), status=result.status,
             choice=dict(model.selection), metric_name=metric_name,
             estimated_metric=float(result.estimated_metric['model']), measured_metric=None,
-            estimated_latency_ms=float(result.latency_ms['model']), measured_latency_ms=None,
-            estimated_memory_mb=result.memory_bytes['model'] / _MB,
-            measured_memory_mb=self._measure_memory_mb(model) if self.log_measured else None,
-            resolved=resolved)
+            profiled_latency_ms=model.estimate(corrected=False)['latency_ms'],
+            estimated_latency_ms=float(result.latency_ms['model']), corrected_latency_ms=None,
+            latency_ratio=model.latency_ratio, measured_latency_ms=None,
+            estimated_memory_mb=result.memory_bytes['model'] / _MB, resident_memory_mb=None, rss_mb=None,
+            resolved=resolved, reason=reason)
         self.records.append(record)
         self._epoch_records.append(record)
         if resolved:
@@ -288,8 +317,9 @@ class OnlineScalingHook(Hook):
             if result.status == 'infeasible':
                 note = (' (INFEASIBLE: the budget is below the smallest configuration; running the smallest, '
                         'raise the budget to at least its estimates)')
+            why = f' [latency x{record["latency_ratio"]:.2f} measured online]' if reason != 'budget' else ''
             runner.logger.info(
-                f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {_fmt_budget(record["budget"])} -> '
+                f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {_fmt_budget(record["budget"])}{why} -> '
                 f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '
                 f'{record["estimated_metric"]:.4f}, latency {record["estimated_latency_ms"]:.2f} ms, memory '
                 f'{record["estimated_memory_mb"]:.2f} MB')
@@ -313,14 +343,21 @@ class OnlineScalingHook(Hook):
             record['measured_metric'] = measured
             record['measured_metric_name'] = name
         last = records[-1]
+        last['corrected_latency_ms'] = model.estimate()['latency_ms']
+        last['latency_ratio'] = model.latency_ratio
+        last['resident_memory_mb'], last['rss_mb'] = self._measure_memory_mb(model)
         if self.latency_repeats > 0:
             last['measured_latency_ms'] = self._measure_latency_ms(runner, model)
         mixed = f' (over {len(records)} configurations switched during the epoch)' if len(records) > 1 else ''
         runner.logger.info(
             f'OnlineScalingHook [{mode} epoch {last["epoch"]}]: measured {name} {_fmt(measured, "", 4)}{mixed} vs '
-            f'estimated {last["estimated_metric"]:.4f}; memory measured {_fmt(last["measured_memory_mb"], " MB")} vs '
-            f'estimated {last["estimated_memory_mb"]:.2f} MB; latency measured '
-            f'{_fmt(last["measured_latency_ms"], " ms")} vs estimated {last["estimated_latency_ms"]:.2f} ms')
+            f'estimated {last["estimated_metric"]:.4f}; resident {last["resident_memory_mb"]:.2f} MB (RSS '
+            f'{last["rss_mb"]:.0f} MB) vs weights {last["estimated_memory_mb"]:.2f} MB; latency measured '
+            f'{_fmt(last["measured_latency_ms"], " ms")} vs estimated {last["corrected_latency_ms"]:.2f} ms '
+            f'(profiled {last["profiled_latency_ms"]:.2f} ms x{last["latency_ratio"]:.2f} online)')
+        for key in ('measured_latency_ms', 'resident_memory_mb', 'latency_ratio'):
+            if last[key] is not None:
+                runner.message_hub.update_scalar(f'{mode}/legodnn_{key}', last[key])
 
     # -- mmengine hook points --------------------------------------------------------------------------------
     def before_run(self, runner) -> None:
@@ -341,6 +378,12 @@ class OnlineScalingHook(Hook):
 
     def before_test_epoch(self, runner) -> None:
         self._before_epoch(runner, 'test')
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._check_latency(runner, 'val')
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._check_latency(runner, 'test')
 
     def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._before_iter(runner, 'val', batch_idx)

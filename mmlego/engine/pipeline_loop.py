@@ -232,8 +232,11 @@ class LegoDNNPipelineLoop(BaseLoop):
 
         if STAGES.index(stage) < STAGES.index('done'):
             example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
-            profile_costs(bank, repeats=self.latency_repeats, show_progress=_rank() == 0)
-            profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats)
+            profile_costs(bank, show_progress=_rank() == 0)
+            check = profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats,
+                                  show_progress=_rank() == 0)
+            runner.logger.info('in-model latency: teacher {:.2f} ms; frame + blocks vs measured composites: {}'.format(
+                bank.profiles.model_latency_ms, ', '.join(f's={key}: {error:+.1%}' for key, error in check.items())))
             self._finish_stage('done', bank)
         if _rank() == 0:
             bank.save(self.bank_dir)

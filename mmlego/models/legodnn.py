@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DefaultScope
 
 from ..block_bank import BlockBank, problem_from_bank
 from ..block_switcher import BlockSwitcher
+from ..latency_estimation import BlockTimer, BlockTiming, LatencyCorrection
 from ..registry import MODELS
 from ..scaling_optimizer import ScalingResult, solve
 from .tensor_path import TENSOR_PATHS
-
-logger = logging.getLogger(__name__)
 
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
 
@@ -32,14 +33,20 @@ class LegoDNN(BaseModel):
         architecture: The teacher's model config (with ``_scope_``, e.g. ``'mmdet'``, or in the default scope).
         bank: A bank directory to load at construction (optional; the pipeline loops build one).
         tensor_path: The traced path, ``'tensor'`` or ``'extract_feat'``; None tries both in that order.
-        latency_scale: Multiplies profiled latencies (online estimation on a device that is faster or slower).
+        latency_scale: Multiplies profiled latencies (a fixed, known speed ratio of this device to the profiling
+            one); the online correction comes on top of it.
+        latency_correction: Online latency estimation (LegoDNN's): every forward that runs the blocks is timed
+            block by block (hooks, no extra runs) and the median ratio of measured to profiled time over the last
+            ``window`` forwards scales every latency estimate. ``dict(window=5, min_observations=3)`` (the
+            defaults), or False to use the profiles as they are.
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
             top-level ``data_preprocessor`` here, as mmseg configs have one).
     """
 
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
-                 tensor_path: str | None = None, latency_scale: float = 1.0, init_cfg: dict | None = None,
+                 tensor_path: str | None = None, latency_scale: float = 1.0,
+                 latency_correction: dict | bool = True, init_cfg: dict | None = None,
                  data_preprocessor: dict | None = None) -> None:
         if isinstance(architecture, dict):
             architecture = dict(architecture)
@@ -55,9 +62,15 @@ class LegoDNN(BaseModel):
             raise ValueError(f'tensor_path must be one of {list(TENSOR_PATHS)} or None, got {tensor_path!r}')
         self.tensor_path = tensor_path
         self.latency_scale = latency_scale
+        if latency_correction is True:
+            latency_correction = {}
+        self.correction = LatencyCorrection(**latency_correction) if latency_correction is not False else None
         self.bank: BlockBank | None = None
         self.switcher: BlockSwitcher | None = None
+        self.timer: BlockTimer | None = None
         self.last_result: ScalingResult | None = None
+        self._budget: dict[str, Any] | None = None  # the budget of the last scale(), for rescale_if_needed
+        self._solved_ratio = 1.0
         self._bank_dir = bank
         self._register_load_state_dict_pre_hook(self._accept_teacher_checkpoint)
 
@@ -81,11 +94,20 @@ class LegoDNN(BaseModel):
         if self.switcher is not None:
             self.switcher.reset()
             self.switcher.detach()
+        if self.timer is not None:
+            self.timer.detach()
         if not isinstance(bank, BlockBank):
             bank = BlockBank.load(bank, self.architecture)
         self.bank = bank
         self.tensor_path = bank.meta.get('tensor_path', self.tensor_path)
         self.switcher = BlockSwitcher(self.architecture, bank)
+        self.timer = None
+        if self.correction is not None:
+            self.correction.reset()
+            if all(bank.profiles.get(spec.name, s).latency_ms is not None
+                   for spec in bank.blocks for s in bank.sparsities):
+                self.timer = BlockTimer(self.architecture, bank.blocks).attach()
+                self.timer.listeners.append(self._observe_forward)
         return bank
 
     def load_configured_bank(self) -> None:
@@ -106,25 +128,85 @@ class LegoDNN(BaseModel):
                                'legodnn config) or pass bank=... / call attach_bank()')
         return self.bank
 
+    # -- latency estimation ----------------------------------------------------------------------------------
+    @property
+    def latency_ratio(self) -> float:
+        """Measured / profiled latency on the forwards served lately (1.0 without online correction)."""
+        return self.correction.ratio if self.correction is not None else 1.0
+
+    def _block_latency_ms(self, selection: dict[str, float]) -> float:
+        profiles = self.bank.profiles
+        return sum(profiles.get(name, s).latency_ms for name, s in selection.items()) * self.latency_scale
+
+    def _observe_forward(self, timing: BlockTiming) -> None:
+        measured = sum(timing.normalized_ms(self.timer.reference_numel).values())
+        self.correction.observe(measured, self._block_latency_ms(self.switcher.selection))
+
+    def estimate(self, selection: dict[str, float] | None = None, corrected: bool = True) -> dict[str, float]:
+        """The estimates of a selection (default: the running one).
+
+        Returns:
+            ``metric``, ``latency_ms`` (with the online correction unless ``corrected=False``) and ``memory_bytes``
+            (the configuration's weight bytes: frame + chosen descendants).
+        """
+        bank = self._require_bank()
+        selection = self.switcher.validate(selection or {})
+        scale = self.latency_ratio if corrected else 1.0
+        problem = problem_from_bank(bank, latency_scale=self.latency_scale * scale)
+        options = {name: next(o for o in problem.blocks[name] if o.sparsity == s) for name, s in selection.items()}
+        return dict(metric=problem.teacher_metric - sum(o.accuracy_drop for o in options.values()),
+                    latency_ms=problem.frame_latency_ms + sum(o.latency_ms for o in options.values()),
+                    memory_bytes=problem.frame_memory_bytes + sum(o.memory_bytes for o in options.values()))
+
+    # -- scaling ---------------------------------------------------------------------------------------------
     def scale(self, latency_ms: float | None = None, memory_mb: float | None = None,
               solver: str = 'pulp') -> ScalingResult:
         """Chooses descendants for a budget and switches them in; returns the optimizer's result.
 
-        An infeasible budget switches to the smallest configuration and says so in ``result.status``.
+        Latencies are the profiled ones times ``latency_scale`` times the online correction
+        (:attr:`latency_ratio`). An infeasible budget switches to the smallest configuration and says so in
+        ``result.status``. The budget is remembered for :meth:`rescale_if_needed`.
         """
         bank = self._require_bank()
-        problem = problem_from_bank(bank, latency_scale=self.latency_scale)
+        ratio = self.latency_ratio
+        problem = problem_from_bank(bank, latency_scale=self.latency_scale * ratio)
         memory = None if memory_mb is None else memory_mb * 2 ** 20
         result = solve(problem, latency_ms=latency_ms, memory_bytes=memory, solver=solver)
         if result.status == 'infeasible':
-            logger.warning('budget latency=%s ms, memory=%s MB is below the smallest configuration '
-                           '(%.2f ms, %.2f MB): running that', latency_ms, memory_mb,
-                           result.latency_ms['model'], result.memory_bytes['model'] / 2 ** 20)
-        self.switcher.switch(result.choice())
+            print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
+                      f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
+                      'running that', logger='current', level=logging.WARNING)
+        self.switch(result.choice())
         self.last_result = result
+        self._budget = dict(latency_ms=latency_ms, memory_mb=memory_mb, solver=solver)
+        self._solved_ratio = ratio
         return result
+
+    def rescale_if_needed(self, tolerance: float = 0.02, drift: float = 0.1) -> ScalingResult | None:
+        """Re-solves the last budget when the online latency correction made the running choice wrong.
+
+        That is when the corrected estimate of the running configuration exceeds the latency budget by more than
+        ``tolerance`` (relative), or when the correction moved by more than ``drift`` since the last solve (the
+        device got faster: a larger configuration may fit again). Cheap when nothing changed (no solve).
+
+        Returns:
+            The new result, or None if the running configuration still holds (or no latency budget was set).
+        """
+        if self._budget is None or self._budget['latency_ms'] is None or self.correction is None:
+            return None
+        ratio = self.latency_ratio
+        over = self.estimate()['latency_ms'] > self._budget['latency_ms'] * (1 + tolerance)
+        moved = not math.isclose(ratio, self._solved_ratio, rel_tol=drift)
+        infeasible_already = self.last_result is not None and self.last_result.status == 'infeasible'
+        if not moved and (not over or infeasible_already):  # an infeasible budget already runs the smallest
+            return None
+        budget = dict(self._budget)
+        return self.scale(latency_ms=budget['latency_ms'], memory_mb=budget['memory_mb'], solver=budget['solver'])
 
     def switch(self, selection: dict[str, float]) -> list[str]:
         """Switches to an explicit selection (block -> sparsity)."""
         self._require_bank()
-        return self.switcher.switch(selection)
+        changed = self.switcher.switch(selection)
+        if changed and self.timer is not None:
+            self.timer.attach()  # the hooks follow the blocks' new member modules
+        return changed

@@ -1,6 +1,8 @@
 """LegoDNN stage 4: accuracy drop, memory, FLOPs and latency of every descendant; portable latency tables."""
 from .accuracy import DEFAULT_REFERENCES, profile_accuracy, reference_sparsity
 from .cost import LatencyTable, count_flops, measure_latency, memory_bytes, profile_costs, profile_model
+from .latency import check_latency_model, profile_latency
 
-__all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'count_flops', 'measure_latency', 'memory_bytes',
-           'profile_accuracy', 'profile_costs', 'profile_model', 'reference_sparsity']
+__all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'check_latency_model', 'count_flops', 'measure_latency',
+           'memory_bytes', 'profile_accuracy', 'profile_costs', 'profile_latency', 'profile_model',
+           'reference_sparsity']

@@ -1,8 +1,8 @@
-"""Memory (real bytes), FLOPs and latency of descendants and of the whole model; portable latency tables.
+"""Memory (real bytes) and FLOPs of descendants and of the whole model; portable latency tables.
 
-Latency: warm-up runs, then the median of ``repeats`` timed runs (CUDA synchronized), on the device the modules
-live on. A latency table holds only latencies plus the teacher's fingerprint and the block names, so it can be
-measured on the target device (``tools/profile_latency.py``), copied, and applied to the bank elsewhere.
+Latencies are measured inside the running model (:mod:`mmlego.profiling.latency`). A latency table holds only
+latencies plus the teacher's fingerprint and the block names, so it can be measured on the target device
+(``tools/profile_latency.py``), copied, and applied to the bank elsewhere.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..block_bank import BankProfiles, BlockBank
 from ..utils.atomic_io import atomic_write_json
 from ..utils.progress import progress
+from .latency import check_latency_model, fill_latency_drops, profile_latency, synchronize
 
-LATENCY_TABLE_VERSION = 1
+LATENCY_TABLE_VERSION = 2  # 2: in-model latencies plus the measured composites
 
 
 def memory_bytes(module: nn.Module) -> int:
@@ -37,11 +38,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(fn: Callable[[], Any], device: torch.device | str = 'cpu', warmup: int = 3,
                     repeats: int = 10) -> float:
     """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed runs."""
@@ -49,10 +45,10 @@ def measure_latency(fn: Callable[[], Any], device: torch.device | str = 'cpu', w
     times = []
     with torch.no_grad():
         for i in range(warmup + repeats):
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             fn()
-            _synchronize(device)
+            synchronize(device)
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000.0)
     return float(statistics.median(times))
@@ -62,52 +58,43 @@ def _module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def profile_costs(bank: BlockBank, warmup: int = 3, repeats: int = 10, show_progress: bool = True) -> None:
-    """Fills memory, FLOPs, latency and latency drop of every descendant into ``bank.profiles``.
+def profile_costs(bank: BlockBank, show_progress: bool = True) -> None:
+    """Fills memory and FLOPs of every descendant into ``bank.profiles``.
 
-    Each descendant runs standalone on a random input of its block's input shape (the example batch the bank was
-    built with), on the device its modules live on.
+    Memory is exact (bytes of the descendant's tensors) and FLOPs are counted on one forward on a random input of
+    the block's input shape; neither depends on where the block runs. Latency does, and is measured inside the
+    model by :func:`profile_model`.
     """
     items = [(spec, s) for spec in bank.blocks for s in bank.sparsities]
-    for spec, sparsity in progress(items, 'cost profiling', enabled=show_progress):
+    for spec, sparsity in progress(items, 'memory and FLOPs', enabled=show_progress):
         module = bank.descendant(spec.name, sparsity).module.eval()
-        device = _module_device(module)
-        x = torch.randn(*spec.input_shape, device=device)
+        x = torch.randn(*spec.input_shape, device=_module_device(module))
         profile = bank.profiles.get(spec.name, sparsity)
         profile.memory_bytes = memory_bytes(module)
         profile.flops = count_flops(lambda: module(x))
-        profile.latency_ms = measure_latency(lambda: module(x), device, warmup, repeats)
-    _fill_latency_drops(bank.profiles, [spec.name for spec in bank.blocks], bank.sparsities)
-    bank.profiles.device = str(_module_device(bank.descendant(bank.blocks[0].name, 0.0).module))
 
 
 def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],
-                  forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 10) -> None:
-    """Fills the whole teacher's memory, FLOPs and latency (``forward_fn(model, *inputs)``, default
-    ``model(*inputs)``) into ``bank.profiles``."""
+                  forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 10,
+                  show_progress: bool = True) -> dict[str, float]:
+    """Fills the teacher's memory and FLOPs and every latency, measured inside ``model``.
+
+    ``forward_fn(model, *inputs)`` (default ``model(*inputs)``) runs the path the blocks were extracted from. Run
+    :func:`profile_costs` first, so that the latency model can be checked against the FLOPs.
+
+    Returns:
+        The relative error of frame + blocks against each measured all-at-one-sparsity composite (see
+        :func:`mmlego.profiling.latency.profile_latency`).
+    """
     forward_fn = forward_fn or (lambda m, *inputs: m(*inputs))
     was_training = model.training
     model.eval()
     try:
-        device = _module_device(model)
         bank.profiles.model_memory_bytes = memory_bytes(model)
         bank.profiles.model_flops = count_flops(lambda: forward_fn(model, *example_inputs))
-        bank.profiles.model_latency_ms = measure_latency(lambda: forward_fn(model, *example_inputs), device,
-                                                         warmup, repeats)
-        first = next((x for x in example_inputs if isinstance(x, torch.Tensor)), None)
-        bank.profiles.latency_input_shape = list(first.shape) if first is not None else None
     finally:
         model.train(was_training)
-
-
-def _fill_latency_drops(profiles: BankProfiles, blocks: Sequence[str],
-                        sparsities: Sequence[float]) -> None:
-    for name in blocks:
-        original = profiles.get(name, 0.0).latency_ms
-        for sparsity in sparsities:
-            profile = profiles.get(name, sparsity)
-            if original and profile.latency_ms is not None:
-                profile.latency_drop = (original - profile.latency_ms) / original
+    return profile_latency(bank, model, example_inputs, forward_fn, warmup, repeats, show_progress)
 
 
 @dataclass
@@ -118,13 +105,15 @@ class LatencyTable:
         teacher_fingerprint: The bank's teacher.
         device: Where it was measured (free text, e.g. ``cuda:0 (A100)`` or ``cpu``).
         model_latency_ms: The whole teacher.
-        blocks: Block -> sparsity (as text) -> latency in ms.
+        blocks: Block -> sparsity (as text) -> in-model latency in ms.
+        composites: Sparsity (as text) -> measured latency of the composite with every block at it.
     """
 
     teacher_fingerprint: str
     device: str
     model_latency_ms: float
     blocks: dict[str, dict[str, float]] = field(default_factory=dict)
+    composites: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_bank(cls, bank: BlockBank) -> 'LatencyTable':
@@ -134,10 +123,11 @@ class LatencyTable:
         missing = [f'{spec.name}@{s:g}' for spec in bank.blocks for s in bank.sparsities
                    if bank.profiles.get(spec.name, s).latency_ms is None]
         if missing:
-            raise ValueError(f'the bank lacks the latencies of {", ".join(missing)}; run profile_costs first')
+            raise ValueError(f'the bank lacks the latencies of {", ".join(missing)}; run profile_model first')
         blocks = {spec.name: {f'{s:g}': bank.profiles.get(spec.name, s).latency_ms for s in bank.sparsities}
                   for spec in bank.blocks}
-        return cls(bank.fingerprint, bank.profiles.device or 'unknown', bank.profiles.model_latency_ms, blocks)
+        return cls(bank.fingerprint, bank.profiles.device or 'unknown', bank.profiles.model_latency_ms, blocks,
+                   dict(bank.profiles.composite_latency_ms or {}))
 
     def save(self, path: str | Path) -> None:
         """Writes the table as JSON (atomically)."""
@@ -179,5 +169,8 @@ class LatencyTable:
                                      'with the same blocks and sparsities') from None
                 profiles.get(name, sparsity).latency_ms = float(latency)
         profiles.model_latency_ms = self.model_latency_ms
+        profiles.composite_latency_ms = dict(self.composites)
+        profiles.latency_method = 'in-model'
         profiles.device = self.device
-        _fill_latency_drops(profiles, blocks, sparsities)
+        fill_latency_drops(profiles, blocks, sparsities)
+        check_latency_model(profiles, blocks, sparsities)

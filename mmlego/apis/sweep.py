@@ -1,0 +1,137 @@
+"""The table and plots of a budget sweep (``tools/test.py --sweep``): every estimate next to its measurement.
+
+A row holds, for one budget, the configuration that ran and, side by side, what the scaling optimizer estimated
+and what was measured: the metric on the report split (the config's test set), the latency (profiled, corrected
+online, and the median of timed forwards of the tensor path), the configuration's weight bytes and the bytes
+resident on the compute device plus the process RSS.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+#: Columns of a sweep row, in order.
+ROW_KEYS = ('index', 'budget_memory_mb', 'budget_latency_ms', 'status', 'metric_name', 'estimated_metric',
+            'measured_metric', 'profiled_latency_ms', 'estimated_latency_ms', 'corrected_latency_ms',
+            'measured_latency_ms', 'latency_ratio', 'estimated_memory_mb', 'resident_memory_mb', 'rss_mb')
+
+
+def sweep_row(record: dict[str, Any], index: int) -> dict[str, Any]:
+    """One row from an :class:`mmlego.OnlineScalingHook` record."""
+    budget = record['budget']
+    row = dict(index=index, budget_memory_mb=budget.get('memory_mb'), budget_latency_ms=budget.get('latency_ms'))
+    row.update({key: record.get(key) for key in ROW_KEYS if key not in row})
+    row['choice'] = record['choice']
+    return row
+
+
+def format_sweep_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width text table of the rows (estimates next to measurements)."""
+    columns = [('budget MB', 'budget_memory_mb', '.2f'), ('budget ms', 'budget_latency_ms', '.1f'),
+               ('status', 'status', ''), ('est metric', 'estimated_metric', '.4f'),
+               ('metric', 'measured_metric', '.4f'), ('weights MB', 'estimated_memory_mb', '.2f'),
+               ('resident MB', 'resident_memory_mb', '.2f'), ('RSS MB', 'rss_mb', '.0f'),
+               ('profiled ms', 'profiled_latency_ms', '.2f'), ('est ms', 'corrected_latency_ms', '.2f'),
+               ('ms', 'measured_latency_ms', '.2f'), ('pruned blocks', None, '')]
+    cells = [[title for title, _, _ in columns]]
+    for row in rows:
+        line = []
+        for _, key, spec in columns:
+            if key is None:
+                line.append(f'{sum(1 for s in row["choice"].values() if s > 0)}/{len(row["choice"])}')
+            else:
+                value = row.get(key)
+                line.append('-' if value is None else format(value, spec))
+        cells.append(line)
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return '\n'.join('  '.join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
+
+
+def _budget_axis(rows: Sequence[dict[str, Any]]) -> tuple[str, str, list[float]]:
+    by_latency = all(row['budget_latency_ms'] is not None for row in rows) and \
+        any(row['budget_memory_mb'] is None for row in rows)
+    key, label = ('budget_latency_ms', 'latency budget (ms)') if by_latency else ('budget_memory_mb',
+                                                                                   'memory budget (MB)')
+    return key, label, [row[key] for row in rows]
+
+
+def plot_sweep(rows: Sequence[dict[str, Any]], info: dict[str, Any], out: Path) -> list[Path]:
+    """Writes ``sweep_budgets.png`` (metric, memory, latency per budget: estimate vs measurement, the teacher
+    marked) and ``sweep_memory.png`` / ``sweep_latency.png`` (metric vs memory / latency, both curves)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    metric_name = info.get('metric_name') or 'metric'
+    teacher = next((row for row in rows if not any(row['choice'].values())), None)
+    key, label, budgets = _budget_axis(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [
+        (axes[0], metric_name, [('estimated', 'estimated_metric', 'o--'), ('measured (report split)',
+                                                                          'measured_metric', 's-')]),
+        (axes[1], 'memory (MB)', [('weights (estimate)', 'estimated_memory_mb', 'o--'),
+                                  ('resident on device (measured)', 'resident_memory_mb', 's-')]),
+        (axes[2], 'latency (ms)', [('profiled estimate', 'profiled_latency_ms', 'o:'),
+                                   ('estimate, corrected online', 'corrected_latency_ms', 'o--'),
+                                   ('measured (median)', 'measured_latency_ms', 's-')]),
+    ]
+    for ax, ylabel, curves in panels:
+        for name, field, style in curves:
+            points = [(b, row.get(field)) for b, row in zip(budgets, rows) if row.get(field) is not None]
+            if points:
+                ax.plot(*zip(*points), style, label=name)
+        ax.set_xlabel(label)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    if info.get('teacher_metric') is not None:
+        axes[0].axhline(info['teacher_metric'], color='grey', ls=':', label='teacher (profiling split)')
+    if teacher is not None and teacher.get('measured_metric') is not None:
+        axes[0].plot([teacher[key]], [teacher['measured_metric']], '*', ms=14, color='black',
+                     label='teacher (report split)')
+    budget_panel = axes[1] if key == 'budget_memory_mb' else axes[2]
+    budget_panel.plot(budgets, budgets, '-', color='grey', alpha=0.5, label='budget')
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.suptitle(f'what each budget bought: estimates vs measurements ({info.get("config") or ""})', fontsize=10)
+    fig.tight_layout()
+    paths = [out / 'sweep_budgets.png']
+    fig.savefig(paths[0], dpi=100)
+    plt.close(fig)
+    for what, field in (('memory', ('estimated_memory_mb', 'resident_memory_mb')),
+                        ('latency', ('corrected_latency_ms', 'measured_latency_ms'))):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, x_field, y_field, style in (('estimated', field[0], 'estimated_metric', 'o--'),
+                                              ('measured', field[1], 'measured_metric', 's-')):
+            points = [(r.get(x_field), r.get(y_field)) for r in rows]
+            points = [p for p in points if None not in p]
+            if points:
+                ax.plot(*zip(*points), style, label=name)
+        if teacher is not None and None not in (teacher.get(field[1]), teacher.get('measured_metric')):
+            ax.plot([teacher[field[1]]], [teacher['measured_metric']], '*', ms=14, color='black', label='teacher')
+        ax.set_xlabel(f'{what} ({"MB" if what == "memory" else "ms"})')
+        ax.set_ylabel(metric_name)
+        ax.set_title(f'{metric_name} vs {what}: estimated and measured')
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f'sweep_{what}.png'
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_sweep(rows: Sequence[dict[str, Any]], info: dict[str, Any], out: str | Path) -> list[Path]:
+    """Writes ``sweep.csv``, ``sweep.json`` and the plots into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = [key for key in rows[0] if key != 'choice'] + ['sparsities']
+    with open(out / 'sweep.csv', 'w', newline='') as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**{k: v for k, v in row.items() if k != 'choice'},
+                             'sparsities': ';'.join(f'{name}={s:g}' for name, s in row['choice'].items())})
+    (out / 'sweep.json').write_text(json.dumps(dict(info, rows=list(rows)), indent=2))
+    return [out / 'sweep.csv', out / 'sweep.json'] + plot_sweep(rows, info, out)

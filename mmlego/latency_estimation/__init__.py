@@ -1,0 +1,11 @@
+"""LegoDNN's latency estimation: blocks timed inside the running model, and the online correction of estimates.
+
+:class:`BlockTimer` times every block where it runs, inside the model's own forward (offline profiling uses it
+to measure what each descendant costs in the composite; online, the :class:`mmlego.LegoDNN` wrapper keeps it on
+the forwards it serves). :class:`LatencyCorrection` turns those measurements into a robust ratio of measured to
+profiled latency, which scales every estimate the scaling optimizer is fed.
+"""
+from .block_timer import BlockTimer, BlockTiming
+from .correction import LatencyCorrection
+
+__all__ = ['BlockTimer', 'BlockTiming', 'LatencyCorrection']

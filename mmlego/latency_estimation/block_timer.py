@@ -1,0 +1,143 @@
+"""Per-block wall time inside the model's forward, from hooks on each block's first and last member.
+
+A block is a run of sibling modules feeding each other, so the time from its first member's forward pre-hook to
+its last member's forward hook is what the block costs where it runs (inputs already in cache, the frame's
+kernels around it, the allocator's state): unlike a standalone timing of the block on a random input. On CUDA the
+hooks record events (no synchronization in the forward); their times are read when the next forward completes or
+on :meth:`BlockTimer.flush`.
+
+The switcher replaces a block's member modules, so hooks must follow: call :meth:`BlockTimer.attach` after every
+switch (the :class:`mmlego.LegoDNN` wrapper does).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..block_extraction import BlockSpec
+
+
+@dataclass
+class BlockTiming:
+    """One forward's block times.
+
+    Attributes:
+        ms: Block name -> wall time in milliseconds.
+        input_numel: Block name -> number of elements of the block's input in that forward.
+    """
+
+    ms: dict[str, float]
+    input_numel: dict[str, int]
+
+    def normalized_ms(self, reference_numel: dict[str, int]) -> dict[str, float]:
+        """Block times scaled to ``reference_numel`` inputs (conv cost grows with batch x height x width)."""
+        return {name: ms * reference_numel[name] / max(1, self.input_numel[name]) for name, ms in self.ms.items()}
+
+
+class BlockTimer:
+    """Times every block of ``blocks`` in each forward of ``model`` that runs them all.
+
+    Args:
+        model: The live model.
+        blocks: Its blocks, in execution order.
+
+    Attributes:
+        last: The timing of the last completed forward (None before the first).
+        listeners: Called with every completed :class:`BlockTiming`.
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[BlockSpec]) -> None:
+        if not blocks:
+            raise ValueError('BlockTimer needs at least one block')
+        self.model = model
+        self.blocks = list(blocks)
+        self.reference_numel = {spec.name: math.prod(spec.input_shape) for spec in self.blocks}
+        self.last: BlockTiming | None = None
+        self.listeners: list[Callable[[BlockTiming], None]] = []
+        self._handles: list = []
+        self._starts: dict[str, object] = {}
+        self._numel: dict[str, int] = {}
+        self._done: dict[str, tuple[object, object]] = {}
+        self._pending: list[tuple[dict[str, tuple[object, object]], dict[str, int]]] = []
+        self._cuda = False
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are installed."""
+        return bool(self._handles)
+
+    def attach(self) -> 'BlockTimer':
+        """(Re)installs the hooks on the blocks' current member modules."""
+        self.detach()
+        try:
+            self._cuda = next(self.model.parameters()).is_cuda
+        except StopIteration:  # pragma: no cover - a model without parameters has no blocks
+            self._cuda = False
+        for spec in self.blocks:
+            first = self.model.get_submodule(spec.members[0])
+            last = self.model.get_submodule(spec.members[-1])
+            self._handles.append(first.register_forward_pre_hook(
+                lambda module, args, name=spec.name: self._start(name, args)))
+            self._handles.append(last.register_forward_hook(
+                lambda module, args, output, name=spec.name: self._stop(name)))
+        return self
+
+    def detach(self) -> None:
+        """Removes the hooks (pending CUDA timings are kept until :meth:`flush`)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._starts.clear()
+        self._done.clear()
+
+    def _stamp(self) -> object:
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _start(self, name: str, args: tuple) -> None:
+        if name == self.blocks[0].name:  # a new forward: forget an incomplete one
+            self._starts.clear()
+            self._done.clear()
+        if name not in self._starts:  # a member called twice inside its block keeps the first start
+            self._starts[name] = self._stamp()
+            first = args[0] if args else None
+            self._numel[name] = int(first.numel()) if isinstance(first, torch.Tensor) else 0
+
+    def _stop(self, name: str) -> None:
+        start = self._starts.get(name)
+        if start is None:
+            return
+        self._done[name] = (start, self._stamp())
+        if name == self.blocks[-1].name and len(self._done) == len(self.blocks):
+            done, numel = dict(self._done), {key: self._numel.get(key, 0) for key in self._done}
+            self._starts.clear()
+            self._done.clear()
+            if self._cuda:
+                self._pending.append((done, numel))
+                self.flush(wait=False)
+            else:
+                self._emit({key: (end - begin) * 1000.0 for key, (begin, end) in done.items()}, numel)
+
+    def flush(self, wait: bool = True) -> None:
+        """Reads pending CUDA timings (``wait``: synchronize on them; else only those already finished)."""
+        while self._pending:
+            done, numel = self._pending[0]
+            last_event = done[self.blocks[-1].name][1]
+            if not wait and not last_event.query():
+                return
+            last_event.synchronize()
+            self._pending.pop(0)
+            self._emit({key: begin.elapsed_time(end) for key, (begin, end) in done.items()}, numel)
+
+    def _emit(self, ms: dict[str, float], numel: dict[str, int]) -> None:
+        self.last = BlockTiming(ms=ms, input_numel=numel)
+        for listener in self.listeners:
+            listener(self.last)

@@ -1,0 +1,161 @@
+"""Latency of every descendant measured inside the running model (LegoDNN's edge profiling, done in place).
+
+For each sparsity ``s`` the model runs the composite with every block at ``s`` and a :class:`BlockTimer` times each
+block where it runs. A descendant's latency is its block's median time in that composite; the teacher's latency
+is the median of whole forwards of the all-0.0 composite, and the frame (everything outside the blocks) is the
+teacher's latency minus its blocks' in-model times. Composites are visited in two rounds, the second in reverse
+order, so a drift of the machine's speed during profiling does not bias the sparsities measured last.
+
+Checked after profiling (and stored in ``profiles.latency_check``): the estimate of every all-at-``s`` composite
+(frame + its blocks) against that composite's measured whole-forward median. A negative frame, a composite off by
+more than 10%, or a frame whose share of the latency is far above its share of the FLOPs is logged as a warning:
+the cost model does not describe this model's latency.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from ..block_bank import BankProfiles, BlockBank
+from ..block_bank.profiles import sparsity_key
+from ..block_switcher import BlockSwitcher
+from ..latency_estimation import BlockTimer
+from ..utils.progress import progress
+
+#: A composite whose estimate is further than this from its measurement is reported.
+CONSISTENCY_TOLERANCE = 0.10
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA); a no-op on CPU."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],
+                    forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 10,
+                    show_progress: bool = True) -> dict[str, float]:
+    """Fills every descendant's in-model latency, the teacher's latency and the composites' latencies.
+
+    Args:
+        bank: The bank (its descendants are switched into ``model`` and switched back afterwards).
+        model: The live teacher the bank was built from.
+        example_inputs: Inputs of one forward (batch 1 at the deployment size).
+        forward_fn: ``forward_fn(model, *inputs)`` runs the path the blocks were extracted from.
+        warmup: Untimed forwards after each switch.
+        repeats: Timed forwards per composite (split over the two rounds).
+        show_progress: Show a progress bar.
+
+    Returns:
+        Sparsity (as text) -> relative error of the composite's estimate (frame + blocks) vs its measurement.
+    """
+    forward_fn = forward_fn or (lambda m, *inputs: m(*inputs))
+    device = next(model.parameters()).device
+    names = [spec.name for spec in bank.blocks]
+    totals: dict[float, list[float]] = {s: [] for s in bank.sparsities}
+    blocks: dict[float, dict[str, list[float]]] = {s: {name: [] for name in names} for s in bank.sparsities}
+    per_round = max(1, math.ceil(repeats / 2))
+    visits = [s for s in bank.sparsities] + [s for s in reversed(bank.sparsities)]
+    was_training = model.training
+    model.eval()
+    switcher = BlockSwitcher(model, bank, guard_forward=False)
+    timer = BlockTimer(model, bank.blocks)
+    try:
+        with torch.no_grad():
+            for sparsity in progress(visits, 'latency profiling (in the model)', enabled=show_progress):
+                switcher.switch({name: sparsity for name in names})
+                timer.attach()
+                for i in range(warmup + per_round):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    forward_fn(model, *example_inputs)
+                    synchronize(device)
+                    elapsed = (time.perf_counter() - start) * 1000.0
+                    timer.flush()
+                    if i < warmup:
+                        continue
+                    if timer.last is None or set(timer.last.ms) != set(names):
+                        raise RuntimeError('the forward did not run every block; forward_fn must run the path '
+                                           'the blocks were extracted from')
+                    totals[sparsity].append(elapsed)
+                    for name in names:
+                        blocks[sparsity][name].append(timer.last.ms[name])
+                    timer.last = None
+    finally:
+        timer.detach()
+        switcher.reset()
+        switcher.detach()
+        model.train(was_training)
+
+    profiles = bank.profiles
+    for sparsity in bank.sparsities:
+        for name in names:
+            profiles.get(name, sparsity).latency_ms = float(statistics.median(blocks[sparsity][name]))
+    profiles.composite_latency_ms = {sparsity_key(s): float(statistics.median(totals[s])) for s in bank.sparsities}
+    profiles.model_latency_ms = profiles.composite_latency_ms[sparsity_key(0.0)]
+    profiles.latency_method = 'in-model'
+    first = next((x for x in example_inputs if isinstance(x, torch.Tensor)), None)
+    profiles.latency_input_shape = list(first.shape) if first is not None else None
+    profiles.device = str(device)
+    fill_latency_drops(profiles, names, bank.sparsities)
+    return check_latency_model(profiles, names, bank.sparsities)
+
+
+def fill_latency_drops(profiles: BankProfiles, names: Sequence[str], sparsities: Sequence[float]) -> None:
+    """``latency_drop = (T_original - T) / T_original`` per descendant (informational: portable across devices)."""
+    for name in names:
+        original = profiles.get(name, 0.0).latency_ms
+        for sparsity in sparsities:
+            profile = profiles.get(name, sparsity)
+            if original and profile.latency_ms is not None:
+                profile.latency_drop = (original - profile.latency_ms) / original
+
+
+def check_latency_model(profiles: BankProfiles, names: Sequence[str], sparsities: Sequence[float]) -> dict[str, float]:
+    """Compares frame + blocks with every measured composite; warns when the cost model is inconsistent.
+
+    Args:
+        profiles: A bank's profiles with in-model latencies (:func:`profile_latency` or a latency table).
+        names: The bank's blocks.
+        sparsities: The bank's sparsities.
+
+    Returns:
+        Sparsity (as text) -> ``(estimate - measured) / measured`` of the all-at-that-sparsity composite (also
+        stored in ``profiles.latency_check``).
+    """
+    teacher_blocks = sum(profiles.get(name, 0.0).latency_ms for name in names)
+    frame = profiles.model_latency_ms - teacher_blocks
+    if frame < 0:
+        print_log(f'latency model: the blocks take {teacher_blocks:.3f} ms, more than the whole teacher '
+                  f'({profiles.model_latency_ms:.3f} ms); the frame is clamped at 0 and estimates run high',
+                  logger='current', level=logging.WARNING)
+    check = {}
+    for sparsity in sparsities:
+        measured = (profiles.composite_latency_ms or {}).get(sparsity_key(sparsity))
+        if not measured:
+            continue
+        estimate = max(0.0, frame) + sum(profiles.get(name, sparsity).latency_ms for name in names)
+        check[sparsity_key(sparsity)] = (estimate - measured) / measured
+    bad = {key: error for key, error in check.items() if abs(error) > CONSISTENCY_TOLERANCE}
+    if bad:
+        print_log('latency model: frame + blocks misses the measured composites at sparsities '
+                  + ', '.join(f'{key} ({error:+.0%})' for key, error in bad.items())
+                  + '; latencies of mixed configurations will be off by as much', logger='current',
+                  level=logging.WARNING)
+    if profiles.model_flops and profiles.model_latency_ms:
+        block_flops = sum(profiles.get(name, 0.0).flops or 0 for name in names)
+        flop_share = max(0.0, 1 - block_flops / profiles.model_flops)
+        time_share = max(0.0, frame) / profiles.model_latency_ms
+        if time_share > max(2 * flop_share, flop_share + 0.25):
+            print_log(f'latency model: the frame takes {time_share:.0%} of the teacher\'s latency but only '
+                      f'{flop_share:.0%} of its FLOPs; the block timings may miss part of the blocks\' cost',
+                      logger='current', level=logging.WARNING)
+    profiles.latency_check = check
+    return check
