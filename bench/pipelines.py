@@ -4,10 +4,13 @@
     .venv/bin/python bench/pipelines.py --markdown
 
 For each model: ``tools/train.py <legodnn config> --cfg-options load_from=<teacher from bench/results/teachers.json>``
-(the pipeline, timed), then ``tools/test.py <legodnn config> <work_dir>/bank --sweep N`` (measured metric, memory and
-latency at N memory budgets from the smallest configuration to the full model). Results are merged into
-``bench/results/pipelines.json``, so models can be (re)measured one at a time. Run them one after another on a quiet
-machine: latency is measured.
+(the pipeline, timed), then ``tools/test.py <legodnn config> <work_dir>/bank --sweep N`` over memory budgets and
+again with ``--sweep-by latency`` (each row: estimated and measured metric on the test split, profiled / corrected /
+measured latency, weight and resident bytes). Results are merged into ``bench/results/pipelines.json``, so models can
+be (re)measured one at a time; ``--markdown`` prints README's tables, including the fidelity of every estimate
+(issue 8's targets: latency error <= 10% before and <= 5% after the online correction, measured latency <= 1.05 x
+budget, resident <= 1.1 x weights at the smallest configuration, metric error <= 2 points, full-budget estimate
+<= teacher + 1 point). Run them one after another on a quiet machine: latency is measured.
 """
 import argparse
 import glob
@@ -48,12 +51,16 @@ def measure(name, teachers, args):
         osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}.log'))
     minutes = (time.time() - start) / 60
     bank = osp.join(work_dir, 'bank')
-    run([sys.executable, 'tools/test.py', config, bank, '--work-dir', osp.join(work_dir, 'test'), '--sweep',
-         str(args.sweep), '--out', osp.join(work_dir, 'sweep'), '--cfg-options', f'load_from={checkpoint}'],
-        osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}_sweep.log'))
+    sweeps = {}
+    for by in ('memory', 'latency'):
+        out = osp.join(work_dir, f'sweep_{by}')
+        run([sys.executable, 'tools/test.py', config, bank, '--work-dir', osp.join(work_dir, 'test'), '--sweep',
+             str(args.sweep), '--sweep-by', by, '--out', out, '--cfg-options', f'load_from={checkpoint}'],
+            osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}_sweep_{by}.log'))
+        sweeps[by] = json.load(open(osp.join(out, 'sweep.json')))['rows']
     manifest = json.load(open(osp.join(bank, 'manifest.json')))
     profiles = manifest['profiles']
-    rows = json.load(open(osp.join(work_dir, 'sweep', 'sweep.json')))['rows']
+    rows = sweeps['memory']
     tensors = glob.glob(osp.join(bank, '*.safetensors'))[0]
     blocks = manifest['extraction']['blocks']
     return dict(
@@ -61,14 +68,45 @@ def measure(name, teachers, args):
         metric=profiles['metric_name'], teacher_metric=profiles['teacher_metric'], blocks=len(blocks),
         sparsities=manifest['sparsities'], convs=f"{manifest['extraction']['num_convs_covered']}/"
         f"{manifest['extraction']['num_convs_total']}", teacher_mb=profiles['model_memory_bytes'] / 2 ** 20,
-        bank_mb=os.path.getsize(tensors) / 2 ** 20, sweep=rows,
+        bank_mb=os.path.getsize(tensors) / 2 ** 20, sweep=rows, latency_sweep=sweeps['latency'],
+        latency_check=profiles.get('latency_check'),
         commands=[f'python tools/train.py {config} --cfg-options {" ".join(options)}',
-                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep}'])
+                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep}',
+                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep} --sweep-by latency'])
+
+
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def fidelity(r):
+    """Issue 8's fidelity figures of one model from its two sweeps (None where a sweep lacks the numbers)."""
+    rows = r['sweep'] + r.get('latency_sweep', [])
+    points = 1.0 if r['metric'] == 'mIoU' else 100.0  # every metric on a 0-100 scale
+
+    def rel(key):
+        return _median(abs(row[key] - row['measured_latency_ms']) / row['measured_latency_ms'] for row in rows
+                       if row.get(key) is not None and row.get('measured_latency_ms'))
+    over = [row['measured_latency_ms'] / row['budget_latency_ms'] for row in r.get('latency_sweep', [])
+            if row.get('measured_latency_ms') and row.get('budget_latency_ms') and row['status'] != 'infeasible']
+    smallest = r['sweep'][0]
+    resident = (smallest['resident_memory_mb'] / smallest['estimated_memory_mb']
+                if smallest.get('resident_memory_mb') else None)
+    metric_error = _median(abs(row['estimated_metric'] - row['measured_metric']) * points for row in rows
+                           if row.get('measured_metric') is not None)
+    full = (r['sweep'][-1]['estimated_metric'] - r['teacher_metric']) * points
+    return dict(latency_error_profiled=rel('profiled_latency_ms'), latency_error_corrected=rel('corrected_latency_ms'),
+                max_latency_over_budget=max(over) if over else None, resident_over_weights=resident,
+                metric_error_points=metric_error, full_budget_over_teacher_points=full)
 
 
 def markdown(results):
     def cell(row):
-        return f"{row['measured_metric']:.3f} @ {row['measured_memory_mb']:.1f} MB"
+        return f"{row['measured_metric']:.3f} @ {row.get('resident_memory_mb') or row['estimated_memory_mb']:.1f} MB"
     lines = ['| model | metric | teacher | blocks (convs) | choices | teacher / bank MB | pipeline | smallest budget '
              '| middle budget | full budget |', '|---|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
@@ -77,6 +115,17 @@ def markdown(results):
                      f"{len(r['sparsities'])}^{r['blocks']} | {r['teacher_mb']:.1f} / {r['bank_mb']:.1f} | "
                      f"{r['pipeline_minutes']} min | {cell(sweep[0])} | {cell(sweep[len(sweep) // 2])} | "
                      f"{cell(sweep[-1])} |")
+
+    def fmt(value, spec):
+        return '-' if value is None else format(value, spec)
+    lines += ['', '| model | latency error, profiled | after online correction | max measured / latency budget | '
+              'resident / weights (smallest) | metric error (points) | full-budget estimate - teacher (points) |',
+              '|---|---|---|---|---|---|---|']
+    for name, r in results.items():
+        f = fidelity(r)
+        lines.append(f"| {name} | {fmt(f['latency_error_profiled'], '.1%')} | {fmt(f['latency_error_corrected'], '.1%')} "
+                     f"| {fmt(f['max_latency_over_budget'], '.3f')} | {fmt(f['resident_over_weights'], '.3f')} | "
+                     f"{fmt(f['metric_error_points'], '.2f')} | {fmt(f['full_budget_over_teacher_points'], '+.2f')} |")
     return '\n'.join(lines)
 
 
@@ -87,7 +136,8 @@ def main():
                         "train_cfg.references=\"['teacher']\"")
     parser.add_argument('--sweep', type=int, default=5)
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'pipelines.json'))
-    parser.add_argument('--teachers', default=osp.join(ROOT, 'bench', 'results', 'teachers.json'))
+    parser.add_argument('--teachers', default=osp.join(ROOT, 'bench', 'results', 'teachers.json'),
+                        help='teacher checkpoints by model (bench/teachers.py writes it)')
     parser.add_argument('--markdown', action='store_true', help='only print the table from --out')
     args = parser.parse_args()
     results = json.load(open(args.out)) if osp.exists(args.out) else {}

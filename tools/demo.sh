@@ -25,4 +25,4 @@ echo "== 3/3 sweep of $SWEEP memory budgets over the bank"
 echo
 echo "Bank:   $LEGO_DIR/bank"
 echo "Table:  $LEGO_DIR/sweep/sweep.csv"
-echo "Plots:  $LEGO_DIR/sweep/sweep_memory.png $LEGO_DIR/sweep/sweep_latency.png"
+echo "Plots:  $LEGO_DIR/sweep/sweep_budgets.png $LEGO_DIR/sweep/sweep_memory.png $LEGO_DIR/sweep/sweep_latency.png"
