@@ -46,6 +46,10 @@ def assert_consistent(problems, result: ScalingResult):
         assert result.memory_bytes[p.name] == p.frame_memory_bytes + sum(o.memory_bytes for o in chosen)
 
 
+def total_sparsity(result: ScalingResult) -> float:
+    return sum(s for choice in result.choices.values() for s in choice.values())
+
+
 def within(total, budget):
     return budget is None or total <= budget * (1 + REL_TOL) + REL_TOL
 
@@ -68,6 +72,8 @@ def compare_solvers(problems, budgets):
         assert exact.status == reference.status, (latency_ms, memory_bytes)
         assert exact.solver == 'pulp' and reference.solver == 'brute_force'
         assert objective(problems, exact) == pytest.approx(objective(problems, reference), abs=1e-6)
+        # Ties are broken the same way: toward the lowest total sparsity among the optimal configurations.
+        assert total_sparsity(exact) == pytest.approx(total_sparsity(reference), abs=1e-9), (latency_ms, memory_bytes)
         for result in (exact, reference):
             assert_consistent(problems, result)
             if result.status == 'optimal':
@@ -93,6 +99,73 @@ def test_pulp_matches_brute_force_two_models_shared_budget(seed):
                 random_problem(rng, 'b', rng.randint(2, 3), rng.randint(3, 4), weight=rng.choice([1.0, 0.5]))]
     binding = compare_solvers(problems, budget_grid(problems, fractions=(0.1, 0.4, 0.8)))
     assert binding >= 3
+
+
+def quantized_problem(rng: random.Random, name: str, n_blocks: int, n_options: int) -> ModelProblem:
+    """Denoised-looking drops: zero up to some sparsity, then multiples of 0.01 (a metric on a few samples), never
+    decreasing; costs fall with sparsity. Many configurations tie, within and across blocks."""
+    blocks = {}
+    for b in range(n_blocks):
+        latency, memory = rng.uniform(2.0, 10.0), rng.randint(10_000, 1_000_000)
+        drops = sorted(rng.choice([0, 0, 0, 1, 2]) * 0.01 for _ in range(n_options - 1))
+        blocks[f'layer{b}'] = [BlockOption(s, drop, latency * (1 - 0.9 * s), int(memory * (1 - 0.9 * s)))
+                               for s, drop in zip(SPARSITIES, [0.0] + drops)]
+    return ModelProblem(name, teacher_metric=0.5, blocks=blocks, frame_latency_ms=1.0, frame_memory_bytes=1000)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_pulp_matches_brute_force_with_many_ties(seed):
+    rng = random.Random(300 + seed)
+    problems = [quantized_problem(rng, 'net', n_blocks=rng.randint(3, 4), n_options=rng.randint(3, 5))]
+    compare_solvers(problems, budget_grid(problems, fractions=(0.05, 0.2, 0.4, 0.6, 0.9)))
+
+
+def zero_drop_problem():
+    """Pruning is free up to 0.4 in layer1 and up to 0.2 in layer2 (denoised drops), and saves latency/memory."""
+    return ModelProblem('net', teacher_metric=0.6, frame_latency_ms=1.0, frame_memory_bytes=100, blocks={
+        'layer1': [BlockOption(0.0, 0.0, 10.0, 1000), BlockOption(0.2, 0.0, 8.0, 800),
+                   BlockOption(0.4, 0.0, 6.0, 600), BlockOption(0.8, 0.05, 2.0, 200)],
+        'layer2': [BlockOption(0.0, 0.0, 10.0, 1000), BlockOption(0.2, 0.0, 8.0, 800),
+                   BlockOption(0.4, 0.02, 6.0, 600), BlockOption(0.8, 0.02, 2.0, 200)],
+    })
+
+
+@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+def test_no_budget_chooses_the_teacher_when_pruned_options_tie(solver):
+    for budgets in ((None, None), (math.inf, None), (None, 10 ** 9), (100.0, 10 ** 9)):
+        result = solve(zero_drop_problem(), *budgets, solver=solver)
+        assert result.status == 'optimal'
+        assert result.choice() == {'layer1': 0.0, 'layer2': 0.0}, budgets
+        assert result.estimated_metric['net'] == 0.6
+
+
+@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+def test_binding_budget_prunes_no_more_than_it_needs_among_ties(solver):
+    # 1 + 8 + 10 = 19 ms needs one block at 0.2; layer1@0.4 (17 ms) and layer2@0.2 (19 ms) tie at drop 0, and
+    # so do both together: the lowest total sparsity is a single block at 0.2 (either one).
+    result = solve(zero_drop_problem(), latency_ms=19.0, solver=solver)
+    assert result.estimated_metric['net'] == 0.6 and sorted(result.choice().values()) == [0.0, 0.2]
+    # 15 ms: layer1@0.4 + layer2@0.2 is the only zero-drop configuration (1 + 6 + 8); nothing is pruned further.
+    result = solve(zero_drop_problem(), latency_ms=15.0, solver=solver)
+    assert result.choice() == {'layer1': 0.4, 'layer2': 0.2}
+    # 13 ms: a drop of 0.02 is unavoidable. It ties across layer2@0.4 and layer2@0.8; the least total sparsity
+    # (0.8) is layer1@0.4 + layer2@0.4 (1 + 6 + 6) or layer1@0.0 + layer2@0.8 (1 + 10 + 2), never layer1@0.4 +
+    # layer2@0.8 (1.2, 9 ms).
+    result = solve(zero_drop_problem(), latency_ms=13.0, solver=solver)
+    assert result.choice() in ({'layer1': 0.4, 'layer2': 0.4}, {'layer1': 0.0, 'layer2': 0.8})
+    assert result.estimated_metric['net'] == pytest.approx(0.58)
+
+
+@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+def test_tie_breaking_never_trades_accuracy_for_sparsity(solver):
+    # layer1@0.8 costs 1e-6 less than layer1@0.2: not a tie, so the higher sparsity must win.
+    problem = ModelProblem('net', teacher_metric=0.5, blocks={
+        'layer1': [BlockOption(0.0, 0.01, 10.0, 1000), BlockOption(0.2, 0.001, 9.0, 900),
+                   BlockOption(0.8, 0.001 - 1e-6, 9.5, 950)],
+        'layer2': [BlockOption(0.0, 0.0, 10.0, 1000), BlockOption(0.5, 0.004, 5.0, 500)]})
+    assert solve(problem, solver=solver).choice() == {'layer1': 0.8, 'layer2': 0.0}
+    assert solve(problem, latency_ms=15.0, solver=solver).choice() == {'layer1': 0.8, 'layer2': 0.5}
+    assert solve(problem, latency_ms=19.5, solver=solver).choice() == {'layer1': 0.8, 'layer2': 0.0}
 
 
 @pytest.mark.parametrize('seed', range(4))

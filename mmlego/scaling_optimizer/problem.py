@@ -14,6 +14,11 @@ the constraints bound the totals over models and the objective is the weighted s
 Budgets are compared with a tolerance: a total counts as within ``budget`` when
 ``total <= budget + REL_TOL * max(|budget|, 1)`` (relative, and 1e-9 absolute for budgets below 1), so rounding
 in the sums never decides feasibility and all solvers agree.
+
+Ties: configurations whose weighted drops differ by at most ``TIE_TOL * max(|drop|, 1)`` are equally good, and
+every solver then picks the one with the lowest total sparsity (a lexicographic second objective). Denoised drops
+are often exactly zero for several sparsities of a block, so without a budget the teacher (every block at its
+lowest sparsity) is chosen rather than whichever zero-drop descendant a solver happens to find first.
 """
 from __future__ import annotations
 
@@ -23,10 +28,13 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
 
-__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'budget_range', 'REL_TOL']
+__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'budget_range', 'REL_TOL', 'TIE_TOL']
 
 #: Relative tolerance with which a total still counts as within its budget.
 REL_TOL = 1e-9
+
+#: Relative tolerance within which two weighted drops are a tie (broken toward lower sparsity).
+TIE_TOL = 1e-9
 
 #: Per model, per block (in ``blocks`` order), the index of the chosen option.
 Selection = List[List[int]]
@@ -193,6 +201,23 @@ def budget_slack(budget: float) -> float:
     return REL_TOL * max(abs(budget), 1.0)
 
 
+def tie_slack(loss: float) -> float:
+    """How far a weighted drop may exceed ``loss`` and still tie with it."""
+    return TIE_TOL * max(abs(loss), 1.0)
+
+
+def sparsity_total(problems: Sequence[ModelProblem], selection: Selection) -> float:
+    """The tie-breaking objective: the sum of the chosen options' sparsities over all blocks of all models."""
+    return math.fsum(options[i].sparsity for problem, picked in zip(problems, selection)
+                     for options, i in zip(problem.blocks.values(), picked))
+
+
+def weighted_drop(problems: Sequence[ModelProblem], selection: Selection) -> float:
+    """The objective every solver minimizes: the weighted sum of the chosen options' drops."""
+    return math.fsum(problem.weight * options[i].accuracy_drop for problem, picked in zip(problems, selection)
+                     for options, i in zip(problem.blocks.values(), picked))
+
+
 def fits(total: float, budget: Optional[float]) -> bool:
     """Whether ``total`` is within ``budget`` (``None``: unconstrained), with the tolerance of the module."""
     return budget is None or total <= budget + budget_slack(budget)
@@ -237,8 +262,19 @@ def _pick(problems: Sequence[ModelProblem], key) -> Selection:
 
 
 def min_drop_selection(problems: Sequence[ModelProblem]) -> Selection:
-    """The unconstrained optimum: per block the smallest weighted drop, ties broken by latency then memory."""
-    return _pick(problems, lambda p, o: (p.weight * o.accuracy_drop, o.latency_ms, o.memory_bytes))
+    """The unconstrained optimum: per block the smallest weighted drop; ties (within :data:`TIE_TOL`) broken by
+    lower sparsity, then latency, then memory."""
+    selection = []
+    for problem in problems:
+        picked = []
+        for options in problem.blocks.values():
+            losses = [problem.weight * o.accuracy_drop for o in options]
+            best = min(losses)
+            tied = [i for i, loss in enumerate(losses) if loss <= best + tie_slack(best)]
+            picked.append(min(tied, key=lambda i: (options[i].sparsity, options[i].latency_ms,
+                                                   options[i].memory_bytes)))
+        selection.append(picked)
+    return selection
 
 
 def smallest_selection(problems: Sequence[ModelProblem], latency_first: bool) -> Selection:

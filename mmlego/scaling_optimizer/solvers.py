@@ -7,6 +7,10 @@ block ``b`` and option ``s``::
     subject to sum_s x[m,b,s] = 1                                  for every block
                sum_m frame_latency_m + sum_{m,b,s} latency[m,b,s] * x[m,b,s] <= latency budget   (if given)
                sum_m frame_memory_m + sum_{m,b,s} memory[m,b,s] * x[m,b,s]   <= memory budget    (if given)
+
+Ties (weighted drops within ``TIE_TOL``, see :mod:`.problem`) go to the lowest total sparsity, lexicographically:
+the optimum is never traded for lower sparsity. Brute force compares (drop, sparsity) per configuration; the ILP
+is re-solved once with its drop fixed at the optimum (plus the tie tolerance) and the total sparsity minimized.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Dict, List, Optional, Protocol, Sequence, Union, runtime_chec
 import pulp
 
 from .problem import (ModelProblem, ScalingResult, Selection, as_problem_list, budget_slack, check_budget, fits,
-                      infeasible_result, make_result, min_drop_selection, precheck_infeasible, totals)
+                      infeasible_result, make_result, min_drop_selection, precheck_infeasible, sparsity_total,
+                      tie_slack, totals, weighted_drop)
 
 __all__ = ['Solver', 'PulpSolver', 'BruteForceSolver', 'SOLVERS', 'solve']
 
@@ -46,7 +51,10 @@ class PulpSolver:
     of its resource, and the unconstrained optimum (per block the smallest drop) when that already fits. After
     solving, the chosen configuration's totals are recomputed exactly; if the solver's own feasibility tolerance
     let it exceed a budget by more than the module's tolerance, that configuration is cut off and the ILP
-    re-solved.
+    re-solved. Ties are then broken toward lower sparsity by a second solve of the same ILP with the weighted drop
+    bounded by the optimum (plus the tie tolerance) and the total sparsity as objective; its answer is kept only if
+    its exactly recomputed drop still ties with the optimum (so the optimum never changes). With ``time_limit_s``
+    each of the two solves has that limit.
 
     Args:
         time_limit_s: Time limit for CBC, in seconds; a solve stopped by it returns status ``'feasible'`` (best
@@ -93,10 +101,20 @@ class PulpSolver:
             return make_result(problems, selection, 'optimal', self.name, start)
 
         model, x = self._build(problems, latency_ms, memory_bytes)
+        found = self._solve_within_budgets(model, x, problems, latency_ms, memory_bytes)
+        if found is None:
+            return infeasible_result(problems, latency_ms, memory_bytes, self.name, start)
+        selection, status = found
+        selection = self._break_ties(model, x, problems, latency_ms, memory_bytes, selection)
+        return make_result(problems, selection, status, self.name, start)
+
+    def _solve_within_budgets(self, model: pulp.LpProblem, x, problems: Sequence[ModelProblem],
+                              latency_ms: Optional[float], memory_bytes: Optional[float]) -> Optional[tuple]:
+        """Solves ``model``, cutting off answers over budget; ``(selection, status)`` or None if infeasible."""
         for _ in range(self.max_resolves + 1):
             model.solve(self.solver_cmd)
             if model.status == pulp.LpStatusInfeasible:
-                return infeasible_result(problems, latency_ms, memory_bytes, self.name, start)
+                return None
             if model.status != pulp.LpStatusOptimal:
                 raise RuntimeError(
                     f'{self.solver_cmd.name} ended with status {pulp.LpStatus.get(model.status, model.status)!r} '
@@ -104,12 +122,41 @@ class PulpSolver:
                                                  if self.time_limit_s is not None else ''))
             selection = self._read(x)
             if all(map(fits, totals(problems, selection), (latency_ms, memory_bytes))):
-                status = 'optimal' if model.sol_status == pulp.LpSolutionOptimal else 'feasible'
-                return make_result(problems, selection, status, self.name, start)
+                return selection, 'optimal' if model.sol_status == pulp.LpSolutionOptimal else 'feasible'
             chosen = [x[m][b][s] for m, picked in enumerate(selection) for b, s in enumerate(picked)]
             model += pulp.lpSum(chosen) <= len(chosen) - 1  # cut off this configuration only
         raise RuntimeError(f'{self.solver_cmd.name} kept returning configurations over budget beyond the '
                            f'relative tolerance; gave up after {self.max_resolves} re-solves')
+
+    def _break_ties(self, model: pulp.LpProblem, x, problems: Sequence[ModelProblem],
+                    latency_ms: Optional[float], memory_bytes: Optional[float], selection: Selection) -> Selection:
+        """Among the configurations tied with ``selection``'s weighted drop, one of the lowest total sparsity."""
+        lowest = math.fsum(min(o.sparsity for o in options) for p in problems for options in p.blocks.values())
+        if sparsity_total(problems, selection) <= lowest:
+            return selection  # every block already at its lowest sparsity
+        best = weighted_drop(problems, selection)
+        drop_terms, sparsity_terms = [], []
+        for m, problem in enumerate(problems):
+            for b, options in enumerate(problem.blocks.values()):
+                min_drop = min(o.accuracy_drop for o in options)
+                min_sparsity = min(o.sparsity for o in options)
+                for var, o in zip(x[m][b], options):
+                    drop_terms.append((problem.weight * (o.accuracy_drop - min_drop), var))
+                    sparsity_terms.append((o.sparsity - min_sparsity, var))
+        base = math.fsum(p.weight * min(o.accuracy_drop for o in options)
+                         for p in problems for options in p.blocks.values())
+        drop_terms = [(c, v) for c, v in drop_terms if c]
+        if drop_terms:  # without terms every configuration ties
+            model += pulp.lpSum(c * v for c, v in drop_terms) <= best - base + tie_slack(best), 'tie_accuracy_drop'
+        model.setObjective(pulp.lpSum(c * v for c, v in sparsity_terms if c) + 0)
+        try:
+            found = self._solve_within_budgets(model, x, problems, latency_ms, memory_bytes)
+        except RuntimeError:
+            found = None  # e.g. the time limit struck: the first answer stands
+        if found is None or weighted_drop(problems, found[0]) > best + tie_slack(best) \
+                or sparsity_total(problems, found[0]) >= sparsity_total(problems, selection):
+            return selection
+        return found[0]
 
     @staticmethod
     def _build(problems: Sequence[ModelProblem], latency_ms: Optional[float],
@@ -197,15 +244,18 @@ class BruteForceSolver:
         latency = [[o.latency_ms for o in options] for _, options in blocks]
         memory = [[o.memory_bytes for o in options] for _, options in blocks]
         loss = [[problems[m].weight * o.accuracy_drop for o in options] for m, options in blocks]
-        best, best_loss = None, math.inf
+        sparsity = [[o.sparsity for o in options] for _, options in blocks]
+        best, best_loss, best_sparsity = None, math.inf, math.inf
         for combo in itertools.product(*(range(len(options)) for _, options in blocks)):
             total_latency = math.fsum(frame_latency + [latency[k][i] for k, i in enumerate(combo)])
             total_memory = frame_memory + sum(memory[k][i] for k, i in enumerate(combo))
             if not (fits(total_latency, latency_ms) and fits(total_memory, memory_bytes)):
                 continue
             combo_loss = math.fsum(loss[k][i] for k, i in enumerate(combo))
-            if combo_loss < best_loss:
-                best, best_loss = combo, combo_loss
+            combo_sparsity = math.fsum(sparsity[k][i] for k, i in enumerate(combo))
+            if best is None or combo_loss < best_loss - tie_slack(best_loss) or (
+                    combo_loss <= best_loss + tie_slack(best_loss) and combo_sparsity < best_sparsity):
+                best, best_loss, best_sparsity = combo, combo_loss, combo_sparsity
         if best is None:
             return infeasible_result(problems, latency_ms, memory_bytes, self.name, start)
         selection: Selection = [[] for _ in problems]
@@ -235,7 +285,9 @@ def solve(problems: Union[ModelProblem, Sequence[ModelProblem]], latency_ms: Opt
 
     Models given together share the budgets: their latencies add up (they run one after another on one device)
     and so do their memories. A total counts as within its budget up to a relative tolerance of 1e-9
-    (:data:`~mmlego.scaling_optimizer.problem.REL_TOL`).
+    (:data:`~mmlego.scaling_optimizer.problem.REL_TOL`). Among configurations of the same (weighted) drop, up to
+    :data:`~mmlego.scaling_optimizer.problem.TIE_TOL`, the one with the lowest total sparsity is chosen: without
+    a budget, a bank whose drops are all >= 0 runs its teacher.
 
     If no configuration fits, the budget is not loosened: the result has status ``'infeasible'`` and holds the
     smallest configuration, with its estimates: per block the option with the least memory (ties broken by
