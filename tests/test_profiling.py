@@ -123,9 +123,13 @@ def test_profile_accuracy_is_legodnns_formula(setup):
         for ref in (0.0, 0.4, 0.8):
             base = dict.fromkeys(BLOCKS, ref)
             terms.append(metrics[key({**base, block: 0.0})] - metrics[key({**base, block: sparsity})])
-        assert bank.profiles.get(block, sparsity).accuracy_drop == pytest.approx(sum(terms) / 3, abs=1e-15)
-    assert bank.profiles.get('b2', 0.0).accuracy_drop == 0.0
-    assert bank.profiles.get('b2', 0.8).accuracy_drop > 0
+        assert bank.profiles.get(block, sparsity).accuracy_drop_raw == pytest.approx(sum(terms) / 3, abs=1e-15)
+    assert bank.profiles.get('b2', 0.0).accuracy_drop == bank.profiles.get('b2', 0.0).accuracy_drop_raw == 0.0
+    assert bank.profiles.get('b2', 0.8).accuracy_drop_raw > 0
+    # The denoised drops (tests/test_accuracy_denoising.py): monotone in sparsity, never negative.
+    for block in BLOCKS:
+        drops = [bank.profiles.get(block, s).accuracy_drop for s in SPARSITIES]
+        assert drops[0] == 0.0 and all(0 <= a <= b for a, b in zip(drops, drops[1:])), (block, drops)
     assert bank.profiles.teacher_metric == metrics['0,0'] == 0.0 and bank.profiles.metric_name == 'neg_mse'
     # The live model is the teacher again, and no switcher hook is left on it.
     with torch.no_grad():
@@ -140,7 +144,7 @@ def test_teacher_reference_only(setup):
     assert len(evaluate.calls) == len(metrics) == 1 + 2 * (3 - 1)
     for block, sparsity in itertools.product(BLOCKS, SPARSITIES):
         selection = {**dict.fromkeys(BLOCKS, 0.0), block: sparsity}
-        assert bank.profiles.get(block, sparsity).accuracy_drop == metrics['0,0'] - metrics[key(selection)]
+        assert bank.profiles.get(block, sparsity).accuracy_drop_raw == metrics['0,0'] - metrics[key(selection)]
     with pytest.raises(ValueError, match='unknown reference'):
         profile_accuracy(bank, model, evaluate, references=('median',), show_progress=False)
 

@@ -6,23 +6,43 @@ Identical composites are evaluated once; every evaluation is cached in a JSON fi
 one) so an interrupted profiling run resumes where it stopped. The cache is used only for the same teacher, blocks
 and descendant weights (retrained descendants invalidate it). ``references=('teacher',)`` is the cheap variant:
 one composite, ``1 + B * (S - 1)`` evaluations.
+
+Denoising. Each drop is a difference of two noisy evaluations, and the optimizer minimizing their sum picks the
+luckiest noise (the winner's curse: at the full budget a pruned configuration would "beat" its teacher). The raw
+mean drop is kept as ``accuracy_drop_raw``; ``accuracy_drop`` holds the denoised one (:func:`denoise_drops`):
+
+1. Per block, the drops are made non-decreasing in sparsity by isotonic regression (pool-adjacent-violators, the
+   least-squares monotone fit, bounded below by ``drop(0.0) = 0``). A running maximum would also be monotone, but
+   it keeps the largest noisy value of every run, so it is biased upwards by the very noise being removed; PAV
+   averages the violators instead.
+2. A drop within the noise of zero (``<= noise_threshold * noise``) counts as zero. ``noise`` is the standard
+   error of one mean drop (:func:`estimate_noise`): with several reference composites, each (block, sparsity > 0)
+   has one replicate per composite and the noise is their standard deviation pooled over all pairs, divided by
+   the square root of the number of composites. This includes how much a drop really depends on the rest of the
+   composite, so it errs on the side of calling a drop zero. With a single reference composite there are no
+   replicates; the fallback is the standard deviation over blocks of the drops at the lowest non-zero sparsity,
+   where pruning changes a block least: those differ by noise plus the blocks' genuine differences, an upper
+   bound of the noise of one drop (None, i.e. no thresholding, with a single block).
+
+After both steps the drops of a block are 0.0 up to some sparsity and above the noise threshold after it, never
+decreasing, so an unconstrained budget picks the teacher. The noise is stored as ``profiles.accuracy_noise``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
+from mmengine.logging import print_log
 from torch import nn
 
 from ..block_bank import BlockBank, teacher_fingerprint
 from ..block_switcher import BlockSwitcher
 from ..utils.atomic_io import atomic_write_json
 from ..utils.progress import progress
-
-logger = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module], float]
 DEFAULT_REFERENCES = ('teacher', 'middle', 'max')
@@ -58,21 +78,29 @@ def _key(selection: dict[str, float], order: list[str]) -> str:
 
 def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
                      references: Sequence[str | float] = DEFAULT_REFERENCES, metric_name: str | None = None,
-                     cache_file: str | Path | None = None, show_progress: bool = True) -> dict[str, float]:
-    """Fills ``accuracy_drop`` of every descendant and the teacher metric into ``bank.profiles``.
+                     cache_file: str | Path | None = None, show_progress: bool = True,
+                     denoise: bool = True, noise_threshold: float = 1.0) -> dict[str, float]:
+    """Fills the accuracy drops of every descendant, the noise and the teacher metric into ``bank.profiles``.
+
+    ``accuracy_drop_raw`` is LegoDNN's mean drop; ``accuracy_drop`` the denoised one (see the module docstring).
 
     Args:
         bank: The bank (descendants retrained).
         model: The live teacher the bank was built from; its blocks are switched and restored afterwards.
-        evaluate: Returns the task metric of the model as it is (higher is better).
+        evaluate: Returns the task metric of the model as it is (higher is better), on the profiling split (val;
+            never the split that reports are made on).
         references: Reference composites (see module docstring).
         metric_name: Stored with the profiles.
         cache_file: JSON cache of evaluated composites (resume).
         show_progress: Show a progress bar.
+        denoise: Denoise the drops (False: ``accuracy_drop`` is the raw drop).
+        noise_threshold: Drops up to this many noise standard errors count as zero.
 
     Returns:
         Composite key (sparsities in block order) -> metric, for every evaluated composite.
     """
+    if not noise_threshold >= 0:
+        raise ValueError(f'noise_threshold must be a number >= 0 (multiples of the noise), got {noise_threshold!r}')
     order = [spec.name for spec in bank.blocks]
     refs = sorted({reference_sparsity(r, bank.sparsities) for r in references})
     plan: list[tuple[float, str, float]] = []  # (reference, block, sparsity)
@@ -95,10 +123,10 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
         cached = json.loads(cache_path.read_text())
         if all(cached.get(field) == value for field, value in identity.items()):
             metrics = {k: float(v) for k, v in cached['metrics'].items()}
-            logger.info('accuracy profiling resumes with %d cached evaluations', len(metrics))
+            print_log(f'accuracy profiling resumes with {len(metrics)} cached evaluations', logger='current')
         else:
-            logger.warning('ignoring %s: it was written for another teacher, blocks or descendant weights',
-                           cache_path)
+            print_log(f'ignoring {cache_path}: it was written for another teacher, blocks or descendant weights',
+                      logger='current', level=logging.WARNING)
     todo = [key for key in selections if key not in metrics]
     switcher = BlockSwitcher(model, bank, guard_forward=False)
     try:
@@ -120,6 +148,103 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
         with_descendant = dict(base, **{name: sparsity})
         drops.setdefault((name, sparsity), []).append(
             metrics[_key(with_original, order)] - metrics[_key(with_descendant, order)])
+    raw: dict[str, dict[float, float]] = {}
     for (name, sparsity), values in drops.items():
-        bank.profiles.get(name, sparsity).accuracy_drop = sum(values) / len(values)
+        raw.setdefault(name, {})[sparsity] = math.fsum(values) / len(values)
+    noise, method = estimate_noise(drops, bank.sparsities)
+    denoised = denoise_drops(raw, noise * noise_threshold if noise is not None else 0.0) if denoise else raw
+    bank.profiles.accuracy_noise = noise
+    for name, by_sparsity in raw.items():
+        for sparsity, value in by_sparsity.items():
+            profile = bank.profiles.get(name, sparsity)
+            profile.accuracy_drop_raw, profile.accuracy_drop = value, denoised[name][sparsity]
+    _log_denoising(raw, denoised, noise, method, noise_threshold, denoise)
     return metrics
+
+
+def estimate_noise(replicates: Mapping[tuple[str, float], Sequence[float]],
+                   sparsities: Sequence[float]) -> tuple[float | None, str]:
+    """The standard error of one mean accuracy drop, and how it was estimated (see the module docstring).
+
+    Args:
+        replicates: (block, sparsity) -> the drop measured in each reference composite.
+        sparsities: The bank's sparsities (increasing, starting with 0.0).
+
+    Returns:
+        ``(noise, method)``; ``noise`` is None when it cannot be estimated (one reference and one block).
+    """
+    pairs = {key: list(values) for key, values in replicates.items() if key[1] > 0}
+    counts = {len(values) for values in pairs.values()}
+    if not pairs:
+        return None, 'no pruned descendant'
+    if max(counts) >= 2:
+        squares = dof = 0.0
+        for values in pairs.values():
+            if len(values) >= 2:
+                mean = math.fsum(values) / len(values)
+                squares += math.fsum((v - mean) ** 2 for v in values)
+                dof += len(values) - 1
+        replicates_per_drop = max(counts)
+        return (math.sqrt(squares / dof / replicates_per_drop),
+                f'pooled standard error over {replicates_per_drop} reference composites')
+    lowest = min(s for s in sparsities if s > 0)
+    values = [v[0] for (_, sparsity), v in pairs.items() if sparsity == lowest]
+    if len(values) < 2:
+        return None, 'one reference composite and one block: no estimate, drops are not thresholded'
+    mean = math.fsum(values) / len(values)
+    return (math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)),
+            f'one reference composite: spread over blocks of the drops at sparsity {lowest:g}')
+
+
+def isotonic_non_decreasing(values: Sequence[float]) -> list[float]:
+    """Least-squares non-decreasing fit of ``values`` (pool-adjacent-violators, equal weights)."""
+    blocks: list[list[float]] = []  # [sum, count] of each pooled run
+    for value in values:
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    fitted: list[float] = []
+    for total, count in blocks:
+        fitted.extend([total / count] * int(count))
+    return fitted
+
+
+def denoise_drops(raw: Mapping[str, Mapping[float, float]], threshold: float) -> dict[str, dict[float, float]]:
+    """Per block: isotonic in sparsity (bounded below by ``drop(0.0) = 0``), then drops ``<= threshold`` -> 0.
+
+    Args:
+        raw: Block -> sparsity -> raw mean drop.
+        threshold: Drops up to this value count as zero (>= 0).
+
+    Returns:
+        Block -> sparsity -> denoised drop; sparsity 0.0 is exactly 0.0.
+    """
+    if not threshold >= 0:
+        raise ValueError(f'threshold must be a number >= 0 (metric units), got {threshold!r}')
+    denoised: dict[str, dict[float, float]] = {}
+    for name, by_sparsity in raw.items():
+        order = sorted(s for s in by_sparsity if s > 0)
+        fitted = isotonic_non_decreasing([by_sparsity[s] for s in order])
+        denoised[name] = {s: (value if value > threshold else 0.0) for s, value in zip(order, fitted)}
+        if 0.0 in by_sparsity:
+            denoised[name][0.0] = 0.0
+        denoised[name] = dict(sorted(denoised[name].items()))
+    return denoised
+
+
+def _log_denoising(raw, denoised, noise, method, noise_threshold, denoise) -> None:
+    pruned = [(name, s) for name, by_s in raw.items() for s in by_s if s > 0]
+    negative = sum(raw[n][s] < 0 for n, s in pruned)
+    zeroed = sum(denoised[n][s] == 0.0 for n, s in pruned)
+    noise_text = 'not estimated' if noise is None else f'{noise:.4g}'
+    if not denoise:
+        print_log(f'accuracy noise {noise_text} ({method}); drops not denoised', logger='current')
+        return
+    print_log(f'accuracy noise: standard error of a drop {noise_text} ({method}); drops up to '
+              f'{noise_threshold:g} x noise count as zero: {zeroed} of {len(pruned)} pruned descendants at 0 '
+              f'({negative} raw drops were negative); per block non-decreasing in sparsity', logger='current')
+    if noise is None:
+        print_log('accuracy noise could not be estimated; only negative drops and monotonicity were corrected',
+                  logger='current', level=logging.WARNING)
