@@ -1,6 +1,7 @@
 """Block retraining: held-out loss falls, the original block and BN statistics stay fixed, resume is exact."""
 import copy
 import json
+import logging
 import os
 
 import pytest
@@ -111,6 +112,95 @@ def test_retrain_original_on_request_keeps_bn_statistics(shared):
     assert all(torch.equal(t, buffers[key]) for key, t in bn_buffers(descendants).items()), 'BN stats drifted'
 
 
+class LogRecords:
+    """Messages logged through mmengine's current logger inside the context."""
+
+    def __enter__(self):
+        from mmengine.logging import MMLogger
+        self.logger = MMLogger.get_current_instance()
+        self.messages = []
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: self.messages.append(record.getMessage())
+        self.logger.addHandler(self.handler)
+        return self.messages
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+def left_whole(descendants, name: str, sparsity: float) -> None:
+    """Make ``name@sparsity`` what torch-pruning leaves when it cannot prune: the teacher's block, with a reason."""
+    descendant = descendants[name][sparsity]
+    descendant.module = copy.deepcopy(descendants[name][0.0].module)
+    descendant.plan = copy.deepcopy(descendant.plan)
+    descendant.plan.channels, descendant.plan.unpruned_reason = {}, 'no channel could be removed (test)'
+
+
+def test_blocks_pruning_left_whole_are_not_retrained(shared):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    left_whole(descendants, 'b2', 0.8)
+    original = states(descendants)
+    with LogRecords() as messages:  # weight decay would move the whole block, were it trained
+        report = retrain(teacher, descendants, train, val, epochs=2, weight_decay=1e-3)
+    assert report.skipped == ['b2@0.8']
+    assert sorted(report.best_val) == sorted(report.history[0]['train']) == ['b2@0.4', 'stem+b1@0.4', 'stem+b1@0.8']
+    now = states(descendants)
+    assert all(torch.equal(t, original[('b2', 0.0)][k]) for k, t in now[('b2', 0.8)].items())  # the teacher's
+    assert any(not torch.equal(t, original[('b2', 0.4)][k]) for k, t in now[('b2', 0.4)].items())
+    assert not descendants['b2'][0.8].module.training
+    notes = [m for m in messages if 'pruning left whole' in m]
+    assert len(notes) == 1 and 'b2@0.8' in notes[0], messages
+
+
+def test_nothing_to_retrain_runs_no_forward(shared):
+    teacher, descendants = fresh(shared)
+    for name in descendants:
+        for sparsity in (0.4, 0.8):
+            left_whole(descendants, name, sparsity)
+
+    def no_forward(model, batch):
+        raise AssertionError('nothing to retrain: the teacher must not run')
+
+    report = retrain(teacher, descendants, shared[2], shared[3], teacher_forward=no_forward)
+    assert report.epochs_run == 0 and not report.best_val and len(report.skipped) == 4
+
+
+def test_untrained_weights_are_kept_when_training_only_worsens_the_held_out_loss(shared, tmp_path):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    before, untrained = held_out_losses(teacher, descendants, val), states(descendants)
+    with LogRecords() as messages:
+        report = retrain(teacher, descendants, train, val, epochs=2, lr=0.2)  # far too large: every epoch is worse
+    keys = sorted(report.best_val)
+    assert report.initial_val == pytest.approx({key: before[key] for key in keys}, rel=1e-6)
+    for key in keys:
+        assert all(record['val'][key] > report.initial_val[key] for record in report.history), key
+        assert report.best_epoch[key] == 0 and report.best_val[key] == report.initial_val[key]
+    assert_states_close(states(descendants), untrained, atol=0)  # bit for bit the pruned, untrained weights
+    assert any('keep their untrained pruned weights' in m for m in messages)
+    # Resumed after epoch 1 (a new process, state from disk), the run keeps the same epoch-0 weights.
+    _, first = fresh(shared)
+    retrain(teacher, first, train, val, state_dir=tmp_path, epochs=1, lr=0.2)
+    assert json.loads((tmp_path / 'state.json').read_text())['best_epoch'] == dict.fromkeys(keys, 0)
+    _, resumed = fresh(shared)
+    again = retrain(teacher, resumed, train, val, state_dir=tmp_path, epochs=2, lr=0.2)
+    assert again.epochs_run == 1 and again.best_epoch == report.best_epoch
+    assert again.initial_val == pytest.approx(report.initial_val, rel=1e-6)
+    assert_states_close(states(resumed), untrained, atol=0)
+
+
+def test_an_epoch_must_beat_the_untrained_weights_to_replace_them(shared):
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    report = retrain(teacher, descendants, train, val, epochs=3)  # lr 1e-3: training helps
+    for key, epoch in report.best_epoch.items():
+        losses = [report.initial_val[key]] + [record['val'][key] for record in report.history]
+        assert epoch == min(range(len(losses)), key=losses.__getitem__), (key, losses)
+        assert report.best_val[key] == pytest.approx(losses[epoch], rel=1e-6)
+    assert any(epoch > 0 for epoch in report.best_epoch.values())
+
+
 def test_resume_runs_only_the_missing_epochs(shared, tmp_path):
     teacher, straight = fresh(shared)
     _, _, train, val = shared
@@ -153,7 +243,7 @@ def test_failing_descendant_names_itself_and_keeps_last_epoch(shared, tmp_path):
 
     def explode(module, args):
         calls['n'] += 1
-        if calls['n'] > per_epoch + 1:  # second batch of epoch 2
+        if calls['n'] > len(val) + per_epoch + 1:  # after the epoch-0 held-out loss: second batch of epoch 2
             raise RuntimeError('boom')
 
     descendants['b2'][0.4].module.register_forward_pre_hook(explode)

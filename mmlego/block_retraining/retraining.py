@@ -6,7 +6,11 @@ one optimizer step towards its block's output from that same pass. Features are 
 Batch norm: descendants train with their batch norms in eval mode (running statistics are the teacher's, pruned
 with the channels; the affine parameters still learn). A descendant then behaves identically in training and in
 deployment, and small batches cannot make the statistics drift, which the reference code suffered from.
-Checkpoints are kept by the loss on held-out batches, not by training loss.
+
+Checkpoints are kept by the loss on held-out batches, not by training loss, and the untrained pruned weights
+(epoch 0) compete: their held-out loss is measured before the first epoch, and they are kept if no epoch beats
+them. Descendants that torch-pruning left whole at a sparsity > 0 (``plan.unpruned_reason``) are not trained:
+they stay the teacher's block, as sparsity 0.0 does.
 """
 from __future__ import annotations
 
@@ -18,14 +22,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from torch import nn
 
 from ..block_extraction import BlockSpec
 from ..descendant_generation import Descendant
 from ..utils.progress import progress
 from .state import RetrainingState
-
-logger = logging.getLogger(__name__)
 
 TeacherForward = Callable[[nn.Module, Any], Any]
 LOSSES = ('mse', 'l1', 'smooth_l1', 'kd')
@@ -74,11 +77,17 @@ class RetrainingReport:
         history: One dict per completed epoch: ``{'epoch', 'train': {key: loss}, 'val': {key: loss}}`` with keys
             ``'<block>@<sparsity>'``.
         best_val: Key -> best held-out loss; the descendants hold the weights of that epoch.
+        best_epoch: Key -> the epoch whose weights were kept (0: the untrained pruned weights).
+        initial_val: Key -> held-out loss of the untrained pruned weights (epoch 0).
+        skipped: Keys of the descendants not retrained because pruning left their block whole.
     """
 
     epochs_run: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val: dict[str, float] = field(default_factory=dict)
+    best_epoch: dict[str, int] = field(default_factory=dict)
+    initial_val: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def descendant_key(block: str, sparsity: float) -> str:
@@ -177,8 +186,8 @@ def retrain_descendants(teacher: nn.Module,
         teacher: The frozen teacher (put in eval mode; not modified).
         descendants: Block name -> sparsity -> descendant (trained in place).
         train_batches: Re-iterable training batches (e.g. a DataLoader).
-        val_batches: Held-out batches; the best epoch by held-out loss is kept. Without them the last epoch is
-            kept (a warning says so).
+        val_batches: Held-out batches; the best epoch by held-out loss is kept, the untrained weights (epoch 0)
+            included. Without them the last epoch is kept (a warning says so).
         teacher_forward: Runs the teacher on one batch: ``teacher_forward(teacher, batch)``.
         config: Settings (defaults: :class:`RetrainingConfig`).
         state_dir: Where per-epoch state is written; a rerun with the same directory resumes after the last
@@ -197,18 +206,32 @@ def retrain_descendants(teacher: nn.Module,
     """
     config = config or RetrainingConfig()
     if val_batches is None:
-        logger.warning('no held-out batches given: keeping each descendant\'s last epoch, not its best')
-    trainees = {descendant_key(name, sparsity): descendant
-                for name, by_sparsity in descendants.items() for sparsity, descendant in by_sparsity.items()
-                if sparsity > 0 or config.retrain_original}
+        print_log('no held-out batches given: keeping each descendant\'s last epoch, not its best',
+                  logger='current', level=logging.WARNING)
+    trainees, skipped = {}, []
+    for name, by_sparsity in descendants.items():
+        for sparsity, descendant in by_sparsity.items():
+            if sparsity > 0 and descendant.plan.unpruned_reason:
+                skipped.append(descendant_key(name, sparsity))
+            elif sparsity > 0 or config.retrain_original:
+                trainees[descendant_key(name, sparsity)] = descendant
+    if skipped:
+        print_log(f'not retraining {len(skipped)} descendants that pruning left whole (they stay the teacher\'s '
+                  f'blocks): {", ".join(skipped)}', logger='current')
+    report = RetrainingReport(skipped=skipped)
+    if not trainees:
+        print_log('no descendant to retrain', logger='current', level=logging.WARNING)
+        return report
     specs = [next(iter(by_sparsity.values())).spec for by_sparsity in descendants.values()]
     capture = FeatureCapture(teacher, specs)
     optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
                   for key, d in trainees.items()}
     state = RetrainingState(state_dir, sorted(trainees), config.__dict__)
-    report = RetrainingReport()
     start = state.load(trainees, optimizers, report)
     teacher.eval()
+    if start == 0 and val_batches is not None:  # the untrained pruned weights compete for the best epoch
+        initial = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config)
+        state.set_initial(trainees, loss_sync(initial) if loss_sync is not None else initial)
     for epoch in range(start, config.epochs):
         for descendant in trainees.values():
             descendant.module.train()
@@ -244,10 +267,15 @@ def retrain_descendants(teacher: nn.Module,
         report.history.append(record)
         report.epochs_run += 1
         state.save_epoch(epoch + 1, trainees, optimizers, record, use_val=val_batches is not None)
-        logger.info('retraining epoch %d: mean train loss %.5g, mean held-out loss %.5g', epoch + 1,
-                    _mean(record['train'].values()), _mean(val.values()))
+        print_log(f'retraining epoch {epoch + 1}: mean train loss {_mean(record["train"].values()):.5g}, mean '
+                  f'held-out loss {_mean(val.values()):.5g}', logger='current', level=logging.DEBUG)
     state.restore_best(trainees)
-    report.best_val = dict(state.best_val)
+    report.best_val, report.best_epoch = dict(state.best_val), dict(state.best_epoch)
+    report.initial_val = dict(state.initial_val)
+    kept = sorted(key for key, epoch in state.best_epoch.items() if epoch == 0)
+    if kept:
+        print_log(f'{len(kept)} of {len(trainees)} descendants keep their untrained pruned weights (no epoch '
+                  f'beat their held-out loss): {", ".join(kept)}', logger='current')
     for descendant in trainees.values():
         descendant.module.eval()
     return report

@@ -3,7 +3,8 @@
 Each completed epoch writes ``epoch_<n>.safetensors`` (current and best weights of every descendant),
 ``epoch_<n>_optim.pth`` (optimizer states, plain tensors and numbers: loaded with ``weights_only=True``) and then
 ``state.json``, which names the epoch; files of older epochs are removed afterwards. A crash at any point leaves
-``state.json`` pointing at a complete epoch.
+``state.json`` pointing at a complete epoch. ``state.json`` also records the held-out losses of the untrained
+weights (epoch 0) and the epoch each descendant's best weights come from.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 from ..utils.atomic_io import atomic_save_tensors, atomic_write, atomic_write_json
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the untrained weights (epoch 0) compete for the best epoch
 
 
 class RetrainingState:
@@ -36,6 +37,15 @@ class RetrainingState:
         self.config = {k: v for k, v in config.items() if k != 'epochs'}
         self.best_val: dict[str, float] = {key: math.inf for key in keys}
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
+        self.best_epoch: dict[str, int] = {}
+        self.initial_val: dict[str, float] = {}
+
+    def set_initial(self, trainees: dict, val: dict[str, float]) -> None:
+        """Makes the untrained weights (epoch 0), with held-out losses ``val``, the best so far."""
+        for key, descendant in trainees.items():
+            self.best_val[key] = self.initial_val[key] = val[key]
+            self.best_state[key] = copy.deepcopy(descendant.module.state_dict())
+            self.best_epoch[key] = 0
 
     def load(self, trainees: dict, optimizers: dict, report: Any) -> int:
         """Restores the last completed epoch, if any; returns the epoch to start from."""
@@ -43,7 +53,10 @@ class RetrainingState:
             return 0
         from safetensors.torch import load_file
         meta = json.loads((self.dir / 'state.json').read_text())
-        if meta.get('version') != STATE_VERSION or meta.get('keys') != self.keys or meta.get('config') != self.config:
+        if meta.get('version') != STATE_VERSION:
+            raise ValueError(f'{self.dir} holds retraining state of format {meta.get("version")}, this version '
+                             f'writes {STATE_VERSION}; remove the directory to start over')
+        if meta.get('keys') != self.keys or meta.get('config') != self.config:
             raise ValueError(f'{self.dir} holds retraining state of another run (different descendants or '
                              'settings); remove it or choose another state directory to start over')
         epoch = int(meta['epoch'])
@@ -58,6 +71,8 @@ class RetrainingState:
             self.best_state[key] = _subset(tensors, f'best|{key}|')
             optimizers[key].load_state_dict(optim_states[key])
         self.best_val = {key: (math.inf if value is None else value) for key, value in meta['best_val'].items()}
+        self.best_epoch = {key: int(value) for key, value in meta['best_epoch'].items()}
+        self.initial_val = dict(meta['initial_val'])
         report.history.extend(meta['history'])
         return epoch
 
@@ -66,9 +81,10 @@ class RetrainingState:
         """Updates the best weights with this epoch's held-out losses and writes the state."""
         for key, descendant in trainees.items():
             value = record['val'][key]
-            if not use_val or value < self.best_val[key]:
+            if not use_val or value < self.best_val[key]:  # epoch 0 stays unless strictly beaten
                 self.best_val[key] = value if use_val else math.inf
                 self.best_state[key] = copy.deepcopy(descendant.module.state_dict())
+                self.best_epoch[key] = epoch
         if self.dir is None:
             return
         tensors = {}
@@ -82,7 +98,7 @@ class RetrainingState:
         atomic_write_json(self.dir / 'state.json', dict(
             version=STATE_VERSION, epoch=epoch, keys=self.keys, config=self.config,
             best_val={k: (v if math.isfinite(v) else None) for k, v in self.best_val.items()},
-            history=history))
+            best_epoch=self.best_epoch, initial_val=self.initial_val, history=history))
         for old in self.dir.glob('epoch_*'):
             if not old.name.startswith(f'epoch_{epoch}.') and not old.name.startswith(f'epoch_{epoch}_'):
                 os.unlink(old)
