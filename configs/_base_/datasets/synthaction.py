@@ -1,5 +1,7 @@
 # Synthetic moving-shapes clips as rawframes, made by `python tools/make_synthetic_data.py --tasks action`.
 # Loaded by mmaction's own RawframeDataset (list lines: `<clip_dir> <num_frames> <label>`).
+# Splits: train (teacher and block retraining), val (teacher validation; LegoDNN profiling: accuracy drops and
+# best retraining epochs), test (reports: tools/test.py), disjoint draws of the generator.
 dataset_type = 'RawframeDataset'
 data_root = 'data/synthetic/action/'
 num_segments = 8
@@ -31,6 +33,11 @@ val_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(**_dataset, ann_file=data_root + 'val_list.txt', pipeline=val_pipeline, test_mode=True))
-test_dataloader = val_dataloader
+test_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(**_dataset, ann_file=data_root + 'test_list.txt', pipeline=val_pipeline, test_mode=True))
 val_evaluator = dict(type='AccMetric')
 test_evaluator = val_evaluator

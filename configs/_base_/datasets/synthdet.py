@@ -1,5 +1,7 @@
 # Synthetic shapes detection (COCO format), made by `python tools/make_synthetic_data.py --tasks det`.
 # Loaded by mmdet's own CocoDataset and CocoMetric.
+# Splits: train (teacher and block retraining), val (teacher validation; LegoDNN profiling: accuracy drops and
+# best retraining epochs), test (reports: tools/test.py), disjoint draws of the generator.
 dataset_type = 'CocoDataset'
 data_root = 'data/synthetic/det/'
 metainfo = dict(classes=('circle', 'square', 'triangle'), palette=[(220, 20, 60), (0, 128, 0), (0, 0, 142)])
@@ -49,7 +51,22 @@ val_dataloader = dict(
         test_mode=True,
         pipeline=test_pipeline,
         backend_args=backend_args))
-test_dataloader = val_dataloader
+test_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_test.json',
+        data_prefix=dict(img='images/test/'),
+        test_mode=True,
+        pipeline=test_pipeline,
+        backend_args=backend_args))
 val_evaluator = dict(
     type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json', metric='bbox', backend_args=backend_args)
-test_evaluator = val_evaluator
+test_evaluator = dict(
+    type='CocoMetric', ann_file=data_root + 'annotations/instances_test.json', metric='bbox', backend_args=backend_args)

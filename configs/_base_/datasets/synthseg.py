@@ -2,6 +2,8 @@
 # Loaded by mmseg's own BaseSegDataset: masks are single-channel PNGs whose value is the class index, and 0 is
 # the real class 'background' (as in VOC/Cityscapes, not ADE20K), so reduce_zero_label=False; 255 never occurs
 # in the masks and stays the ignore index (padding).
+# Splits: train (teacher and block retraining), val (teacher validation; LegoDNN profiling: accuracy drops and
+# best retraining epochs), test (reports: tools/test.py), disjoint draws of the generator.
 dataset_type = 'BaseSegDataset'
 data_root = 'data/synthetic/seg/'
 metainfo = dict(
@@ -45,6 +47,12 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         **_dataset, data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'), pipeline=test_pipeline))
-test_dataloader = val_dataloader
+test_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        **_dataset, data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'), pipeline=test_pipeline))
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -58,8 +58,13 @@ val_dataloader = dict(
     dataset=dict(
         data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
         data_prefix=dict(img='images/val/'), pipeline=test_pipeline))
-test_dataloader = val_dataloader
+test_dataloader = dict(  # reports; val is LegoDNN's profiling split
+    batch_size=8,
+    num_workers=2,
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_test.json',
+        data_prefix=dict(img='images/test/'), pipeline=test_pipeline))
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
+test_evaluator = dict(ann_file=data_root + 'annotations/instances_test.json')
 
 randomness = dict(seed=0)  # recorded teacher metrics are reproducible runs

@@ -28,11 +28,19 @@ train_dataloader = dict(
                      data_prefix=dict(sub_data_root='VOC2012/'), filter_cfg=dict(filter_empty_gt=True, min_size=32),
                      pipeline={{_base_.train_pipeline}}),
             ])))
+# mmdet validates and tests on VOC2007 test (4952 images); here its even images are val (teacher validation;
+# LegoDNN profiling) and its odd images test (reports), disjoint halves.
+voc07_test_images = 4952
 val_dataloader = dict(
     dataset=dict(
         _delete_=True, type=dataset_type, data_root=data_root, ann_file='VOC2007/ImageSets/Main/test.txt',
-        data_prefix=dict(sub_data_root='VOC2007/'), test_mode=True, pipeline={{_base_.test_pipeline}}))
-test_dataloader = val_dataloader
+        data_prefix=dict(sub_data_root='VOC2007/'), test_mode=True, pipeline={{_base_.test_pipeline}},
+        indices=list(range(0, voc07_test_images, 2))))
+test_dataloader = dict(
+    dataset=dict(
+        _delete_=True, type=dataset_type, data_root=data_root, ann_file='VOC2007/ImageSets/Main/test.txt',
+        data_prefix=dict(sub_data_root='VOC2007/'), test_mode=True, pipeline={{_base_.test_pipeline}},
+        indices=list(range(1, voc07_test_images, 2))))
 val_evaluator = dict(_delete_=True, type='VOCMetric', metric='mAP', eval_mode='11points')
 test_evaluator = val_evaluator
 train_cfg = dict(max_epochs=30, val_interval=5)

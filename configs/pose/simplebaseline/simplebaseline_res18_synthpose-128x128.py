@@ -28,6 +28,6 @@ val_pipeline = [
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=val_pipeline))
-test_dataloader = val_dataloader
+test_dataloader = dict(dataset=dict(pipeline=val_pipeline))  # the test split (see the base dataset config)
 
 randomness = dict(seed=0)  # recorded teacher metrics are reproducible runs

@@ -5,3 +5,8 @@ model = dict(
     backbone=dict(depth=18),
     decode_head=dict(in_channels=512, channels=128),
     auxiliary_head=dict(in_channels=256, channels=64))
+# mmseg validates and tests on VOC2012 val (1449 images); here its even images are val (teacher validation;
+# LegoDNN profiling) and its odd images test (reports), disjoint halves.
+voc12_val_images = 1449
+val_dataloader = dict(dataset=dict(indices=list(range(0, voc12_val_images, 2))))
+test_dataloader = dict(dataset=dict(indices=list(range(1, voc12_val_images, 2))))
