@@ -158,8 +158,11 @@ def test_manifest_and_no_pickle(saved, teacher, monkeypatch):
     assert header['__metadata__']['format_version'] == str(FORMAT_VERSION)
     assert all(set(entry) == {'dtype', 'shape', 'data_offsets'} for key, entry in header.items()
                if key != '__metadata__')
+    # Sparsity 0.0 is the teacher's own block: not stored. Every pruned descendant is, with its structure.
     assert len(header) - 1 == sum(len(d.module.state_dict()) for by_s in trained.descendants.values()
-                                  for d in by_s.values())
+                                  for s, d in by_s.items() if s > 0)
+    assert not [key for key in header if '|0|' in key]
+    assert manifest['plans']['b2']['0.4']['structure']['b2.conv1']['out_channels'] < 32
 
     def refuse(*args, **kwargs):
         raise AssertionError('the bank must not unpickle anything')

@@ -1,6 +1,7 @@
 """Block switcher: only changed blocks are swapped, from memory; all-0.0 is the teacher; forwards never see a mix."""
 import builtins
 import copy
+import os
 import shutil
 import threading
 import time
@@ -103,6 +104,8 @@ def test_invalid_selections_change_nothing(setup):
 
 
 def test_switching_reads_nothing_from_disk(setup, tmp_path, monkeypatch):
+    """The bank file is mapped at load: a switch reads nothing of the bank directory (it may be gone). The only file
+    a switch touches is the switcher's own spill of the teacher's switched-out blocks (CPU), written once."""
     model, bank, x, reference = setup
     loaded = BlockBank.load(bank.save(tmp_path / 'bank'), model)
     switcher = BlockSwitcher(model, loaded)
@@ -113,15 +116,29 @@ def test_switching_reads_nothing_from_disk(setup, tmp_path, monkeypatch):
 
     import safetensors
     import safetensors.torch
-    for target, name in [(builtins, 'open'), (safetensors, 'safe_open'), (safetensors.torch, 'load_file'),
-                         (torch, 'load')]:
+    real_safe_open, real_save_file, spills = safetensors.safe_open, safetensors.torch.save_file, []
+
+    def spill_only(path, *args, **kwargs):
+        assert str(path).startswith(str(switcher.offload.spill_dir)), f'a switch opened {path}'
+        return real_safe_open(path, *args, **kwargs)
+
+    def counted_save(tensors, path, *args, **kwargs):
+        spills.append(path)
+        return real_save_file(tensors, path, *args, **kwargs)
+
+    for target, name in [(builtins, 'open'), (safetensors.torch, 'load_file'), (torch, 'load')]:
         monkeypatch.setattr(target, name, no_disk)
+    monkeypatch.setattr(safetensors, 'safe_open', spill_only)
+    monkeypatch.setattr(safetensors.torch, 'save_file', counted_save)
     for _ in range(3):
         switcher.switch(all_at(loaded, 0.8))
         assert not torch.equal(run(model, x), reference)
         switcher.switch({'stem+b1': 0.4, 'b2': 0.0})
         switcher.reset()
         assert torch.equal(run(model, x), reference)
+    assert len(spills) == 2  # each teacher block spilled once, at its first switch-out
+    switcher.detach()
+    assert switcher.offload.spill_dir is None and not any(os.path.exists(path) for path in spills)
 
 
 def _toggle(switcher, bank, stop, counts):

@@ -1,11 +1,14 @@
 """The block bank: every block's descendants and their profiles, in memory and on disk.
 
-On disk a bank is a directory with ``descendants-<sha>.safetensors`` (the tensors of every descendant, named by
-their SHA-256) and ``manifest.json`` (format version, the teacher's fingerprint, the blocks, each descendant's
-pruning plan, and the profiles). A descendant is rebuilt from the teacher and its plan, then its tensors are
-loaded: nothing is unpickled. Both files are written atomically, the manifest last; it names the tensor file and
-records its SHA-256. A new tensor file never replaces the one the current manifest names, so a save that fails
-at any point leaves the previous bank loadable; tensor files no manifest names are removed after a save.
+On disk a bank is a directory with ``descendants-<sha>.safetensors`` (the tensors of every pruned descendant,
+sparsity 0.0 excluded: that is the teacher's own block) and ``manifest.json`` (format version, the teacher's
+fingerprint, the blocks, each descendant's pruning plan with the structure it changed, and the profiles). Loading
+runs no torch-pruning and unpickles nothing: a descendant is rebuilt from a structural copy of the teacher's block
+(no tensor copied), its recorded attributes, and its tensors, which stay memory-mapped from the file until used
+(:mod:`mmlego.block_bank.storage`); sparsity 0.0 is the teacher's live block modules. Both files are written
+atomically, the manifest last; it names the tensor file and records its SHA-256. A new tensor file never replaces
+the one the current manifest names, so a save that fails at any point leaves the previous bank loadable; tensor
+files no manifest names are removed after a save.
 """
 from __future__ import annotations
 
@@ -18,18 +21,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from mmengine.logging import print_log
 from torch import nn
 
 from ..block_extraction import BlockExtraction, BlockSpec, extract_blocks
-from ..descendant_generation import (DEFAULT_SPARSITIES, Descendant, PruningPlan, check_sparsities,
-                                     generate_descendants, rebuild_descendant)
+from ..block_extraction.block_module import BlockModule, block_module_of
+from ..descendant_generation import (DEFAULT_SPARSITIES, Descendant, PruningPlan, build_block, check_sparsities,
+                                     generate_descendants, module_tensors)
 from ..utils.atomic_io import atomic_save_tensors, atomic_write_json
 from ..version import __version__
 from .profiles import BankProfiles, sparsity_key
+from .storage import MappedDescendant, normalize_device, open_mapped
 
-logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
+# 1: every descendant stored, rebuilt by torch-pruning. 2: structure recorded, sparsity 0.0 not stored.
+FORMAT_VERSION = 2
 MANIFEST = 'manifest.json'
 TENSORS = 'descendants.safetensors'  # staging name; saved banks name the file after its SHA-256
 
@@ -61,13 +66,20 @@ def _file_sha256(path: Path) -> str:
 class BlockBank:
     """Blocks, descendants and profiles of one teacher.
 
+    A built bank holds every descendant in memory. A loaded bank holds, per block, the teacher's own block modules
+    at sparsity 0.0 and memory-mapped descendants (:class:`~mmlego.block_bank.storage.MappedDescendant`) at the
+    others, materialized on :attr:`device` when used (by the switcher, or by ``descendant(...).module``).
+
     Attributes:
         fingerprint: The teacher's :func:`teacher_fingerprint`.
         extraction: The detected blocks.
         sparsities: Sparsities of every block's descendants (starting with 0.0).
-        descendants: Block name -> sparsity -> descendant (modules live in memory).
+        descendants: Block name -> sparsity -> descendant.
         profiles: Accuracy drops, memory, FLOPs and latency (filled by :mod:`mmlego.profiling`).
         meta: Free-form provenance (e.g. the config that built it).
+        device: Where descendants are materialized (and in-memory ones kept); None: where they are.
+        block_fingerprints: Block name -> fingerprint of the teacher's block when the bank was built (only in
+            memory; lets :meth:`save` tell a changed sparsity-0.0 copy, which it does not store).
     """
 
     fingerprint: str
@@ -76,11 +88,18 @@ class BlockBank:
     descendants: dict[str, dict[float, Descendant]]
     profiles: BankProfiles = field(default_factory=BankProfiles)
     meta: dict[str, Any] = field(default_factory=dict)
+    device: torch.device | None = None
+    block_fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def blocks(self) -> list[BlockSpec]:
         """The blocks, in execution order."""
         return self.extraction.blocks
+
+    @property
+    def file_backed(self) -> bool:
+        """Whether its descendants live in a bank file (a loaded bank) rather than in memory (a built one)."""
+        return any(d.file_backed for by_s in self.descendants.values() for d in by_s.values())
 
     @classmethod
     def build(cls, model: nn.Module, example_inputs: Sequence[Any],
@@ -94,8 +113,10 @@ class BlockBank:
                              'max_ratio or trace a larger part of the model')
         sparsities = check_sparsities(sparsities)
         descendants = generate_descendants(model, extraction.blocks, sparsities, show_progress=show_progress)
+        blocks = {spec.name: teacher_fingerprint(block_module_of(model, spec, copy_modules=False))
+                  for spec in extraction.blocks}
         return cls(fingerprint=teacher_fingerprint(model), extraction=extraction, sparsities=sparsities,
-                   descendants=descendants)
+                   descendants=descendants, block_fingerprints=blocks)
 
     def descendant(self, block: str, sparsity: float) -> Descendant:
         """One descendant; KeyError names the valid choices."""
@@ -106,24 +127,45 @@ class BlockBank:
                            f'{self.sparsities}') from None
 
     def to(self, device: torch.device | str) -> 'BlockBank':
-        """Moves every descendant to ``device``."""
+        """Makes ``device`` the bank's device: in-memory descendants move there, materialized file-backed ones are
+        materialized there again, released ones stay mapped (they materialize there when used); the teacher's own
+        modules are left alone (they follow the model)."""
+        self.device = normalize_device(device)
         for by_sparsity in self.descendants.values():
             for descendant in by_sparsity.values():
-                descendant.module.to(device)
+                if descendant.teacher_owned:
+                    continue
+                if descendant.file_backed:
+                    descendant.device = self.device
+                    if descendant.materialized:
+                        descendant.materialize(self.device)
+                else:
+                    descendant.materialize(self.device)
         return self
+
+    def release(self) -> int:
+        """Releases every materialized file-backed descendant (see :meth:`MappedDescendant.release`); returns how
+        many were released. Do not call it while a switcher runs some of them in its model."""
+        return sum(d.release() for by_s in self.descendants.values() for d in by_s.values())
 
     # -- disk ------------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Writes the bank to ``directory`` (tensors, then the manifest; each atomically).
 
-        A failure at any point leaves the bank previously saved there loadable.
+        Sparsity 0.0 is not stored: at load it is the teacher's own block (a sparsity-0.0 copy changed since
+        :meth:`build`, e.g. by ``retrain_original``, is dropped with a warning). A failure at any point leaves the
+        bank previously saved there loadable.
         """
         directory = Path(directory)
         tensors = {}
         for name, by_sparsity in self.descendants.items():
             for sparsity, descendant in by_sparsity.items():
+                if sparsity == 0.0:
+                    self._check_original(name, descendant)
+                    continue
                 prefix = f'{name}|{sparsity_key(sparsity)}|'
-                tensors.update({prefix + key: t for key, t in descendant.module.state_dict().items()})
+                module = descendant.get_module(materialize=False)
+                tensors.update({prefix + key: t for key, t in module_tensors(module).items()})
         staging = directory / f'.{TENSORS}.staging'
         atomic_save_tensors(staging, tensors, metadata={'format_version': str(FORMAT_VERSION)})
         sha256 = _file_sha256(staging)
@@ -142,6 +184,15 @@ class BlockBank:
                 stale.unlink()
         return directory
 
+    def _check_original(self, name: str, descendant: Descendant) -> None:
+        expected = self.block_fingerprints.get(name)
+        if descendant.teacher_owned or expected is None:
+            return
+        if teacher_fingerprint(descendant.get_module(materialize=False)) != expected:
+            print_log(f'the sparsity-0.0 descendant of block {name} differs from the teacher\'s block (retrained '
+                      'with retrain_original?); a bank stores no sparsity 0.0: once loaded, it is the teacher\'s '
+                      'own block', logger='current', level=logging.WARNING)
+
     def save_profiles(self, directory: str | Path) -> None:
         """Rewrites only the manifest's profiles (the tensors are unchanged).
 
@@ -157,14 +208,22 @@ class BlockBank:
         atomic_write_json(path, manifest)
 
     @classmethod
-    def load(cls, directory: str | Path, model: nn.Module, map_location: str | torch.device = 'cpu',
+    def load(cls, directory: str | Path, model: nn.Module, map_location: str | torch.device | None = None,
              check_fingerprint: bool = True) -> 'BlockBank':
-        """Loads a bank saved by :meth:`save` for the teacher ``model``.
+        """Loads a bank saved by :meth:`save` for the teacher ``model`` (no torch-pruning, nothing unpickled).
+
+        The pruned descendants stay memory-mapped from the tensor file (zero-copy) until materialized; sparsity 0.0
+        is ``model``'s own block modules.
+
+        Args:
+            directory: The bank directory.
+            model: The teacher the bank was built from.
+            map_location: The bank's :attr:`device`, where descendants materialize (default: ``model``'s device).
+            check_fingerprint: Refuse a bank built from another teacher.
 
         Raises:
             BankError: Missing or corrupted files, another format version, or another teacher.
         """
-        from safetensors.torch import load_file
         directory = Path(directory)
         manifest = _read_manifest(directory / MANIFEST)
         if manifest.get('format_version') != FORMAT_VERSION:
@@ -187,7 +246,7 @@ class BlockBank:
             raise BankError(f'{directory / MANIFEST} is malformed ({type(error).__name__}: {error}); the bank is '
                             'corrupted, rebuild it') from error
         incomplete = [name for name, by_sparsity in plans.items() if sorted(by_sparsity) != sparsities]
-        if incomplete:
+        if incomplete or not sparsities or sparsities[0] != 0.0:
             raise BankError(f'{directory / MANIFEST} is malformed: blocks {incomplete} lack descendants at some '
                             f'of the sparsities {sparsities}; the bank is corrupted, rebuild it')
         if not tensor_path.exists():
@@ -196,31 +255,40 @@ class BlockBank:
             raise BankError(f'{tensor_path} is corrupted (its SHA-256 differs from the manifest); re-copy or '
                             'rebuild the bank')
         try:
-            tensors = load_file(str(tensor_path), device=str(map_location))
+            views = open_mapped(tensor_path)
         except Exception as error:
             raise BankError(f'{tensor_path} cannot be read as safetensors ({error}); rebuild the bank') from error
+        if map_location is None:
+            map_location = next(model.parameters()).device
+        device = normalize_device(map_location)
         descendants: dict[str, dict[float, Descendant]] = {}
-        model_device = next(model.parameters()).device
         for spec in extraction.blocks:
             descendants[spec.name] = {}
             for sparsity, plan in plans[spec.name].items():
                 key = sparsity_key(sparsity)
                 try:
-                    descendant = rebuild_descendant(model, spec, plan)
+                    if sparsity == 0.0:
+                        descendants[spec.name][sparsity] = Descendant(spec, plan, _own_block(model, spec),
+                                                                      teacher_owned=True)
+                        continue
+                    prefix = f'{spec.name}|{key}|'
+                    state = {k[len(prefix):]: v for k, v in views.items() if k.startswith(prefix)}
+                    module = build_block(model, spec, plan.structure, state)
                 except (KeyError, AttributeError, ValueError) as error:
-                    raise BankError(f'descendant {spec.name}@{key} cannot be rebuilt from this teacher '
-                                    f'({error}); load the teacher the bank was built from') from error
-                prefix = f'{spec.name}|{key}|'
-                state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-                try:
-                    descendant.module.load_state_dict(state, strict=True)
-                except RuntimeError as error:
-                    raise BankError(f'descendant {spec.name}@{key} does not match its tensors: '
-                                    f'{str(error).splitlines()[0]}; rebuild the bank') from error
-                descendant.module.to(model_device).eval()
-                descendants[spec.name][sparsity] = descendant
+                    raise BankError(f'descendant {spec.name}@{key} cannot be rebuilt from this teacher and the '
+                                    f'bank file ({error}); load the teacher the bank was built from, or rebuild '
+                                    'the bank') from error
+                descendants[spec.name][sparsity] = MappedDescendant(spec, plan, module, device)
         return cls(fingerprint=manifest['teacher_fingerprint'], extraction=extraction,
-                   sparsities=sparsities, descendants=descendants, profiles=profiles, meta=manifest.get('meta') or {})
+                   sparsities=sparsities, descendants=descendants, profiles=profiles, meta=manifest.get('meta') or {},
+                   device=device)
+
+
+def _own_block(model: nn.Module, spec: BlockSpec) -> BlockModule:
+    """The teacher's live block modules in a :class:`BlockModule` (whose own mode is theirs: eval if they are)."""
+    block = block_module_of(model, spec, copy_modules=False)
+    block.training = block.layers.training = any(layer.training for layer in block.layers)
+    return block
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 torch-pruning's dependency graph finds every layer whose channels are tied to a pruned conv's filters (batch norms,
 the next convs' input channels, depthwise convs, concat branches) and removes them physically. The plan it
 executes is recorded as the kept channel indices per layer and dimension, in the teacher's numbering, so a
-descendant's structure can be rebuilt from the teacher alone (:func:`apply_plan`) and its retrained tensors loaded
-into it: nothing has to be pickled.
+descendant's structure can be replayed on the teacher (:func:`apply_plan`). The attributes pruning changed are
+recorded too (``PruningPlan.structure``): a bank rebuilds its descendants from them and its tensor file alone,
+without running torch-pruning (:mod:`mmlego.descendant_generation.structure`); nothing has to be pickled.
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
+from mmengine.logging import print_log
 from torch import nn
 
 from ..block_extraction import BlockSpec
 from ..block_extraction.block_module import BlockModule
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
 _DIMS = {'prune_out_channels': 'out', 'prune_in_channels': 'in'}
@@ -35,21 +35,26 @@ class PruningPlan:
         channels: Model module name -> ``{'out': kept, 'in': kept}`` (only the pruned dimensions), with
             ``'out_total'``/``'in_total'`` the teacher's sizes.
         unpruned_reason: Why nothing was pruned although ``sparsity > 0`` (None otherwise).
+        structure: Model module name -> the plain attributes pruning changed (``out_channels``, ``num_features``...,
+            see :func:`mmlego.descendant_generation.structure.record_structure`): with the tensor shapes of a bank
+            file, what rebuilds the descendant from the teacher's block without torch-pruning.
     """
 
     sparsity: float
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     unpruned_reason: str | None = None
+    structure: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return dict(sparsity=self.sparsity, channels=self.channels, unpruned_reason=self.unpruned_reason)
+        return dict(sparsity=self.sparsity, channels=self.channels, unpruned_reason=self.unpruned_reason,
+                    structure=self.structure)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'PruningPlan':
         """Inverse of :meth:`to_dict`."""
         return cls(sparsity=float(data['sparsity']), channels=dict(data.get('channels') or {}),
-                   unpruned_reason=data.get('unpruned_reason'))
+                   unpruned_reason=data.get('unpruned_reason'), structure=dict(data.get('structure') or {}))
 
 
 class _FilterL1(tp.importance.MagnitudeImportance):
@@ -145,7 +150,8 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
     except Exception as error:  # torch-pruning raises assorted errors on unsupported ops
         block.layers = snapshot  # undo the groups pruned before the failure
         reason = f'torch-pruning failed: {type(error).__name__}: {error}'
-        logger.warning('block %s left unpruned at sparsity %s: %s', spec.name, sparsity, reason)
+        print_log(f'block {spec.name} left unpruned at sparsity {sparsity}: {reason}', logger='current',
+                  level=logging.WARNING)
         return PruningPlan(sparsity=sparsity, unpruned_reason=reason)
     finally:
         block.train(was_training)
