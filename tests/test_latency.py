@@ -18,7 +18,7 @@ from .test_block_bank import TinyNet, example_input, make_tiny
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 SPARSITIES = [0.0, 0.4, 0.8]
-SHAPE = (1, 3, 48, 48)
+SHAPE = (1, 3, 64, 64)
 
 
 class TinyTask(TinyNet):
@@ -32,7 +32,7 @@ class TinyTask(TinyNet):
         return super().forward(inputs)
 
 
-def _profiled(width: int = 32, repeats: int = 10):
+def _profiled(width: int = 64, repeats: int = 10):
     torch.manual_seed(0)
     teacher = make_tiny(width=width)
     model = TinyTask(width)
