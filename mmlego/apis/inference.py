@@ -17,7 +17,6 @@ function per family below, none per model.
 from __future__ import annotations
 
 import copy
-import logging
 import os
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -28,8 +27,6 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import DefaultScope
 
 from ..models.legodnn import LegoDNN
-
-logger = logging.getLogger(__name__)
 
 from .init import TASK_FAMILIES, _require_lego
 

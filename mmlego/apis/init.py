@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mmengine.logging import print_log
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 
@@ -21,7 +22,6 @@ from ..block_bank.bank import MANIFEST, BankError
 from ..models.legodnn import LegoDNN
 from ..utils.checkpoint import load_checkpoint
 
-logger = logging.getLogger(__name__)
 
 
 __all__ = ['init_lego_model', 'scale_model', 'TASK_FAMILIES']
@@ -57,7 +57,8 @@ def _dataset_meta_from_config(cfg: Config) -> dict | None:
             metainfo = copy.deepcopy(metainfo.to_dict() if isinstance(metainfo, ConfigDict) else metainfo)
             meta = dataset_cls._load_metainfo(metainfo)
         except Exception as error:  # metainfo is a convenience for visualizers, never a reason to fail
-            logger.warning('could not read the dataset metainfo of %s (%s: %s)', split, type(error).__name__, error)
+            print_log(f'could not read the dataset metainfo of {split} ({type(error).__name__}: {error})',
+                      logger='current', level=logging.WARNING)
             continue
         if meta:
             return dict(meta)
@@ -155,7 +156,8 @@ def init_lego_model(config: str | os.PathLike | Config, bank_or_checkpoint: str 
         raise TypeError(f'cfg.model built a {type(model).__name__}, not an mmlego.LegoDNN')
     checkpoint_meta: dict = {}
     if teacher is None:
-        logger.warning('no checkpoint given and the config has no load_from: the model keeps its initial weights')
+        print_log('no checkpoint given and the config has no load_from: the model keeps its initial weights',
+                  logger='current', level=logging.WARNING)
     else:
         loaded = load_checkpoint(model, teacher, map_location='cpu')
         checkpoint_meta = (loaded.get('meta') or {}) if isinstance(loaded, dict) else {}

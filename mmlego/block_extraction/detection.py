@@ -14,16 +14,15 @@ descending into a child where none starts.
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from mmengine.logging import print_log
 from torch import nn
 
 from .graph import ForwardFn, ModelGraph, is_conv, trace_model
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -304,7 +303,7 @@ def extract_blocks(model: nn.Module,
     detector.visit('')
     blocks = sorted(detector.blocks, key=lambda block: min(
         graph.index[node] for node in detector._region(block.members[0])))
-    logger.info('found %d blocks covering %d of %d convs', len(blocks),
-                sum(len(block.convs) for block in blocks), total)
+    print_log(f'found {len(blocks)} blocks covering {sum(len(block.convs) for block in blocks)} of {total} convs',
+              logger='current')
     return BlockExtraction(blocks=blocks, num_convs_total=total, max_convs_per_block=max_convs,
                            max_ratio=max_ratio, skipped=detector.skipped)

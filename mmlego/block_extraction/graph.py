@@ -10,14 +10,11 @@ the shapes it saw: a block must be runnable standalone as ``member(x)``.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 ForwardFn = Callable[..., Any]
 _WRAPPED = 'lego_traced_model'

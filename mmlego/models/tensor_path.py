@@ -6,16 +6,15 @@ is made by trying to trace, in that order, the same way for every model: no per-
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 import torch
+from mmengine.logging import print_log
 from mmengine.config import Config, ConfigDict
 from torch import nn
 
 from ..block_extraction import ModelGraph, trace_model
 
-logger = logging.getLogger(__name__)
 
 
 def tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
@@ -55,7 +54,7 @@ def trace_tensor_path(model: nn.Module, inputs: torch.Tensor,
         try:
             return name, trace_model(model, (inputs,), TENSOR_PATHS[name])
         except RuntimeError as error:
-            logger.info('tensor path %s does not trace: %s', name, error)
+            print_log(f'tensor path {name} does not trace: {error}', logger='current')
             errors.append(f'{name}: {error}')
     raise RuntimeError('no tensor path of the model could be traced:\n  ' + '\n  '.join(errors))
 
