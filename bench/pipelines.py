@@ -41,16 +41,19 @@ def run(cmd, log):
         raise SystemExit(f'{" ".join(cmd)} failed, see {log}')
 
 
-def measure(name, teachers, args):
+def measure(name, teachers, args, previous):
     config = LEGO_CONFIGS[name]
     checkpoint = teachers[name]['checkpoint']
     work_dir = osp.join(ROOT, 'work_dirs', 'pipelines', name)
     options = [f'load_from={checkpoint}', *args.cfg_options]
-    start = time.time()
-    run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *options],
-        osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}.log'))
-    minutes = (time.time() - start) / 60
     bank = osp.join(work_dir, 'bank')
+    start = time.time()
+    if args.sweeps_only and osp.exists(osp.join(bank, 'manifest.json')):
+        minutes = previous.get('pipeline_minutes')  # the bank of an earlier run of this script
+    else:
+        run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *options],
+            osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}.log'))
+        minutes = round((time.time() - start) / 60, 1)
     sweeps = {}
     for by in ('memory', 'latency'):
         out = osp.join(work_dir, f'sweep_{by}')
@@ -64,7 +67,7 @@ def measure(name, teachers, args):
     tensors = glob.glob(osp.join(bank, '*.safetensors'))[0]
     blocks = manifest['extraction']['blocks']
     return dict(
-        config=config, teacher=checkpoint, pipeline_options=args.cfg_options, pipeline_minutes=round(minutes, 1),
+        config=config, teacher=checkpoint, pipeline_options=args.cfg_options, pipeline_minutes=minutes,
         metric=profiles['metric_name'], teacher_metric=profiles['teacher_metric'], blocks=len(blocks),
         sparsities=manifest['sparsities'], convs=f"{manifest['extraction']['num_convs_covered']}/"
         f"{manifest['extraction']['num_convs_total']}", teacher_mb=profiles['model_memory_bytes'] / 2 ** 20,
@@ -135,6 +138,8 @@ def main():
     parser.add_argument('--cfg-options', nargs='*', default=[], help='pipeline overrides, e.g. '
                         "train_cfg.references=\"['teacher']\"")
     parser.add_argument('--sweep', type=int, default=5)
+    parser.add_argument('--sweeps-only', action='store_true',
+                        help='reuse the bank of an earlier run in work_dirs/pipelines/<model> (only the sweeps run)')
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'pipelines.json'))
     parser.add_argument('--teachers', default=osp.join(ROOT, 'bench', 'results', 'teachers.json'),
                         help='teacher checkpoints by model (bench/teachers.py writes it)')
@@ -143,9 +148,10 @@ def main():
     results = json.load(open(args.out)) if osp.exists(args.out) else {}
     if not args.markdown:
         teachers = json.load(open(args.teachers))
+        subprocess.run([sys.executable, 'tools/make_synthetic_data.py', '--quiet'], cwd=ROOT, check=True)
         os.makedirs(osp.join(ROOT, 'work_dirs', 'pipelines'), exist_ok=True)
         for name in args.only or list(LEGO_CONFIGS):
-            results[name] = measure(name, teachers, args)
+            results[name] = measure(name, teachers, args, results.get(name, {}))
             print(f"[pipelines] {name}: {results[name]['blocks']} blocks in {results[name]['pipeline_minutes']} min")
             tmp = args.out + '.tmp'
             with open(tmp, 'w') as f:
