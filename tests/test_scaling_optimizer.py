@@ -380,3 +380,16 @@ def test_pulp_cuts_off_configurations_its_tolerance_let_over_budget(monkeypatch)
     stubborn.max_resolves = 0
     with pytest.raises(RuntimeError, match='over budget'):
         stubborn.solve(hand_problem(), 18.0, None)
+
+
+def test_every_drop_zero_with_a_binding_budget_solves_in_both_solvers():
+    """All drops denoised to zero (an action bank): the first ILP has an empty objective; the tie-break still runs."""
+    blocks = {f'b{i}': [BlockOption(s, 0.0, 10.0 - 10 * s, int(1000 - 1000 * s)) for s in (0.0, 0.4, 0.8)]
+              for i in range(4)}
+    problem = ModelProblem('zero', teacher_metric=1.0, blocks=blocks)
+    budget = 2500
+    pulp_result = solve(problem, memory_bytes=budget, solver='pulp')
+    brute = solve(problem, memory_bytes=budget, solver='brute_force')
+    assert pulp_result.status == brute.status == 'optimal'
+    assert pulp_result.memory_bytes['zero'] <= budget
+    assert sum(pulp_result.choice().values()) == pytest.approx(sum(brute.choice().values()))

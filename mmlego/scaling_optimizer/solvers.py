@@ -135,6 +135,9 @@ class PulpSolver:
         if sparsity_total(problems, selection) <= lowest:
             return selection  # every block already at its lowest sparsity
         best = weighted_drop(problems, selection)
+        # A fresh model: after solving one whose objective was empty (every drop equal), pulp keeps a dummy
+        # variable that a new objective leaves without a column, and CBC rejects the file.
+        model, x = self._build(problems, latency_ms, memory_bytes)
         drop_terms, sparsity_terms = [], []
         for m, problem in enumerate(problems):
             for b, options in enumerate(problem.blocks.values()):
