@@ -34,10 +34,6 @@ class BlockTiming:
     ms: dict[str, float]
     input_numel: dict[str, int]
 
-    def normalized_ms(self, reference_numel: dict[str, int]) -> dict[str, float]:
-        """Block times scaled to ``reference_numel`` inputs (conv cost grows with batch x height x width)."""
-        return {name: ms * reference_numel[name] / max(1, self.input_numel[name]) for name, ms in self.ms.items()}
-
 
 class BlockTimer:
     """Times every block of ``blocks`` in each forward of ``model`` that runs them all.

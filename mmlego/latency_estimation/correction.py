@@ -1,7 +1,7 @@
 """Online correction of latency estimates from the forwards a model serves (LegoDNN's latency estimation).
 
-Every served forward gives one observation: the measured time of the running blocks (normalized to the profiled
-input size) over what their profiles say. The median of the last ``window`` observations is the ratio by which
+Every served forward at the profiled input size gives one observation: the measured time of the running blocks
+over what their profiles say. The median of the last ``window`` observations is the ratio by which
 the device now runs slower (> 1, e.g. another process takes a core) or faster than when it was profiled; every
 latency the optimizer sees is multiplied by it. A median of a short window follows a change of load within
 ``window // 2 + 1`` forwards and ignores single outliers (a page fault, a preempted forward).

@@ -35,9 +35,10 @@ class LegoDNN(BaseModel):
         tensor_path: The traced path, ``'tensor'`` or ``'extract_feat'``; None tries both in that order.
         latency_scale: Multiplies profiled latencies (a fixed, known speed ratio of this device to the profiling
             one); the online correction comes on top of it.
-        latency_correction: Online latency estimation (LegoDNN's): every forward that runs the blocks is timed
-            block by block (hooks, no extra runs) and the median ratio of measured to profiled time over the last
-            ``window`` forwards scales every latency estimate. ``dict(window=5, min_observations=3)`` (the
+        latency_correction: Online latency estimation (LegoDNN's): every forward at the profiled input size is
+            timed block by block (hooks, no extra runs) and the median ratio of measured to profiled time over the
+            last ``window`` such forwards scales every latency estimate (forwards of other sizes, e.g. batched
+            evaluation, are not comparable and are ignored). ``dict(window=5, min_observations=3)`` (the
             defaults), or False to use the profiles as they are.
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
@@ -139,8 +140,11 @@ class LegoDNN(BaseModel):
         return sum(profiles.get(name, s).latency_ms for name, s in selection.items()) * self.latency_scale
 
     def _observe_forward(self, timing: BlockTiming) -> None:
-        measured = sum(timing.normalized_ms(self.timer.reference_numel).values())
-        self.correction.observe(measured, self._block_latency_ms(self.switcher.selection))
+        # Only forwards at the profiled input size describe the profiled latencies: a batch of 8 costs less
+        # than 8 forwards of one (and a larger image more than its pixel count says), so no rescaling is sound.
+        if timing.input_numel != self.timer.reference_numel:
+            return
+        self.correction.observe(sum(timing.ms.values()), self._block_latency_ms(self.switcher.selection))
 
     def estimate(self, selection: dict[str, float] | None = None, corrected: bool = True) -> dict[str, float]:
         """The estimates of a selection (default: the running one).
