@@ -5,8 +5,8 @@ optimizer's ``memory_mb`` budget bounds); this module measures. On a GPU, :func:
 ``torch.cuda.memory_allocated``. On the CPU it adds the distinct tensor storages (deduplicated by their data
 pointer) reachable from the live model and the modules given besides (those a :class:`~mmlego.block_switcher
 .BlockSwitcher` keeps materialized off the model: ``switcher.held_modules()``). Storages inside a private file-backed
-memory mapping (what ``safetensors.safe_open`` and ``torch.load(mmap=True)`` create, found in ``/proc/self/maps``)
-do not count: they are a file's pages, read on demand and dropped by the kernel at will, not tensors materialized in
+memory mapping (what ``safetensors.safe_open`` and ``torch.load(..., mmap=True, weights_only=True)`` create, found
+in ``/proc/self/maps``) do not count: they are a file's pages, read on demand and dropped by the kernel at will, not tensors materialized in
 memory; a bank's released descendants and the teacher's spilled blocks are such views.
 """
 from __future__ import annotations
