@@ -1,4 +1,4 @@
-"""Tests of mmlego.scaling_optimizer: the exact ILP against exhaustive search, budgets, infeasibility, errors."""
+"""Tests of mmlego.scaling_optimizer: the exact solvers against exhaustive search, budgets, infeasibility, errors."""
 import itertools
 import math
 import random
@@ -6,8 +6,8 @@ import random
 import pulp
 import pytest
 
-from mmlego.scaling_optimizer import (REL_TOL, SOLVERS, BlockOption, BruteForceSolver, ModelProblem, PulpSolver,
-                                      ScalingResult, budget_range, solve)
+from mmlego.scaling_optimizer import (REL_TOL, SOLVERS, BlockOption, BruteForceSolver, ExactSolver, ModelProblem,
+                                      PulpSolver, ScalingResult, budget_range, solve)
 
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
 
@@ -62,30 +62,36 @@ def budget_grid(problems, fractions=(0.05, 0.3, 0.6, 0.9)):
 
 
 def compare_solvers(problems, budgets):
-    """Both solvers agree on status and objective, honour the budgets; returns how many cases were binding."""
-    pulp_solver, brute = PulpSolver(), BruteForceSolver()
+    """Every exact solver (PuLP/CBC; 'exact' by frontier lookup and by branch and bound) agrees with brute force on
+    status, objective and tie-break, and honours the budgets; returns how many cases were binding."""
+    brute = BruteForceSolver()
+    solvers = {'pulp': PulpSolver(), 'exact': ExactSolver(), 'exact (branch and bound)': ExactSolver(max_frontier=1)}
     binding = 0
     unconstrained = solve(problems, solver=brute)
     for latency_ms, memory_bytes in budgets:
-        exact = pulp_solver.solve(problems, latency_ms, memory_bytes)
         reference = brute.solve(problems, latency_ms, memory_bytes)
-        assert exact.status == reference.status, (latency_ms, memory_bytes)
-        assert exact.solver == 'pulp' and reference.solver == 'brute_force'
-        assert objective(problems, exact) == pytest.approx(objective(problems, reference), abs=1e-6)
-        # Ties are broken the same way: toward the lowest total sparsity among the optimal configurations.
-        assert total_sparsity(exact) == pytest.approx(total_sparsity(reference), abs=1e-9), (latency_ms, memory_bytes)
-        for result in (exact, reference):
-            assert_consistent(problems, result)
-            if result.status == 'optimal':
-                assert within(result.total_latency_ms, latency_ms)
-                assert within(result.total_memory_bytes, memory_bytes)
-        if exact.status == 'optimal' and objective(problems, exact) < objective(problems, unconstrained) - 1e-9:
+        assert reference.solver == 'brute_force'
+        for name, solver in solvers.items():
+            exact = solver.solve(problems, latency_ms, memory_bytes)
+            assert exact.solver == solver.name, name  # no fallback on problems this small
+            assert exact.status == reference.status, (name, latency_ms, memory_bytes)
+            assert objective(problems, exact) == pytest.approx(objective(problems, reference), abs=1e-6), name
+            # Ties are broken the same way: toward the lowest total sparsity among the optimal configurations.
+            assert total_sparsity(exact) == pytest.approx(total_sparsity(reference), abs=1e-9), \
+                (name, latency_ms, memory_bytes)
+            assert_consistent(problems, exact)
+            if exact.status == 'optimal':
+                assert within(exact.total_latency_ms, latency_ms)
+                assert within(exact.total_memory_bytes, memory_bytes)
+        assert_consistent(problems, reference)
+        if reference.status == 'optimal' and \
+                objective(problems, reference) < objective(problems, unconstrained) - 1e-9:
             binding += 1
     return binding
 
 
 @pytest.mark.parametrize('seed', range(8))
-def test_pulp_matches_brute_force_single_model(seed):
+def test_exact_solvers_match_brute_force_single_model(seed):
     rng = random.Random(seed)
     problems = [random_problem(rng, 'net', n_blocks=rng.randint(3, 4), n_options=rng.randint(3, 5))]
     binding = compare_solvers(problems, budget_grid(problems))
@@ -93,7 +99,7 @@ def test_pulp_matches_brute_force_single_model(seed):
 
 
 @pytest.mark.parametrize('seed', range(5))
-def test_pulp_matches_brute_force_two_models_shared_budget(seed):
+def test_exact_solvers_match_brute_force_two_models_shared_budget(seed):
     rng = random.Random(100 + seed)
     problems = [random_problem(rng, 'a', 3, rng.randint(3, 4), weight=rng.choice([1.0, 2.5])),
                 random_problem(rng, 'b', rng.randint(2, 3), rng.randint(3, 4), weight=rng.choice([1.0, 0.5]))]
@@ -114,7 +120,7 @@ def quantized_problem(rng: random.Random, name: str, n_blocks: int, n_options: i
 
 
 @pytest.mark.parametrize('seed', range(6))
-def test_pulp_matches_brute_force_with_many_ties(seed):
+def test_exact_solvers_match_brute_force_with_many_ties(seed):
     rng = random.Random(300 + seed)
     problems = [quantized_problem(rng, 'net', n_blocks=rng.randint(3, 4), n_options=rng.randint(3, 5))]
     compare_solvers(problems, budget_grid(problems, fractions=(0.05, 0.2, 0.4, 0.6, 0.9)))
@@ -130,7 +136,7 @@ def zero_drop_problem():
     })
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_no_budget_chooses_the_teacher_when_pruned_options_tie(solver):
     for budgets in ((None, None), (math.inf, None), (None, 10 ** 9), (100.0, 10 ** 9)):
         result = solve(zero_drop_problem(), *budgets, solver=solver)
@@ -139,7 +145,7 @@ def test_no_budget_chooses_the_teacher_when_pruned_options_tie(solver):
         assert result.estimated_metric['net'] == 0.6
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_binding_budget_prunes_no_more_than_it_needs_among_ties(solver):
     # 1 + 8 + 10 = 19 ms needs one block at 0.2; layer1@0.4 (17 ms) and layer2@0.2 (19 ms) tie at drop 0, and
     # so do both together: the lowest total sparsity is a single block at 0.2 (either one).
@@ -156,7 +162,7 @@ def test_binding_budget_prunes_no_more_than_it_needs_among_ties(solver):
     assert result.estimated_metric['net'] == pytest.approx(0.58)
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_tie_breaking_never_trades_accuracy_for_sparsity(solver):
     # layer1@0.8 costs 1e-6 less than layer1@0.2: not a tie, so the higher sparsity must win.
     problem = ModelProblem('net', teacher_metric=0.5, blocks={
@@ -196,7 +202,7 @@ def hand_problem():
     })
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_no_constraint_takes_minimal_drop_per_block(solver):
     for budgets in ((None, None), (math.inf, math.inf)):
         result = solve(hand_problem(), *budgets, solver=solver)
@@ -206,7 +212,7 @@ def test_no_constraint_takes_minimal_drop_per_block(solver):
         assert result.latency_ms['net'] == pytest.approx(29.0) and result.memory_bytes['net'] == 2900
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_only_latency_constraint(solver):
     # 1 + 8 + 12 = 21 (drop 0.015) beats 1 + 5 + 12 = 18 and 1 + 8 + 4 = 13 (drop 0.095).
     result = solve(hand_problem(), latency_ms=21.0, solver=solver)
@@ -222,7 +228,7 @@ def test_only_latency_constraint(solver):
     assert result.total_latency_ms <= 17.0
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_only_memory_constraint(solver):
     # layer2@0.8 is faster but bigger than layer2@0.5: under memory only, 0.5 must be chosen.
     result = solve(hand_problem(), memory_bytes=2400, solver=solver)
@@ -235,7 +241,7 @@ def test_only_memory_constraint(solver):
     assert result.choice() == {'layer1': 0.5, 'layer2': 0.5}
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_both_constraints(solver):
     result = solve(hand_problem(), latency_ms=17.0, memory_bytes=2000, solver=solver)
     assert result.status == 'optimal'
@@ -252,7 +258,7 @@ def tie_problem():
     })
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_infeasible_returns_smallest_configuration(solver):
     problem = tie_problem()
     # Only latency violated (min latency 1+4+2 = 7): least latency, ties by memory -> layer1@0.8.
@@ -276,7 +282,7 @@ def test_infeasible_returns_smallest_configuration(solver):
     assert solve(problem, memory_bytes=600, solver=solver).status == 'optimal'
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_shared_budget_follows_weights(solver):
     def model(name, weight):
         return ModelProblem(name, 0.8, weight=weight, frame_latency_ms=1.0, blocks={
@@ -312,7 +318,7 @@ def test_solver_objects_and_custom_pulp_command():
     assert solve(problem, 21.0, solver=PulpSolver(solver_cmd=pulp.PULP_CBC_CMD(msg=False))).choice() == expected
     assert solve(problem, 21.0, solver=PulpSolver(time_limit_s=10)).choice() == expected
     assert solve(problem, 21.0, solver=BruteForceSolver(max_combinations=9)).choice() == expected
-    assert set(SOLVERS) == {'pulp', 'brute_force'}
+    assert set(SOLVERS) == {'exact', 'pulp', 'brute_force'}
 
 
 def option(s=0.0, drop=0.0, lat=1.0, mem=10):
@@ -342,7 +348,7 @@ def test_invalid_problem(kwargs, match):
         ModelProblem(**fields)
 
 
-@pytest.mark.parametrize('solver', ['pulp', 'brute_force'])
+@pytest.mark.parametrize('solver', ['exact', 'pulp', 'brute_force'])
 def test_invalid_budgets_and_problem_lists(solver):
     problem = hand_problem()
     for budgets, match in (((-1.0, None), 'latency_ms must be'), ((None, -5), 'memory_bytes must be'),
@@ -357,7 +363,7 @@ def test_invalid_budgets_and_problem_lists(solver):
 
 
 def test_unknown_solver_and_invalid_solver_arguments():
-    with pytest.raises(ValueError, match=r"unknown solver 'gurobi'; known solvers: \['brute_force', 'pulp'\]"):
+    with pytest.raises(ValueError, match=r"unknown solver 'gurobi'; known solvers: \['brute_force', 'exact', 'pulp'\]"):
         solve(hand_problem(), solver='gurobi')
     with pytest.raises(ValueError, match='an object with a solve'):
         solve(hand_problem(), solver=object())

@@ -186,14 +186,15 @@ def _require_lego(model: Any) -> LegoDNN:
 
 
 def scale_model(model: LegoDNN, latency_ms: float | None = None, memory_mb: float | None = None,
-                solver: str = 'pulp') -> dict[str, Any]:
+                solver: str = 'exact') -> dict[str, Any]:
     """Chooses the descendants that maximise the estimated metric within the budget and switches them in.
 
     Args:
         model: A model from :func:`init_lego_model` with a bank.
         latency_ms: Latency budget in ms (None: unconstrained).
         memory_mb: Memory budget in MiB (None: unconstrained).
-        solver: The scaling optimizer's solver (``'pulp'`` or ``'brute_force'``).
+        solver: The scaling optimizer's solver: ``'exact'`` (default), ``'pulp'``
+            (LegoDNN's ILP through CBC) or ``'brute_force'``.
 
     Returns:
         ``selection`` (block -> sparsity now running), ``status`` (``'optimal'``, ``'feasible'`` or

@@ -136,7 +136,8 @@ class OnlineScalingHook(Hook):
         rescale_tolerance: Re-solve when the corrected latency estimate of the running configuration exceeds the
             latency budget by more than this (relative).
         rescale_drift: Re-solve when the online latency correction moved by more than this since the last solve.
-        solver: The scaling optimizer's solver (``'pulp'`` or ``'brute_force'``).
+        solver: The scaling optimizer's solver: ``'exact'`` (default), ``'pulp'``
+            (LegoDNN's ILP through CBC) or ``'brute_force'``.
         clock: Seconds as a float (for schedules; default :func:`time.monotonic`, injectable for tests).
 
     Attributes:
@@ -155,7 +156,7 @@ class OnlineScalingHook(Hook):
 
     def __init__(self, budget: Any = None, interval: int = 1, log_measured: bool = True, latency_repeats: int = 0,
                  latency_warmup: int = 1, rescale_tolerance: float = 0.02, rescale_drift: float = 0.1,
-                 solver: str = 'pulp', clock: Callable[[], float] | None = None) -> None:
+                 solver: str = 'exact', clock: Callable[[], float] | None = None) -> None:
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise ValueError(f'interval must be an integer >= 1 (val/test iterations), got {interval!r}')
         if not isinstance(latency_repeats, int) or latency_repeats < 0:

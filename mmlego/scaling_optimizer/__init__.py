@@ -11,7 +11,8 @@ Example:
 See :func:`solve` for the model of the problem, the shared budget of several models and the infeasible case.
 """
 from .problem import REL_TOL, TIE_TOL, BlockOption, ModelProblem, ScalingResult, budget_range
+from .exact import ExactSolver, PreparedProblems
 from .solvers import SOLVERS, BruteForceSolver, PulpSolver, Solver, solve
 
-__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'PulpSolver', 'BruteForceSolver', 'SOLVERS',
+__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'ExactSolver', 'PreparedProblems', 'PulpSolver', 'BruteForceSolver', 'SOLVERS',
            'solve', 'budget_range', 'REL_TOL', 'TIE_TOL']

@@ -21,11 +21,12 @@ from typing import Dict, List, Optional, Protocol, Sequence, Union, runtime_chec
 
 import pulp
 
+from .exact import ExactSolver
 from .problem import (ModelProblem, ScalingResult, Selection, as_problem_list, budget_slack, check_budget, fits,
                       infeasible_result, make_result, min_drop_selection, precheck_infeasible, sparsity_total,
                       tie_slack, totals, weighted_drop)
 
-__all__ = ['Solver', 'PulpSolver', 'BruteForceSolver', 'SOLVERS', 'solve']
+__all__ = ['Solver', 'ExactSolver', 'PulpSolver', 'BruteForceSolver', 'SOLVERS', 'solve']
 
 
 @runtime_checkable
@@ -268,7 +269,7 @@ class BruteForceSolver:
 
 
 #: Solver classes by the name :func:`solve` accepts.
-SOLVERS: Dict[str, type] = {'pulp': PulpSolver, 'brute_force': BruteForceSolver}
+SOLVERS: Dict[str, type] = {'exact': ExactSolver, 'pulp': PulpSolver, 'brute_force': BruteForceSolver}
 
 
 def _get_solver(solver: Union[str, Solver]) -> Solver:
@@ -283,7 +284,7 @@ def _get_solver(solver: Union[str, Solver]) -> Solver:
 
 
 def solve(problems: Union[ModelProblem, Sequence[ModelProblem]], latency_ms: Optional[float] = None,
-          memory_bytes: Optional[float] = None, solver: Union[str, Solver] = 'pulp') -> ScalingResult:
+          memory_bytes: Optional[float] = None, solver: Union[str, Solver] = 'exact') -> ScalingResult:
     """Choose one option per block of every model, maximising the (weighted) estimated metric within budgets.
 
     Models given together share the budgets: their latencies add up (they run one after another on one device)
@@ -305,8 +306,9 @@ def solve(problems: Union[ModelProblem, Sequence[ModelProblem]], latency_ms: Opt
         problems: One model, or several sharing the budgets (unique names).
         latency_ms: Budget on the total latency in ms; ``None`` (or ``inf``) for no constraint.
         memory_bytes: Budget on the total memory in bytes; ``None`` (or ``inf``) for no constraint.
-        solver: A name from :data:`SOLVERS` (``'pulp'``: exact ILP, default; ``'brute_force'``: enumeration)
-            or a solver object.
+        solver: A name from :data:`SOLVERS` (``'exact'``: prepared once per problem set, then frontier lookup or
+            branch and bound, default; ``'pulp'``: the ILP solved by CBC, LegoDNN's formulation and the
+            reference; ``'brute_force'``: enumeration) or a solver object.
 
     Returns:
         The :class:`ScalingResult`.

@@ -1,0 +1,303 @@
+"""Exact search for problems whose frontier is too large to build: breadth-first branch and bound.
+
+The blocks are assigned one at a time; every partial configuration (a "state") is extended by each option of the
+next block and kept only while it can still win:
+
+* each resource alone can still fit (the cheapest completion of that resource is within its budget);
+* its lower bound on the final drop does not exceed the incumbent's, or it might still tie the incumbent with
+  a lower total sparsity (the tie-break every solver applies). The bound is the state's drop plus the LP
+  relaxation of the remaining blocks under one surrogate constraint ``u1*latency + u2*memory <= what is left``
+  (either budget alone, or both combined with the Lagrangian multipliers of the root), which any configuration
+  within both budgets satisfies. Per block the LP walks the lower convex hull of its options from the one with
+  the least drop toward less resource; over the remaining blocks it takes the hull segments cheapest per unit
+  saved first, so the bound of every state is one interpolation in a precomputed piecewise-linear function;
+* no other state dominates it (at most as slow, as large, and at least as good), filtered when states pile up.
+
+The multipliers come from subgradient ascent on the Lagrangian dual, the incumbent from a beam search ranked by
+the same bound. Neither affects exactness, only how much is pruned.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .frontier import KEY_DECIMALS, OptionGroup, build_frontier, key_order, pareto_indices
+from .problem import budget_slack, tie_slack
+
+__all__ = ['branch_and_bound', 'SearchData', 'SearchTooLarge', 'block_budget']
+
+#: States above which the dominance filter runs on a layer (below it, the bound alone prunes cheaply).
+DOMINANCE_FROM = 20000
+
+
+class SearchTooLarge(RuntimeError):
+    """The search would keep more states than allowed; the caller falls back to another exact solver."""
+
+
+class _Padded:
+    """The groups as (blocks x options) arrays, short groups padded with copies of their last option."""
+
+    def __init__(self, groups: Sequence[OptionGroup]) -> None:
+        width = max(len(g) for g in groups)
+        pad = [np.minimum(np.arange(width), len(g) - 1) for g in groups]
+        self.count = np.array([len(g) for g in groups])
+        self.latency = np.stack([g.latency[p] for g, p in zip(groups, pad)])
+        self.memory = np.stack([g.memory[p] for g, p in zip(groups, pad)])
+        self.loss = np.stack([g.loss[p] for g, p in zip(groups, pad)])
+        self.sparsity = np.stack([g.sparsity[p] for g, p in zip(groups, pad)])
+
+        def suffix(values: np.ndarray) -> np.ndarray:  # sum over blocks k.. of the per-block minimum
+            return np.concatenate([np.cumsum(values.min(axis=1)[::-1])[::-1], [0.0]])
+
+        self.rest_latency = suffix(self.latency)
+        self.rest_memory = suffix(self.memory)
+        self.rest_loss = suffix(self.loss)
+        self.rest_sparsity = suffix(self.sparsity)
+
+
+def _dual(p: _Padded, multipliers: np.ndarray, budgets: np.ndarray) -> Tuple[float, np.ndarray]:
+    """The Lagrangian dual at ``multipliers`` (per unit of the budget-normalized resources) and a subgradient."""
+    scaled = multipliers / budgets
+    cost = p.loss + scaled[0] * p.latency + scaled[1] * p.memory
+    pick = cost.argmin(axis=1)
+    rows = np.arange(len(pick))
+    used = np.array([p.latency[rows, pick].sum(), p.memory[rows, pick].sum()]) / budgets
+    return float(cost[rows, pick].sum() - multipliers.sum()), used - 1.0
+
+
+def _multipliers(p: _Padded, budgets: np.ndarray, active: np.ndarray, target: Optional[float],
+                 iterations: int, start: np.ndarray) -> Tuple[np.ndarray, float]:
+    """Subgradient ascent (Polyak steps toward ``target`` when known) on the dual; the best point found."""
+    best, best_value = start.copy(), _dual(p, start, budgets)[0]
+    current = start.copy()
+    spread = float(p.loss.max() - p.loss.min()) * len(p.loss) or 1.0
+    for it in range(iterations):
+        value, gradient = _dual(p, current, budgets)
+        if value > best_value:
+            best, best_value = current.copy(), value
+        gradient = np.where(active, gradient, 0.0)
+        norm = float(gradient @ gradient)
+        if norm == 0.0:
+            break
+        gap = (target - value) if target is not None and target > value else spread / (it + 1)
+        current = np.maximum(0.0, current + gap / norm * gradient)
+    return best, best_value
+
+
+class _Layers:
+    """States of the search and the back-pointers that rebuild a configuration."""
+
+    def __init__(self) -> None:
+        self.parents: List[np.ndarray] = []
+        self.options: List[np.ndarray] = []
+
+    def push(self, parents: np.ndarray, options: np.ndarray) -> None:
+        self.parents.append(parents)
+        self.options.append(options)
+
+    def selection(self, state: int, counts: np.ndarray) -> List[int]:
+        picked = []
+        for parents, options in zip(reversed(self.parents), reversed(self.options)):
+            picked.append(int(options[state]))
+            state = int(parents[state])
+        picked.reverse()
+        return [min(i, c - 1) for i, c in zip(picked, counts)]
+
+
+def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tuple[float, float, int]]]:
+    """One block's LP: the least-drop option and the hull segments (cost saved, drop added, option reached) from
+    it toward less cost, cheapest per unit saved first."""
+    start = min(range(len(cost)), key=lambda i: (loss[i], cost[i]))
+    segments, at = [], start
+    while True:
+        best, best_slope = None, math.inf
+        for i in range(len(cost)):
+            if cost[i] < cost[at]:
+                slope = (loss[i] - loss[at]) / (cost[at] - cost[i])
+                if slope < best_slope or (slope == best_slope and cost[i] < cost[best]):
+                    best, best_slope = i, slope
+        if best is None:
+            return start, segments
+        segments.append((cost[at] - cost[best], loss[best] - loss[at], best))
+        at = best
+
+
+class _SurrogateBound:
+    """Per first remaining block ``k``, the LP minimum of ``objective`` (the drop, or the sparsity for the
+    tie-break) over blocks ``k..`` as a function of the surrogate cost left."""
+
+    def __init__(self, p: _Padded, weights: np.ndarray, objective: np.ndarray) -> None:
+        cost = weights[0] * p.latency + weights[1] * p.memory
+        blocks = len(cost)
+        self.weights = weights
+        self.cost = cost
+        self.base = np.zeros(blocks + 1)  # drop of the least-drop options of blocks k..
+        self.start = np.zeros(blocks + 1)  # their cost
+        self.saved: List[np.ndarray] = [np.zeros(1)] * (blocks + 1)
+        self.added: List[np.ndarray] = [np.zeros(1)] * (blocks + 1)
+        slopes, saved, added = np.zeros(0), np.zeros(0), np.zeros(0)
+        for k in reversed(range(blocks)):
+            count = int(p.count[k])
+            start, segments = _hull_segments(cost[k, :count].tolist(), objective[k, :count].tolist())
+            if segments:
+                ds, dl = np.array([segment[:2] for segment in segments]).T
+                slopes, saved, added = (np.concatenate([slopes, dl / ds]), np.concatenate([saved, ds]),
+                                        np.concatenate([added, dl]))
+                order = np.argsort(slopes, kind='stable')
+                slopes, saved, added = slopes[order], saved[order], added[order]
+            self.base[k] = self.base[k + 1] + objective[k, start]
+            self.start[k] = self.start[k + 1] + cost[k, start]
+            self.saved[k] = np.concatenate([[0.0], np.cumsum(saved)])
+            self.added[k] = np.concatenate([[0.0], np.cumsum(added)])
+
+    def __call__(self, k: int, left: np.ndarray) -> np.ndarray:
+        """Lower bound on the objective of blocks ``k..`` with surrogate cost ``left`` (``inf``: cannot fit)."""
+        need = np.maximum(self.start[k] - left, 0.0)
+        saved = self.saved[k]
+        bound = self.base[k] + np.interp(need, saved, self.added[k])
+        tolerance = 1e-9 * max(abs(self.start[k]), 1e-300)
+        return np.where(need > saved[-1] + tolerance, math.inf, bound)
+
+
+class _Relaxation:
+    """One resource relaxation: the LP bounds of the drop and of the sparsity under ``weights . (latency, memory)``."""
+
+    def __init__(self, p: _Padded, weights: np.ndarray) -> None:
+        self.weights = weights
+        self.loss = _SurrogateBound(p, weights, p.loss)
+        self.sparsity = _SurrogateBound(p, weights, p.sparsity)
+
+    def left(self, latency_left: float, memory_left: float) -> float:
+        return sum(w * left for w, left in zip(self.weights, (latency_left, memory_left)) if w)
+
+
+class SearchData:
+    """What the search needs of a set of groups, prepared once: padded arrays and the single-resource bounds."""
+
+    def __init__(self, groups: Sequence[OptionGroup], max_options: int = 48) -> None:
+        # Consecutive blocks merged into one group while their joint frontier stays small: fewer, wider layers
+        # (the per-layer cost is mostly fixed overhead), the same LP bound (hulls add up).
+        self.members: List[Tuple[int, np.ndarray]] = []  # merged group -> (first block, choice per option)
+        merged: List[OptionGroup] = []
+        first = 0
+        while first < len(groups):
+            end = first + 1
+            frontier = build_frontier(groups[first:end], max_points=10 ** 9)
+            while end < len(groups):
+                wider = build_frontier(groups[first:end + 1], max_points=max_options * len(groups[end]))
+                if wider is None or len(wider) > max_options:
+                    break
+                frontier, end = wider, end + 1
+            merged.append(OptionGroup(frontier.latency, frontier.memory, frontier.loss, frontier.sparsity,
+                                      np.arange(len(frontier))))
+            self.members.append((first, frontier.choice))
+            first = end
+        self.padded = _Padded(merged)
+        self.by_latency = _Relaxation(self.padded, np.array([1.0, 0.0]))
+        self.by_memory = _Relaxation(self.padded, np.array([0.0, 1.0]))
+
+    def positions(self, merged: Sequence[int]) -> List[int]:
+        """Per block, the position of its option, from the chosen option of every merged group."""
+        return [int(i) for (_, choice), option in zip(self.members, merged) for i in choice[option]]
+
+    def relaxations(self, latency_left: float, memory_left: float) -> List[_Relaxation]:
+        """The bounds for a budget pair: each finite budget alone, and both combined by the root's multipliers."""
+        found = []
+        if math.isfinite(latency_left):
+            found.append(self.by_latency)
+        if math.isfinite(memory_left):
+            found.append(self.by_memory)
+        if len(found) == 2:
+            budgets = np.maximum(np.array([latency_left, memory_left]), 1e-300)
+            multipliers, _ = _multipliers(self.padded, budgets, np.ones(2, dtype=bool), None, 20, np.zeros(2))
+            weights = multipliers / budgets
+            if np.all(weights > 0):  # with one multiplier at zero the combination is one of the two above
+                found.append(_Relaxation(self.padded, weights))
+        return found
+
+
+def _search(data: SearchData, latency_left: float, memory_left: float, relaxations: Sequence[_Relaxation],
+            incumbent: Optional[Tuple[float, float]], beam: Optional[int],
+            max_states: int) -> Optional[Tuple[float, float, List[int]]]:
+    """One breadth-first pass: exact (``beam=None``) or keeping the ``beam`` best-bounded states per layer."""
+    p = data.padded
+    lefts = [r.left(latency_left, memory_left) for r in relaxations]
+    latency = memory = loss = sparsity = np.zeros(1)
+    costs = [np.zeros(1) for _ in relaxations]
+    layers = _Layers()
+    width = p.latency.shape[1]
+    for k in range(len(p.loss)):
+        n = len(loss)
+        latency = (latency[:, None] + p.latency[k]).ravel()
+        memory = (memory[:, None] + p.memory[k]).ravel()
+        loss = (loss[:, None] + p.loss[k]).ravel()
+        sparsity = (sparsity[:, None] + p.sparsity[k]).ravel()
+        costs = [(c[:, None] + r.loss.cost[k]).ravel() for c, r in zip(costs, relaxations)]
+        parents, options = np.repeat(np.arange(n), width), np.tile(np.arange(width), n)
+        keep = (latency + p.rest_latency[k + 1] <= latency_left) & (memory + p.rest_memory[k + 1] <= memory_left)
+        keep &= options < p.count[k]  # padding copies add nothing
+        rest_loss = rest_sparsity = np.zeros(len(loss))
+        for relaxation, cost, left in zip(relaxations, costs, lefts):
+            rest_loss = np.maximum(rest_loss, relaxation.loss(k + 1, left - cost))
+            rest_sparsity = np.maximum(rest_sparsity, relaxation.sparsity(k + 1, left - cost))
+        bound, sparsity_bound = loss + rest_loss, sparsity + rest_sparsity
+        keep &= np.isfinite(bound)
+        if incumbent is not None:
+            best_loss, best_sparsity = incumbent
+            slack = tie_slack(best_loss) + 1e-12 * max(abs(best_loss), 1.0)
+            better = bound < best_loss - slack
+            tie = (bound <= best_loss + slack) & (sparsity_bound < best_sparsity - 1e-9)
+            keep &= better | tie
+        index = np.flatnonzero(keep)
+        if beam is not None and len(index) > beam:  # best bound first; on equal bounds, the least resources used
+            used = np.zeros(len(index))
+            for total, left in ((latency, latency_left), (memory, memory_left)):
+                if math.isfinite(left) and left > 0:
+                    used += total[index] / left
+            index = index[np.lexsort((used, sparsity_bound[index], bound[index]))[:beam]]
+        elif len(index) > DOMINANCE_FROM:
+            index = index[pareto_indices(latency[index], memory[index], loss[index], sparsity[index])]
+        if len(index) > max_states:
+            raise SearchTooLarge(f'{len(index)} states after block {k}')
+        if not len(index):
+            return None
+        latency, memory, loss, sparsity = latency[index], memory[index], loss[index], sparsity[index]
+        costs = [c[index] for c in costs]
+        layers.push(parents[index], options[index])
+    best = int(key_order(latency, memory, loss, sparsity)[0])
+    return float(loss[best]), float(sparsity[best]), layers.selection(best, p.count)
+
+
+def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, beam: int = 64,
+                     max_states: int = 200_000) -> Optional[List[int]]:
+    """The best configuration within the block budgets (``inf``: none), or ``None`` if none fits.
+
+    Args:
+        data: The :class:`SearchData` of the groups (one per block, in a fixed order).
+        latency_left: Latency budget left for the blocks (budget plus tolerance minus the frames).
+        memory_left: Memory budget left for the blocks.
+        beam: Width of the beam search that finds the first incumbent.
+        max_states: States per layer beyond which :class:`SearchTooLarge` is raised.
+
+    Returns:
+        Per group the position of the chosen option in the group, or ``None`` if no configuration fits.
+    """
+    relaxations = data.relaxations(latency_left, memory_left)
+    found = _search(data, latency_left, memory_left, relaxations, None, beam, max_states)
+    incumbent = None if found is None else found[:2]
+    exact = _search(data, latency_left, memory_left, relaxations, incumbent, None, max_states)
+    if exact is None:
+        return None if found is None else data.positions(found[2])
+    if found is not None and (round(found[0], KEY_DECIMALS), round(found[1], KEY_DECIMALS)) <= \
+            (round(exact[0], KEY_DECIMALS), round(exact[1], KEY_DECIMALS)):
+        return data.positions(found[2])
+    return data.positions(exact[2])
+
+
+def block_budget(budget: Optional[float], frame: float) -> float:
+    """A budget as left for the blocks: with the tolerance of :func:`~.problem.fits`, minus the frames."""
+    if budget is None:
+        return math.inf
+    return budget + budget_slack(budget) - frame
