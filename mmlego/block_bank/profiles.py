@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..scaling_optimizer import BlockOption, ModelProblem
 
@@ -110,30 +110,45 @@ def problem_from_bank(bank: 'BlockBank', name: str = 'model', weight: float = 1.
     Raises:
         ValueError: A profile is missing (names the stage that fills it).
     """
-    profiles = bank.profiles
+    return problem_from_profiles(bank.profiles, [spec.name for spec in bank.blocks], bank.sparsities, name=name,
+                                 weight=weight, latency_scale=latency_scale)
+
+
+def problem_from_profiles(profiles: BankProfiles, blocks: Sequence[str], sparsities: Sequence[float],
+                          name: str = 'model', weight: float = 1.0, latency_scale: float = 1.0) -> ModelProblem:
+    """The scaling problem from profiles alone (no bank, no model): see :func:`problem_from_bank`.
+
+    Args:
+        profiles: Fully filled profiles (e.g. ``BankProfiles.from_dict(manifest['profiles'])``).
+        blocks: Block names in the bank's order.
+        sparsities: The bank's sparsities.
+
+    Raises:
+        ValueError: A profile is missing (names the stage that fills it).
+    """
     missing = [what for what, value in (('teacher metric (accuracy profiling)', profiles.teacher_metric),
                                         ('model memory (cost profiling)', profiles.model_memory_bytes),
                                         ('model latency (latency profiling)', profiles.model_latency_ms))
                if value is None]
-    blocks: dict[str, list[BlockOption]] = {}
+    options_of: dict[str, list[BlockOption]] = {}
     block_latency = block_memory = 0.0
-    for spec in bank.blocks:
+    for block in blocks:
         options = []
-        for sparsity in bank.sparsities:
-            profile = profiles.get(spec.name, sparsity)
+        for sparsity in sparsities:
+            profile = profiles.get(block, sparsity)
             if None in (profile.accuracy_drop, profile.memory_bytes, profile.latency_ms):
-                missing.append(f'{spec.name}@{sparsity:g}')
+                missing.append(f'{block}@{sparsity:g}')
                 continue
             options.append(BlockOption(sparsity=sparsity, accuracy_drop=float(profile.accuracy_drop),
                                        latency_ms=float(profile.latency_ms) * latency_scale,
                                        memory_bytes=int(profile.memory_bytes)))
-        blocks[spec.name] = options
-        original = profiles.get(spec.name, 0.0)
+        options_of[block] = options
+        original = profiles.get(block, 0.0)
         block_latency += (original.latency_ms or 0.0) * latency_scale
         block_memory += original.memory_bytes or 0
     if missing:
         raise ValueError(f'the bank is not fully profiled, missing: {", ".join(missing[:6])}'
                          f'{" ..." if len(missing) > 6 else ""}; run accuracy and cost profiling first')
-    return ModelProblem(name=name, teacher_metric=float(profiles.teacher_metric), blocks=blocks,
+    return ModelProblem(name=name, teacher_metric=float(profiles.teacher_metric), blocks=options_of,
                         frame_latency_ms=max(0.0, profiles.model_latency_ms * latency_scale - block_latency),
                         frame_memory_bytes=max(0, int(profiles.model_memory_bytes - block_memory)), weight=weight)
