@@ -176,7 +176,7 @@ class _Relaxation:
 class SearchData:
     """What the search needs of a set of groups, prepared once: padded arrays and the single-resource bounds."""
 
-    def __init__(self, groups: Sequence[OptionGroup], max_options: int = 48) -> None:
+    def __init__(self, groups: Sequence[OptionGroup], max_options: int = 24) -> None:
         # Consecutive blocks merged into one group while their joint frontier stays small: fewer, wider layers
         # (the per-layer cost is mostly fixed overhead), the same LP bound (hulls add up).
         self.members: List[Tuple[int, np.ndarray]] = []  # merged group -> (first block, choice per option)
@@ -227,50 +227,58 @@ def _search(data: SearchData, latency_left: float, memory_left: float, relaxatio
     latency = memory = loss = sparsity = np.zeros(1)
     costs = [np.zeros(1) for _ in relaxations]
     layers = _Layers()
-    width = p.latency.shape[1]
     for k in range(len(p.loss)):
-        n = len(loss)
-        latency = (latency[:, None] + p.latency[k]).ravel()
-        memory = (memory[:, None] + p.memory[k]).ravel()
-        loss = (loss[:, None] + p.loss[k]).ravel()
-        sparsity = (sparsity[:, None] + p.sparsity[k]).ravel()
-        costs = [(c[:, None] + r.loss.cost[k]).ravel() for c, r in zip(costs, relaxations)]
-        parents, options = np.repeat(np.arange(n), width), np.tile(np.arange(width), n)
-        keep = (latency + p.rest_latency[k + 1] <= latency_left) & (memory + p.rest_memory[k + 1] <= memory_left)
-        keep &= options < p.count[k]  # padding copies add nothing
-        rest_loss = rest_sparsity = np.zeros(len(loss))
-        for relaxation, cost, left in zip(relaxations, costs, lefts):
-            rest_loss = np.maximum(rest_loss, relaxation.loss(k + 1, left - cost))
-            rest_sparsity = np.maximum(rest_sparsity, relaxation.sparsity(k + 1, left - cost))
-        bound, sparsity_bound = loss + rest_loss, sparsity + rest_sparsity
-        keep &= np.isfinite(bound)
-        if incumbent is not None:
-            best_loss, best_sparsity = incumbent
-            slack = tie_slack(best_loss) + 1e-12 * max(abs(best_loss), 1.0)
-            better = bound < best_loss - slack
-            tie = (bound <= best_loss + slack) & (sparsity_bound < best_sparsity - 1e-9)
-            keep &= better | tie
-        index = np.flatnonzero(keep)
+        # Cheap tests on every extension first (resources alone), the bounds only on the survivors.
+        count = int(p.count[k])
+        fits = ((latency[:, None] + p.latency[k, :count] + p.rest_latency[k + 1] <= latency_left)
+                & (memory[:, None] + p.memory[k, :count] + p.rest_memory[k + 1] <= memory_left))
+        parents, options = np.nonzero(fits)
+        if not len(parents):
+            return None
+        new_loss = loss[parents] + p.loss[k, options]
+        new_sparsity = sparsity[parents] + p.sparsity[k, options]
+        new_costs = [c[parents] + r.loss.cost[k, options] for c, r in zip(costs, relaxations)]
+        bound, sparsity_bound = new_loss.copy(), new_sparsity.copy()
+        alive = np.arange(len(parents))
+        for relaxation, cost, left in zip(relaxations, new_costs, lefts):
+            rest = relaxation.loss(k + 1, left - cost[alive])
+            bound[alive] = np.maximum(bound[alive], new_loss[alive] + rest)
+            rest_sparsity = relaxation.sparsity(k + 1, left - cost[alive])
+            sparsity_bound[alive] = np.maximum(sparsity_bound[alive], new_sparsity[alive] + rest_sparsity)
+            keep = np.isfinite(bound[alive])
+            if incumbent is not None:
+                best_loss, best_sparsity = incumbent
+                slack = tie_slack(best_loss) + 1e-12 * max(abs(best_loss), 1.0)
+                b, sb = bound[alive], sparsity_bound[alive]
+                keep &= (b < best_loss - slack) | ((b <= best_loss + slack) & (sb < best_sparsity - 1e-9))
+            alive = alive[keep]
+            if not len(alive):
+                return None
+        index = alive
         if beam is not None and len(index) > beam:  # best bound first; on equal bounds, the least resources used
             used = np.zeros(len(index))
-            for total, left in ((latency, latency_left), (memory, memory_left)):
+            for parent_total, step, left in ((latency, p.latency, latency_left), (memory, p.memory, memory_left)):
                 if math.isfinite(left) and left > 0:
-                    used += total[index] / left
+                    used += (parent_total[parents[index]] + step[k, options[index]]) / left
             index = index[np.lexsort((used, sparsity_bound[index], bound[index]))[:beam]]
-        elif len(index) > DOMINANCE_FROM:
-            index = index[pareto_indices(latency[index], memory[index], loss[index], sparsity[index])]
-        if len(index) > max_states:
-            raise SearchTooLarge(f'{len(index)} states after block {k}')
-        if not len(index):
-            return None
-        latency, memory, loss, sparsity = latency[index], memory[index], loss[index], sparsity[index]
-        costs = [c[index] for c in costs]
-        layers.push(parents[index], options[index])
+        latency = latency[parents[index]] + p.latency[k, options[index]]
+        memory = memory[parents[index]] + p.memory[k, options[index]]
+        loss, sparsity = new_loss[index], new_sparsity[index]
+        costs = [c[index] for c in new_costs]
+        parents, options = parents[index], options[index]
+        if beam is None and len(loss) > DOMINANCE_FROM:
+            kept = pareto_indices(latency, memory, loss, sparsity)
+            latency, memory, loss, sparsity = latency[kept], memory[kept], loss[kept], sparsity[kept]
+            costs = [c[kept] for c in costs]
+            parents, options = parents[kept], options[kept]
+        if len(loss) > max_states:
+            raise SearchTooLarge(f'{len(loss)} states after block {k}')
+        layers.push(parents, options)
     best = int(key_order(latency, memory, loss, sparsity)[0])
     return float(loss[best]), float(sparsity[best]), layers.selection(best, p.count)
 
 
-def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, beam: int = 64,
+def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, beam: int = 8,
                      max_states: int = 200_000) -> Optional[List[int]]:
     """The best configuration within the block budgets (``inf``: none), or ``None`` if none fits.
 
