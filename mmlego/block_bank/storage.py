@@ -140,13 +140,21 @@ class MappedDescendant(Descendant):
         return self._on
 
     def materialize(self, device: torch.device | str | None = None) -> BlockModule:
-        """Copies its tensors from the mapping to ``device`` (default :attr:`device`); returns the module."""
+        """Puts its tensors on ``device`` (default :attr:`device`); returns the module.
+
+        On the CPU the module runs on the mapped views themselves (zero-copy: a switch swaps pointers, the pages
+        come in from the page cache at the first forward; writes stay in the private mapping); elsewhere the
+        tensors are copied from the mapping to the device.
+        """
         device = normalize_device(device if device is not None else self.device)
         if self._stamp is not None:
             if self._on == device:
                 return self._module
             self.release()
-        self._slots.set({name: view.to(device, copy=True) for name, view in self._views.items()})
+        if device.type == 'cpu':
+            self._slots.set(self._views)
+        else:
+            self._slots.set({name: view.to(device, copy=True) for name, view in self._views.items()})
         self._stamp, self._on = self._slots.stamp(), device
         return self._module
 

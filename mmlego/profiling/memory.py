@@ -4,10 +4,12 @@
 optimizer's ``memory_mb`` budget bounds); this module measures. On a GPU, :func:`resident_device_bytes` is
 ``torch.cuda.memory_allocated``. On the CPU it adds the distinct tensor storages (deduplicated by their data
 pointer) reachable from the live model and the modules given besides (those a :class:`~mmlego.block_switcher
-.BlockSwitcher` keeps materialized off the model: ``switcher.held_modules()``). Storages inside a private file-backed
-memory mapping (what ``safetensors.safe_open`` and ``torch.load(..., mmap=True, weights_only=True)`` create, found
-in ``/proc/self/maps``) do not count: they are a file's pages, read on demand and dropped by the kernel at will, not tensors materialized in
-memory; a bank's released descendants and the teacher's spilled blocks are such views.
+.BlockSwitcher` keeps materialized off the model: ``switcher.held_modules()``). The live model's storages count even
+when they are views of a file mapping (on the CPU a switched-in descendant runs zero-copy on the bank file's pages:
+every forward touches them, so they are resident). Off the model, storages inside a private file-backed mapping
+(what ``safetensors.safe_open`` and ``torch.load(..., mmap=True, weights_only=True)`` create, found in
+``/proc/self/maps``) do not count: they are a file's pages, read on demand and dropped by the kernel at will; a
+bank's unused descendants and the teacher's spilled blocks are such views.
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ def resident_device_bytes(model: nn.Module, extra_modules: Iterable[nn.Module] =
     Returns:
         CUDA: ``torch.cuda.memory_allocated(device)`` (everything allocated there, activations included). Other
         devices: the bytes of the distinct storages on ``device`` of the parameters and buffers of ``model`` and
-        ``extra_modules``, without memory-mapped ones (CPU).
+        ``extra_modules``, without the memory-mapped ones of ``extra_modules`` (CPU).
     """
     device = torch.device(device) if device is not None else _device_of(model)
     if device.type == 'cuda':
@@ -80,6 +82,7 @@ def resident_device_bytes(model: nn.Module, extra_modules: Iterable[nn.Module] =
     seen: set[int] = set()
     total = 0
     for module in itertools.chain((model,), extra_modules):
+        in_model = module is model
         for tensor in itertools.chain(module.parameters(), module.buffers()):
             if not _same_device(tensor.device, device):
                 continue
@@ -88,7 +91,7 @@ def resident_device_bytes(model: nn.Module, extra_modules: Iterable[nn.Module] =
             if pointer in seen or storage.nbytes() == 0:
                 continue
             seen.add(pointer)
-            if not _inside(pointer, ranges, starts):
+            if in_model or not _inside(pointer, ranges, starts):
                 total += storage.nbytes()
     return total
 
