@@ -69,7 +69,8 @@ def summary(results: dict) -> str:
                   '| figure | value | target |', '|---|---|---|',
                   f"| switch (file-backed bank, page-in included), median / p95 | {s['ours_median_ms']:.2f} / "
                   f"{s['ours_p95_ms']:.2f} ms | |",
-                  f"| composite state_dict from disk into a built model, median | {s['state_dict_median_ms']:.1f} ms | |",
+                  f"| composite state_dict from disk into a built model, median | {s['state_dict_median_ms']:.1f} ms "
+                  "| |",
                   f"| speedup vs state_dict load | {s['speedup_vs_state_dict']:.1f}x | >= 50x (>= 20x with page-in): "
                   f"{_mark(s['speedup_vs_state_dict'] >= 20)} |",
                   f"| LegoDNN's way (changed blocks from their files), median | {s['legodnn_median_ms']:.1f} ms "

@@ -37,7 +37,8 @@ def test_cbc_baseline_finds_the_brute_force_optimum():
 
 def test_measure_instance_checks_every_answer():
     rng = random.Random(2)
-    problems = [selection.random_problem(rng, 4, 'structured', 'a'), selection.random_problem(rng, 3, 'structured', 'b')]
+    problems = [selection.random_problem(rng, 4, 'structured', 'a'),
+                selection.random_problem(rng, 3, 'structured', 'b')]
     measured = selection.measure_instance(problems, selection.draw_budgets(problems, rng, 6), brute=True)
     assert measured['worse'] == 0 and measured['fallbacks'] == 0
     assert len(measured['ours_ms']) == len(measured['cbc_ms']) == 6

@@ -14,5 +14,5 @@ from .problem import REL_TOL, TIE_TOL, BlockOption, ModelProblem, ScalingResult,
 from .exact import ExactSolver, PreparedProblems
 from .solvers import SOLVERS, BruteForceSolver, PulpSolver, Solver, solve
 
-__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'ExactSolver', 'PreparedProblems', 'PulpSolver', 'BruteForceSolver', 'SOLVERS',
-           'solve', 'budget_range', 'REL_TOL', 'TIE_TOL']
+__all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'ExactSolver', 'PreparedProblems', 'PulpSolver',
+           'BruteForceSolver', 'SOLVERS', 'solve', 'budget_range', 'REL_TOL', 'TIE_TOL']

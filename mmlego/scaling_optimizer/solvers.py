@@ -1,4 +1,7 @@
-"""Solvers of the scaling problem: an exact ILP through pulp (default) and an exhaustive reference.
+"""Solvers of the scaling problem: the exact ILP through pulp (LegoDNN's, the reference) and an exhaustive one.
+
+The default, ``'exact'``, lives in :mod:`.exact` (prepared once per problem set, then frontier lookup or branch
+and bound); this module holds the references and :func:`solve`.
 
 The problem is a multiple-choice knapsack with up to two resources. With a binary ``x[m, b, s]`` per model ``m``,
 block ``b`` and option ``s``::
