@@ -62,7 +62,6 @@ def _dir_bytes(directory: str) -> int:
 
 def run(quick: bool = False, seed: int = 0) -> dict:
     rng = random.Random(seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         bank_dir = osp.join(tmp, 'bank')
         model, x, bank, build_s = _model_and_bank(bank_dir)

@@ -15,7 +15,7 @@ from ..block_bank import BlockBank, problem_from_bank
 from ..block_switcher import BlockSwitcher
 from ..latency_estimation import BlockTimer, BlockTiming, LatencyCorrection
 from ..registry import MODELS
-from ..scaling_optimizer import ExactSolver, PreparedProblems, ScalingResult, solve
+from ..scaling_optimizer import ModelProblem, ScalingResult, solve
 from .tensor_path import TENSOR_PATHS
 
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
@@ -72,7 +72,7 @@ class LegoDNN(BaseModel):
         self.last_result: ScalingResult | None = None
         self._budget: dict[str, Any] | None = None  # the budget of the last scale(), for rescale_if_needed
         self._solved_ratio = 1.0
-        self._prepared: PreparedProblems | None = None  # the bank's scaling problem, prepared once (unscaled)
+        self._problem: ModelProblem | None = None  # the bank's scaling problem, latencies as profiled
         self._bank_dir = bank
         self._register_load_state_dict_pre_hook(self._accept_teacher_checkpoint)
 
@@ -101,7 +101,7 @@ class LegoDNN(BaseModel):
         if not isinstance(bank, BlockBank):
             bank = BlockBank.load(bank, self.architecture)
         self.bank = bank
-        self._prepared = None
+        self._problem = None
         self.tensor_path = bank.meta.get('tensor_path', self.tensor_path)
         self.switcher = BlockSwitcher(self.architecture, bank)
         self.timer = None
@@ -177,15 +177,13 @@ class LegoDNN(BaseModel):
         ratio = self.latency_ratio
         scale = self.latency_scale * ratio
         memory = None if memory_mb is None else memory_mb * 2 ** 20
-        if solver == 'exact':  # the problem prepared once per bank; the latency scale moves the budget instead
-            if self._prepared is None:
-                self._prepared = ExactSolver().prepare(problem_from_bank(bank))
-            result = self._prepared.solve(latency_ms=None if latency_ms is None else latency_ms / scale,
-                                          memory_bytes=memory)
-            result.latency_ms = {name: value * scale for name, value in result.latency_ms.items()}
-        else:
-            problem = problem_from_bank(bank, latency_scale=scale)
-            result = solve(problem, latency_ms=latency_ms, memory_bytes=memory, solver=solver)
+        # The bank's problem stays as profiled (the 'exact' solver prepares it once); the latency scale moves the
+        # budget instead, and the result's latencies are scaled back.
+        if self._problem is None:
+            self._problem = problem_from_bank(bank)
+        result = solve(self._problem, latency_ms=None if latency_ms is None else latency_ms / scale,
+                       memory_bytes=memory, solver=solver)
+        result.latency_ms = {name: value * scale for name, value in result.latency_ms.items()}
         if result.status == 'infeasible':
             print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
                       f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '

@@ -53,8 +53,6 @@ class _Padded:
 
         self.rest_latency = suffix(self.latency)
         self.rest_memory = suffix(self.memory)
-        self.rest_loss = suffix(self.loss)
-        self.rest_sparsity = suffix(self.sparsity)
 
 
 def _dual(p: _Padded, multipliers: np.ndarray, budgets: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -67,23 +65,20 @@ def _dual(p: _Padded, multipliers: np.ndarray, budgets: np.ndarray) -> Tuple[flo
     return float(cost[rows, pick].sum() - multipliers.sum()), used - 1.0
 
 
-def _multipliers(p: _Padded, budgets: np.ndarray, active: np.ndarray, target: Optional[float],
-                 iterations: int, start: np.ndarray) -> Tuple[np.ndarray, float]:
-    """Subgradient ascent (Polyak steps toward ``target`` when known) on the dual; the best point found."""
-    best, best_value = start.copy(), _dual(p, start, budgets)[0]
-    current = start.copy()
+def _multipliers(p: _Padded, budgets: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """Subgradient ascent with diminishing steps on the dual; the best multipliers found."""
+    best = current = np.zeros(2)
+    best_value = _dual(p, best, budgets)[0]
     spread = float(p.loss.max() - p.loss.min()) * len(p.loss) or 1.0
     for it in range(iterations):
         value, gradient = _dual(p, current, budgets)
         if value > best_value:
             best, best_value = current.copy(), value
-        gradient = np.where(active, gradient, 0.0)
         norm = float(gradient @ gradient)
         if norm == 0.0:
             break
-        gap = (target - value) if target is not None and target > value else spread / (it + 1)
-        current = np.maximum(0.0, current + gap / norm * gradient)
-    return best, best_value
+        current = np.maximum(0.0, current + spread / (it + 1) / norm * gradient)
+    return best
 
 
 class _Layers:
@@ -97,18 +92,17 @@ class _Layers:
         self.parents.append(parents)
         self.options.append(options)
 
-    def selection(self, state: int, counts: np.ndarray) -> List[int]:
+    def selection(self, state: int) -> List[int]:
         picked = []
         for parents, options in zip(reversed(self.parents), reversed(self.options)):
             picked.append(int(options[state]))
             state = int(parents[state])
-        picked.reverse()
-        return [min(i, c - 1) for i, c in zip(picked, counts)]
+        return picked[::-1]
 
 
-def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tuple[float, float, int]]]:
-    """One block's LP: the least-drop option and the hull segments (cost saved, drop added, option reached) from
-    it toward less cost, cheapest per unit saved first."""
+def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tuple[float, float]]]:
+    """One block's LP: the least-drop option and the hull segments (cost saved, drop added) from it toward less
+    cost, cheapest per unit saved first."""
     start = min(range(len(cost)), key=lambda i: (loss[i], cost[i]))
     segments, at = [], start
     while True:
@@ -120,7 +114,7 @@ def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tupl
                     best, best_slope = i, slope
         if best is None:
             return start, segments
-        segments.append((cost[at] - cost[best], loss[best] - loss[at], best))
+        segments.append((cost[at] - cost[best], loss[best] - loss[at]))
         at = best
 
 
@@ -142,7 +136,7 @@ class _SurrogateBound:
             count = int(p.count[k])
             start, segments = _hull_segments(cost[k, :count].tolist(), objective[k, :count].tolist())
             if segments:
-                ds, dl = np.array([segment[:2] for segment in segments]).T
+                ds, dl = np.array(segments).T
                 slopes, saved, added = (np.concatenate([slopes, dl / ds]), np.concatenate([saved, ds]),
                                         np.concatenate([added, dl]))
                 order = np.argsort(slopes, kind='stable')
@@ -190,8 +184,7 @@ class SearchData:
                 if wider is None or len(wider) > max_options:
                     break
                 frontier, end = wider, end + 1
-            merged.append(OptionGroup(frontier.latency, frontier.memory, frontier.loss, frontier.sparsity,
-                                      np.arange(len(frontier))))
+            merged.append(frontier.as_group())
             self.members.append((first, frontier.choice))
             first = end
         self.padded = _Padded(merged)
@@ -211,8 +204,7 @@ class SearchData:
             found.append(self.by_memory)
         if len(found) == 2:
             budgets = np.maximum(np.array([latency_left, memory_left]), 1e-300)
-            multipliers, _ = _multipliers(self.padded, budgets, np.ones(2, dtype=bool), None, 20, np.zeros(2))
-            weights = multipliers / budgets
+            weights = _multipliers(self.padded, budgets) / budgets
             if np.all(weights > 0):  # with one multiplier at zero the combination is one of the two above
                 found.append(_Relaxation(self.padded, weights))
         return found
@@ -275,7 +267,7 @@ def _search(data: SearchData, latency_left: float, memory_left: float, relaxatio
             raise SearchTooLarge(f'{len(loss)} states after block {k}')
         layers.push(parents, options)
     best = int(key_order(latency, memory, loss, sparsity)[0])
-    return float(loss[best]), float(sparsity[best]), layers.selection(best, p.count)
+    return float(loss[best]), float(sparsity[best]), layers.selection(best)
 
 
 def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, beam: int = 8,

@@ -4,7 +4,7 @@ The online problem of a bank changes only its budgets. :class:`PreparedProblems`
 not depend on them once: per block it drops the options another option of the same block dominates, and it builds
 the frontier of non-dominated configurations (:mod:`.frontier`) when that stays small (real banks: tens to a few
 thousand points). A budget is then a vectorized lookup. When the frontier would be too large (many blocks, or
-several models under one budget), each budget is solved by branch and bound with a Lagrangian bound
+several models under one budget), each budget is solved by branch and bound with LP bounds
 (:mod:`.branch_and_bound`); if even that would keep too many states, by the PuLP/CBC reference. Every answer is
 exact, with the tolerances and the tie-break of :mod:`.problem`.
 """
@@ -65,16 +65,13 @@ class PreparedProblems:
         self._frontier: Optional[Frontier] = None
         self._frontier_tried = False
         self._search_data: Optional[tuple] = None  # (SearchData, positions -> per-block positions)
-        self.build_time_s = 0.0
 
     @property
     def frontier(self) -> Optional[Frontier]:
         """The frontier of non-dominated configurations, built on first use; ``None`` if too large."""
         if not self._frontier_tried:
-            start = time.perf_counter()
             self._frontier = build_frontier(self.groups, self.max_frontier)
             self._frontier_tried = True
-            self.build_time_s = time.perf_counter() - start
         return self._frontier
 
     def _prepare_search(self) -> tuple:
@@ -88,7 +85,7 @@ class PreparedProblems:
                 frontiers.append(frontier)
                 start += count
             if all(f is not None for f in frontiers):
-                groups = [OptionGroup(f.latency, f.memory, f.loss, f.sparsity, np.arange(len(f))) for f in frontiers]
+                groups = [f.as_group() for f in frontiers]
 
                 def expand(positions: Sequence[int]) -> List[int]:
                     return [int(i) for f, position in zip(frontiers, positions) for i in f.choice[position]]
@@ -120,11 +117,12 @@ class PreparedProblems:
         memory_left = block_budget(memory_bytes, self.frame_memory)
         frontier = self.frontier
         if frontier is not None:
-            for point in frontier.candidates(latency_left, memory_left):
+            candidates = frontier.candidates(latency_left, memory_left)
+            for point in candidates:
                 selection = self._selection(frontier.choice[point])
                 if self._fits(selection, latency_ms, memory_bytes):  # exact totals decide, not the float sums
                     return make_result(self.problems, selection, 'optimal', ExactSolver.name, start)
-            if not len(frontier.candidates(latency_left, memory_left)):
+            if not len(candidates):
                 return infeasible_result(self.problems, latency_ms, memory_bytes, ExactSolver.name, start)
         else:
             unconstrained = self._selection([int(np.lexsort((g.sparsity, g.loss))[0]) for g in self.groups])

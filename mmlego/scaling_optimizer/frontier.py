@@ -81,6 +81,10 @@ class Frontier:
     def __len__(self) -> int:
         return len(self.latency)
 
+    def as_group(self) -> OptionGroup:
+        """The frontier as the options of one group (positions as indices; ``choice`` maps them back)."""
+        return OptionGroup(self.latency, self.memory, self.loss, self.sparsity, np.arange(len(self)))
+
     def candidates(self, latency_budget: float, memory_budget: float, limit: int = 4) -> np.ndarray:
         """Up to ``limit`` positions of points within both budgets (block totals), best first."""
         within = (self.latency <= latency_budget) & (self.memory <= memory_budget)
