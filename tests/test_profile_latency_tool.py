@@ -36,6 +36,11 @@ def test_measure_copy_apply(workspace, tmp_path, monkeypatch):
              '--repeats', '2', '--warmup', '1', cwd=workspace)
     measured = json.loads(table.read_text())
     assert measured['model_latency_ms'] > 0
+    # the legodnn config of the same teacher names the same model (its architecture): same fingerprint, no error
+    lego_table = tmp_path / 'lego_table.json'
+    run_tool('profile_latency.py', str(CONFIGS / 'action/tsn/tsn_r18_legodnn_synthaction.py'), str(bank_dir),
+             '--checkpoint', str(checkpoint), '--out', str(lego_table), '--repeats', '2', '--warmup', '1', cwd=workspace)
+    assert json.loads(lego_table.read_text())['teacher_fingerprint'] == measured['teacher_fingerprint']
     assert all(v > 0 for block in measured['blocks'].values() for v in block.values())
 
     copied = tmp_path / 'elsewhere'

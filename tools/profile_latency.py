@@ -27,7 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', help='where to write the latency table (default: BANK_DIR/latency_<device>.json)')
     parser.add_argument('--device', default='cpu', help='torch device to measure on (default cpu)')
     parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
     return parser.parse_args(argv)
 

@@ -97,7 +97,7 @@ class LegoDNNPipelineLoop(BaseLoop):
     def __init__(self, runner, dataloader, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
                  max_ratio: float = 0.125, retrain: dict | None = None, heldout_batches: int = 4,
                  references: Sequence[str] = DEFAULT_REFERENCES, max_val_batches: int | None = None,
-                 metric: str | None = None, latency_repeats: int = 10, resume: bool = False) -> None:
+                 metric: str | None = None, latency_repeats: int = 20, resume: bool = False) -> None:
         super().__init__(runner, dataloader)
         self.sparsities = list(sparsities)
         self.max_ratio = max_ratio

@@ -60,12 +60,18 @@ def trace_tensor_path(model: nn.Module, inputs: torch.Tensor,
 
 
 def build_model(cfg: Config, checkpoint: str | None = None, device: str | torch.device = 'cpu') -> nn.Module:
-    """Builds ``cfg.model`` in the config's default scope, loads a checkpoint (weights only), eval mode."""
+    """Builds the teacher of ``cfg`` in its default scope, loads a checkpoint (weights only), eval mode.
+
+    ``cfg.model`` of a task config is the teacher; of a legodnn config, its ``architecture`` (so tools take either).
+    """
     from mmengine.registry import MODELS, init_default_scope
 
     from ..utils.checkpoint import load_checkpoint
     init_default_scope(cfg.get('default_scope', 'mmengine'))
-    model = MODELS.build(cfg.model)
+    model_cfg = cfg.model
+    if str(model_cfg.get('type', '')).split('.')[-1] == 'LegoDNN':
+        model_cfg = model_cfg['architecture']
+    model = MODELS.build(model_cfg)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     model.to(device)

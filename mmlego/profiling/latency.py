@@ -3,8 +3,10 @@
 For each sparsity ``s`` the model runs the composite with every block at ``s`` and a :class:`BlockTimer` times each
 block where it runs. A descendant's latency is its block's median time in that composite; the teacher's latency
 is the median of whole forwards of the all-0.0 composite, and the frame (everything outside the blocks) is the
-teacher's latency minus its blocks' in-model times. Composites are visited in two rounds, the second in reverse
-order, so a drift of the machine's speed during profiling does not bias the sparsities measured last.
+teacher's latency minus its blocks' in-model times. Before the first timing the teacher runs for a while (the
+process has often just finished minutes of evaluation: worker processes exit, caches and the CPU's clock settle);
+composites are then visited in ``rounds`` rounds, alternately forward and in reverse, so a drift of the machine's
+speed during profiling spreads evenly over the sparsities instead of biasing those measured last.
 
 Checked after profiling (and stored in ``profiles.latency_check``): the estimate of every all-at-``s`` composite
 (frame + its blocks) against that composite's measured whole-forward median. A negative frame, a composite off by
@@ -40,8 +42,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],
-                    forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 10,
-                    show_progress: bool = True) -> dict[str, float]:
+                    forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 20,
+                    show_progress: bool = True, rounds: int = 4, settle_s: float = 1.0) -> dict[str, float]:
     """Fills every descendant's in-model latency, the teacher's latency and the composites' latencies.
 
     Args:
@@ -50,8 +52,10 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
         example_inputs: Inputs of one forward (batch 1 at the deployment size).
         forward_fn: ``forward_fn(model, *inputs)`` runs the path the blocks were extracted from.
         warmup: Untimed forwards after each switch.
-        repeats: Timed forwards per composite (split over the two rounds).
+        repeats: Timed forwards per composite (split over the rounds).
         show_progress: Show a progress bar.
+        rounds: Visits of every composite; even rounds go from the teacher to the smallest, odd ones back.
+        settle_s: Seconds of untimed teacher forwards before the first timing (at least ``warmup`` forwards).
 
     Returns:
         Sparsity (as text) -> relative error of the composite's estimate (frame + blocks) vs its measurement.
@@ -61,14 +65,18 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     names = [spec.name for spec in bank.blocks]
     totals: dict[float, list[float]] = {s: [] for s in bank.sparsities}
     blocks: dict[float, dict[str, list[float]]] = {s: {name: [] for name in names} for s in bank.sparsities}
-    per_round = max(1, math.ceil(repeats / 2))
-    visits = [s for s in bank.sparsities] + [s for s in reversed(bank.sparsities)]
+    if rounds < 1 or repeats < 1:
+        raise ValueError(f'profile_latency needs rounds >= 1 and repeats >= 1, got rounds={rounds}, repeats={repeats}')
+    per_round = max(1, math.ceil(repeats / rounds))
+    order = list(bank.sparsities)
+    visits = [s for r in range(rounds) for s in (order if r % 2 == 0 else order[::-1])]
     was_training = model.training
     model.eval()
     switcher = BlockSwitcher(model, bank, guard_forward=False)
     timer = BlockTimer(model, bank.blocks)
     try:
         with torch.no_grad():
+            _settle(model, example_inputs, forward_fn, device, warmup, settle_s)
             for sparsity in progress(visits, 'latency profiling (in the model)', enabled=show_progress):
                 switcher.switch({name: sparsity for name in names})
                 timer.attach()
@@ -106,6 +114,17 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     profiles.device = str(device)
     fill_latency_drops(profiles, names, bank.sparsities)
     return check_latency_model(profiles, names, bank.sparsities)
+
+
+def _settle(model: nn.Module, example_inputs: Sequence[Any], forward_fn: Callable[..., Any], device: torch.device,
+            min_forwards: int, seconds: float) -> None:
+    """Untimed forwards for ``seconds`` (and at least ``min_forwards``) so the first timings are not transient."""
+    start = time.perf_counter()
+    done = 0
+    while done < min_forwards or time.perf_counter() - start < seconds:
+        forward_fn(model, *example_inputs)
+        synchronize(device)
+        done += 1
 
 
 def fill_latency_drops(profiles: BankProfiles, names: Sequence[str], sparsities: Sequence[float]) -> None:
