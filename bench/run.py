@@ -1,9 +1,11 @@
 """Benchmarks side by side: both sides of every comparison in one process, on the same inputs; ratios reported.
 
-    .venv/bin/python bench/run.py [--quick] [--only selection switching fidelity] [--out bench/results]
+    .venv/bin/python bench/run.py [--quick] [--only selection switching offline fidelity] [--out bench/results]
 
 * ``selection`` (B1, ``bench/selection.py``): the default exact solver vs LegoDNN's PuLP/CBC formulation.
 * ``switching`` (B2, ``bench/switching.py``): an in-memory block switch vs loading the composite from disk.
+* ``offline`` (B3, ``bench/offline_cost.py``): a block-retraining step vs a teacher training step vs fine-tuning
+  uniformly pruned models, per model on the same batches (``--quick``: DeepPose only).
 * ``fidelity`` (B5): estimate vs measurement per model, from ``bench/results/pipelines.json`` (measured by
   ``bench/pipelines.py``, which runs the pipelines and sweeps; too long to rerun here).
 
@@ -24,7 +26,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-BENCHMARKS = ('selection', 'switching', 'fidelity')
+BENCHMARKS = ('selection', 'switching', 'offline', 'fidelity')
 
 
 def _selection(quick: bool) -> dict:
@@ -37,6 +39,12 @@ def _selection(quick: bool) -> dict:
 def _switching(quick: bool) -> dict:
     import switching
     return switching.run(quick=quick)
+
+
+def _offline(quick: bool) -> dict:
+    import offline_cost
+    from pipelines import LEGO_CONFIGS
+    return offline_cost.run(['deeppose'] if quick else list(LEGO_CONFIGS), 3 if quick else 6)
 
 
 def _fidelity(quick: bool) -> dict:
@@ -80,6 +88,10 @@ def summary(results: dict) -> str:
                   f"{_mark(s['first_over_steady'] <= 1.05)} |",
                   f"| bank + teacher vs the {s['distinct_models']} distinct models of a 100-budget sweep | "
                   f"{s['bank_plus_teacher_mb']:.1f} MB vs {s['distinct_models_mb']:.1f} MB | |"]
+    if 'offline' in results:
+        import offline_cost
+        lines += ['', '## B3 Offline cost (per training batch, same batches; target: retraining <= 3x teacher)', '',
+                  offline_cost.markdown(results['offline'])]
     if 'fidelity' in results:
         def fmt(value, spec):
             return '-' if value is None else format(value, spec)
@@ -136,7 +148,7 @@ def main() -> None:
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results'))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    runners = dict(selection=_selection, switching=_switching, fidelity=_fidelity)
+    runners = dict(selection=_selection, switching=_switching, offline=_offline, fidelity=_fidelity)
     results = {}
     for name in args.only:
         start = time.time()

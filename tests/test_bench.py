@@ -52,3 +52,16 @@ def test_run_writes_the_summary_and_plots(tmp_path):
     text = (tmp_path / 'summary.md').read_text()
     assert '## B5 Fidelity' in text and '| tsn |' in text
     assert (tmp_path / 'fidelity.json').exists()
+
+
+def test_offline_cost_schedule_and_report():
+    import offline_cost
+    assert offline_cost._teacher_epochs({'type': 'EpochBasedTrainLoop', 'max_epochs': 12}, 50) == 12
+    assert offline_cost._teacher_epochs({'type': 'IterBasedTrainLoop', 'max_iters': 600}, 50) == 12
+    calls = []
+    per_batch = offline_cost._timed_steps(calls.append, list(range(6)), warmup=2)
+    assert calls == list(range(6)) and per_batch >= 0
+    row = dict(batch_size=8, blocks=2, retrained=6, teacher_s_per_batch=0.1, retrain_s_per_batch=0.35,
+               uniform_over_teacher={'0.8': 0.4}, configurations_per_hour=dict(legodnn=1e6, uniform=2, teacher=1))
+    table = offline_cost.markdown({'a': row, 'b': dict(row, retrain_s_per_batch=0.2)})
+    assert '| a |' in table and '3.50 (not met)' in table and '2.00 (met)' in table
