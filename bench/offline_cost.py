@@ -5,8 +5,8 @@
 Per model, in one process on the same pre-loaded training batches of its legodnn config (so data loading is not
 timed on either side): (a) the teacher's own ``train_step`` with the config's optimizer, (b) mmlego's block
 retraining (every descendant of every block from one teacher pass per batch, as the pipeline runs it) and (c)
-end-to-end ``train_step`` of the teacher uniformly L1-pruned at each non-zero sparsity of the bank (backbone convs
-whose filters are not coupled by residual adds, as ``bench/capacity_check.py`` prunes). Times are per batch, after
+end-to-end ``train_step`` of the teacher uniformly L1-pruned at each non-zero sparsity of the bank (every layer but
+the outputs, ``bench/uniform_baseline.py``, as B4's baseline). Times are per batch, after
 two untimed batches; an epoch is the train loader's length. Weights are the configs' initial ones: cost does not
 depend on them. The target (issue 9, B3): one retraining epoch <= 3x one teacher epoch. Configurations per
 compute-hour count what each approach yields for its whole schedule: 5^blocks for the bank (descendant generation
@@ -47,10 +47,10 @@ def measure_model(config: str, teacher_config: str, num_batches: int) -> dict:
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import Runner
 
-    from capacity_check import prune_backbone_uniformly
     from mmlego.block_bank import BlockBank
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.models import TENSOR_PATHS, example_batch, trace_tensor_path
+    from uniform_baseline import output_layer_names, prune_uniformly
 
     torch.manual_seed(0)
     cfg = Config.fromfile(osp.join(ROOT, config))
@@ -79,13 +79,11 @@ def measure_model(config: str, teacher_config: str, num_batches: int) -> dict:
     retrain_s = (time.perf_counter() - start) / len(batches[2:])
 
     uniform = {}
+    outputs = output_layer_names(teacher, example, TENSOR_PATHS[path])
     for sparsity in [s for s in loop.sparsities if s > 0]:
-        model = copy.deepcopy(teacher)
-        prune_backbone_uniformly(model, batches[0], sparsity)
-        model.train()
-        optim = build_optim_wrapper(model, copy.deepcopy(teacher_cfg.optim_wrapper))
-        uniform[str(sparsity)] = _timed_steps(lambda b: model.train_step(b, optim), batches)
-        del model, optim
+        pruned = prune_uniformly(copy.deepcopy(teacher), example, TENSOR_PATHS[path], sparsity, outputs).train()
+        optim = build_optim_wrapper(pruned, copy.deepcopy(teacher_cfg.optim_wrapper))
+        uniform[str(sparsity)] = _timed_steps(lambda b, m=pruned, o=optim: m.train_step(b, o), batches)
 
     teacher.train()
     optim = build_optim_wrapper(teacher, copy.deepcopy(teacher_cfg.optim_wrapper))

@@ -1,10 +1,12 @@
 """The benchmark code is correct: its CBC baseline and instances (bench/selection.py), its report (bench/run.py)."""
+import copy
 import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'bench'))
@@ -65,3 +67,49 @@ def test_offline_cost_schedule_and_report():
                uniform_over_teacher={'0.8': 0.4}, configurations_per_hour=dict(legodnn=1e6, uniform=2, teacher=1))
     table = offline_cost.markdown({'a': row, 'b': dict(row, retrain_s_per_batch=0.2)})
     assert '| a |' in table and '3.50 (not met)' in table and '2.00 (met)' in table
+
+
+class _Residual(torch.nn.Module):
+    """A small CNN with a residual add (coupled channels) and a linear output layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.a = torch.nn.Conv2d(16, 32, 3, padding=1)
+        self.b = torch.nn.Conv2d(32, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = x + self.b(torch.relu(self.a(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_uniform_baseline_keeps_outputs_and_fits_the_budget():
+    import uniform_baseline
+    torch.manual_seed(0)
+    model, x = _Residual().eval(), torch.randn(2, 3, 8, 8)
+    forward = lambda m, inputs: m(inputs)  # noqa: E731
+    assert uniform_baseline.output_layer_names(model, x, forward) == {'head'}
+    full = uniform_baseline.parameter_bytes(model)
+    sizes = []
+    for sparsity in (0.25, 0.5, 0.75):
+        pruned = uniform_baseline.prune_uniformly(copy.deepcopy(model), x, forward, sparsity)
+        assert pruned(x).shape == (2, 5) and pruned.head.out_features == 5
+        assert pruned.a.out_channels == 32 - int(32 * sparsity)
+        sizes.append(uniform_baseline.parameter_bytes(pruned))
+    assert full > sizes[0] > sizes[1] > sizes[2]
+    budget = (sizes[0] + sizes[1]) / 2
+    fitted, sparsity = uniform_baseline.prune_to_bytes(model, x, forward, budget)
+    assert uniform_baseline.parameter_bytes(fitted) <= budget and 0.25 < sparsity <= 0.5
+    assert uniform_baseline.parameter_bytes(model) == full  # the teacher is not touched
+    with pytest.raises(ValueError, match='still takes'):
+        uniform_baseline.prune_to_bytes(model, x, forward, 10)
+
+
+def test_quality_summary_counts_ties_as_won():
+    import quality
+    rows = [dict(mmlego=0.5, untrained=0.1, uniform_a=0.5), dict(mmlego=0.4, untrained=0.2, uniform_a=0.6)]
+    summary = quality.summarize(rows)
+    assert summary['share_won'] == 0.5
+    assert summary['mean_metric'] == pytest.approx(dict(mmlego=0.45, untrained=0.15, uniform_a=0.55))
