@@ -47,11 +47,6 @@ def all_mapped(module) -> bool:
     return all(is_memory_mapped(t, ranges) for t in tensors_of(module))
 
 
-def none_mapped(module) -> bool:
-    ranges = file_mapped_ranges()
-    return not any(is_memory_mapped(t, ranges) for t in tensors_of(module))
-
-
 def all_at(bank, sparsity):
     return {spec.name: sparsity for spec in bank.blocks}
 
@@ -193,7 +188,8 @@ def test_smallest_configuration_holds_only_what_runs(loaded, tmp_path, monkeypat
     assert resident_device_bytes(model, switcher.held_modules()) == teacher_bytes
     for spec in bank.blocks:
         assert all_mapped(bank.descendant(spec.name, 0.8).get_module(materialize=False))
-        assert none_mapped(bank.descendant(spec.name, 0.0).module)
+        # switched back in zero-copy: the teacher's block runs on its spill's private mapping (counted as resident)
+        assert all_mapped(bank.descendant(spec.name, 0.0).module)
     spilled = sorted(switcher.offload.spill_dir.iterdir())
     assert len(spilled) == 2  # one file per teacher block
     switcher.switch({'b2': 0.4})  # switched out again, unchanged: not written again

@@ -4,8 +4,9 @@ On a GPU the tensors of a switched-out teacher block move to CPU memory and come
 the CPU the compute device is the RAM itself, so a block's tensors are spilled once into a process-private
 safetensors file (in a temporary directory owned by the :class:`TeacherOffload`, removed by :meth:`close` or at
 exit) and memory-mapped back (zero-copy): a switched-out block then costs no RAM, only the file's pages the kernel
-caches at will. Switching it in copies the mapped tensors into process memory again; a block that was not changed
-meanwhile is not written again.
+caches at will. Switching it in puts the mapped views themselves back (zero-copy, as a switched-in descendant runs:
+the mapping is private, so writes stay in process memory) and reads one byte per page, so the page faults are the
+switch's and not the next forward's; a block that was not changed meanwhile is not written again.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..block_bank.storage import TensorSlots, normalize_device, open_mapped
+from ..block_bank.storage import TensorSlots, _touch_pages, normalize_device, open_mapped
 from ..block_extraction.block_module import BlockModule
 
 
@@ -111,7 +112,10 @@ class TeacherOffload:
         if self.device.type != 'cpu':
             slots.set({key: tensor.to(self.device) for key, tensor in slots.get().items()})
         else:
-            slots.set({key: view.clone() for key, view in self._views[name].items()})
+            views = self._views[name]
+            slots.set(views)
+            for view in views.values():
+                _touch_pages(view)
             self._stamps[name] = slots.stamp()
         self._offloaded.discard(name)
 

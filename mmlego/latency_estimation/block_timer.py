@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class BlockTimer:
         self.reference_numel = {spec.name: math.prod(spec.input_shape) for spec in self.blocks}
         self.last: BlockTiming | None = None
         self.listeners: list[Callable[[BlockTiming], None]] = []
-        self._handles: list = []
+        self._handles: dict[str, tuple] = {}  # block -> its two hook handles
         self._starts: dict[str, object] = {}
         self._numel: dict[str, int] = {}
         self._done: dict[str, tuple[object, object]] = {}
@@ -67,26 +67,38 @@ class BlockTimer:
         """Whether the hooks are installed."""
         return bool(self._handles)
 
-    def attach(self) -> 'BlockTimer':
-        """(Re)installs the hooks on the blocks' current member modules."""
-        self.detach()
+    def attach(self, blocks: Iterable[str] | None = None) -> 'BlockTimer':
+        """(Re)installs the hooks on the blocks' current member modules.
+
+        Args:
+            blocks: Only re-hook these blocks (those a switch changed; the others keep their hooks). Default: all.
+        """
+        if blocks is None or not self._handles:
+            self.detach()
+            names = {spec.name for spec in self.blocks}
+        else:
+            names = set(blocks)
         try:
             self._cuda = next(self.model.parameters()).is_cuda
         except StopIteration:  # pragma: no cover - a model without parameters has no blocks
             self._cuda = False
         for spec in self.blocks:
+            if spec.name not in names:
+                continue
+            for handle in self._handles.pop(spec.name, ()):
+                handle.remove()
             first = self.model.get_submodule(spec.members[0])
             last = self.model.get_submodule(spec.members[-1])
-            self._handles.append(first.register_forward_pre_hook(
-                lambda module, args, name=spec.name: self._start(name, args)))
-            self._handles.append(last.register_forward_hook(
-                lambda module, args, output, name=spec.name: self._stop(name)))
+            self._handles[spec.name] = (
+                first.register_forward_pre_hook(lambda module, args, name=spec.name: self._start(name, args)),
+                last.register_forward_hook(lambda module, args, output, name=spec.name: self._stop(name)))
         return self
 
     def detach(self) -> None:
         """Removes the hooks (pending CUDA timings are kept until :meth:`flush`)."""
-        for handle in self._handles:
-            handle.remove()
+        for handles in self._handles.values():
+            for handle in handles:
+                handle.remove()
         self._handles.clear()
         self._starts.clear()
         self._done.clear()

@@ -220,5 +220,5 @@ class LegoDNN(BaseModel):
         self._require_bank()
         changed = self.switcher.switch(selection)
         if changed and self.timer is not None:
-            self.timer.attach()  # the hooks follow the blocks' new member modules
+            self.timer.attach(changed)  # the hooks follow the changed blocks' new member modules
         return changed

@@ -1,0 +1,100 @@
+"""B1 end to end: a budget change until the new configuration serves (solve + switch), on the real banks.
+
+    .venv/bin/python bench/end_to_end.py [--only yolov3 fcn ...] [--budgets 50]
+
+For each model with a bank from ``bench/pipelines.py`` (``work_dirs/pipelines/<model>/bank``), the legodnn model is
+loaded as a user loads it (``init_lego_model``, file-backed bank) and ``LegoDNN.scale`` is timed over random budget
+pairs drawn across the bank's feasible range (a third latency only, a third memory only, a third both): the
+solve, the switch of the changed blocks (page-in included) and re-attaching the latency hooks. The first call, which
+prepares the bank's problem once, is reported apart. One process per model (each config has its own scope).
+Target (issue 9): median <= 1 ms.
+"""
+import argparse
+import json
+import os.path as osp
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+TARGET_MS = 1.0
+
+
+def measure_model(name: str, count: int, seed: int = 0) -> dict:
+    from mmlego.apis import init_lego_model
+    from mmlego.scaling_optimizer import budget_range
+    from pipelines import LEGO_CONFIGS
+    teacher = json.load(open(osp.join(ROOT, 'bench', 'results', 'teachers.json')))[name]['checkpoint']
+    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank'),
+                            device='cpu', checkpoint=teacher)
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    model.scale()  # the first call prepares the bank's problem (once per bank)
+    first_ms = (time.perf_counter() - start) * 1000
+    ranges = budget_range(model._problem)
+    # the latency budgets as the model sees them: profiled latencies times its scale and online correction
+    lat_lo, lat_hi = (ranges[k] * model.latency_scale * model.latency_ratio for k in ('min_latency_ms',
+                                                                                      'max_latency_ms'))
+    mem_lo, mem_hi = ranges['min_memory_bytes'], ranges['max_memory_bytes']
+    times, changed = [], []
+    previous = dict(model.switcher.selection)
+    for i in range(count):
+        latency = rng.uniform(lat_lo, lat_hi) if i % 3 != 1 else None
+        memory = rng.uniform(mem_lo, mem_hi) / 2 ** 20 if i % 3 != 0 else None
+        start = time.perf_counter()
+        model.scale(latency_ms=latency, memory_mb=memory)
+        times.append((time.perf_counter() - start) * 1000)
+        current = dict(model.switcher.selection)
+        changed.append(sum(current[b] != previous.get(b) for b in current))
+        previous = current
+    times.sort()
+    return dict(model=name, budgets=count, first_ms=first_ms, median_ms=statistics.median(times),
+                p95_ms=times[int(0.95 * (len(times) - 1))], mean_blocks_changed=sum(changed) / len(changed),
+                blocks=len(current))
+
+
+def run(names, count: int) -> dict:
+    results = {}
+    for name in names:
+        if not osp.exists(osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank', 'manifest.json')):
+            print(f'[end_to_end] {name}: no bank in work_dirs/pipelines (run bench/pipelines.py --only {name})')
+            continue
+        proc = subprocess.run([sys.executable, __file__, '--child', name, '--budgets', str(count)], cwd=ROOT,
+                              capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith('RESULT ')), None)
+        if proc.returncode != 0 or line is None:
+            raise SystemExit(f'end to end of {name} failed:\n{proc.stderr[-3000:]}')
+        results[name] = json.loads(line[len('RESULT '):])
+        print(f"[end_to_end] {name}: median {results[name]['median_ms']:.3f} ms", flush=True)
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = ['| model | budgets | first call (prepares) | median / p95 ms | blocks changed per change (mean / all) | '
+             'target median <= 1 ms |', '|---|---|---|---|---|---|']
+    for name, r in results.items():
+        met = 'met' if r['median_ms'] <= TARGET_MS else '**not met**'
+        lines.append(f"| {name} | {r['budgets']} | {r['first_ms']:.1f} ms | {r['median_ms']:.3f} / {r['p95_ms']:.3f} | "
+                     f"{r['mean_blocks_changed']:.1f} / {r['blocks']} | {met} |")
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    from pipelines import LEGO_CONFIGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--only', nargs='+', choices=sorted(LEGO_CONFIGS), default=list(LEGO_CONFIGS))
+    parser.add_argument('--budgets', type=int, default=50)
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print('RESULT ' + json.dumps(measure_model(args.child, args.budgets)))
+        return
+    print(markdown(run(args.only, args.budgets)))
+
+
+if __name__ == '__main__':
+    main()
