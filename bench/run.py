@@ -1,8 +1,10 @@
 """Benchmarks side by side: both sides of every comparison in one process, on the same inputs; ratios reported.
 
-    .venv/bin/python bench/run.py [--quick] [--only selection switching offline fidelity] [--out bench/results]
+    .venv/bin/python bench/run.py [--quick] [--only selection end_to_end switching offline fidelity] [--out bench/results]
 
 * ``selection`` (B1, ``bench/selection.py``): the default exact solver vs LegoDNN's PuLP/CBC formulation.
+* ``end_to_end`` (B1, ``bench/end_to_end.py``): a budget change until the new configuration serves (``LegoDNN.scale``:
+  solve + switch) on each bank ``bench/pipelines.py`` built (``--quick``: 15 budgets per bank).
 * ``switching`` (B2, ``bench/switching.py``): an in-memory block switch vs loading the composite from disk.
 * ``offline`` (B3, ``bench/offline_cost.py``): a block-retraining step vs a teacher training step vs fine-tuning
   uniformly pruned models, per model on the same batches (``--quick``: DeepPose only).
@@ -26,7 +28,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-BENCHMARKS = ('selection', 'switching', 'offline', 'fidelity')
+BENCHMARKS = ('selection', 'end_to_end', 'switching', 'offline', 'fidelity')
 
 
 def _selection(quick: bool) -> dict:
@@ -39,6 +41,12 @@ def _selection(quick: bool) -> dict:
 def _switching(quick: bool) -> dict:
     import switching
     return switching.run(quick=quick)
+
+
+def _end_to_end(quick: bool) -> dict:
+    import end_to_end
+    from pipelines import LEGO_CONFIGS
+    return end_to_end.run(list(LEGO_CONFIGS), 15 if quick else 50)
 
 
 def _offline(quick: bool) -> dict:
@@ -72,6 +80,10 @@ def summary(results: dict) -> str:
                          f"{row['cbc_median_ms']:.1f} / {row['cbc_p95_ms']:.1f} | {row['speedup']:.1f}x | "
                          f"{row['prepare_median_ms']:.1f} | {row['first_answer_speedup']:.2f}x | {row['worse']} | "
                          f"{row['better']} | {'' if target is None else f'>= {target}x: '}{_mark(ok)} |")
+    if results.get('end_to_end'):
+        import end_to_end
+        lines += ['', '## B1 End to end: budget change -> new configuration serving (target: median <= 1 ms)', '',
+                  end_to_end.markdown(results['end_to_end'])]
     if 'switching' in results:
         s = results['switching']
         lines += ['', f"## B2 Switching ({s['model']}, {s['blocks']} blocks, {s['switches']} random switches)", '',
@@ -148,7 +160,8 @@ def main() -> None:
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results'))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    runners = dict(selection=_selection, switching=_switching, offline=_offline, fidelity=_fidelity)
+    runners = dict(selection=_selection, end_to_end=_end_to_end, switching=_switching, offline=_offline,
+                   fidelity=_fidelity)
     results = {}
     for name in args.only:
         start = time.time()
