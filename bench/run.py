@@ -52,7 +52,7 @@ def _end_to_end(quick: bool) -> dict:
 def _offline(quick: bool) -> dict:
     import offline_cost
     from pipelines import LEGO_CONFIGS
-    return offline_cost.run(['deeppose'] if quick else list(LEGO_CONFIGS), 3 if quick else 6)
+    return offline_cost.run(['deeppose'] if quick else list(LEGO_CONFIGS), 3 if quick else 4)
 
 
 def _fidelity(quick: bool) -> dict:
