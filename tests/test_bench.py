@@ -113,3 +113,14 @@ def test_quality_summary_counts_ties_as_won():
     summary = quality.summarize(rows)
     assert summary['share_won'] == 0.5
     assert summary['mean_metric'] == pytest.approx(dict(mmlego=0.45, untrained=0.15, uniform_a=0.55))
+
+
+def test_summary_reports_end_to_end_and_offline_against_their_targets():
+    import run
+    e2e = dict(budgets=50, first_ms=5.0, median_ms=0.4, p95_ms=2.0, mean_blocks_changed=2.0, blocks=8)
+    offline = dict(batch_size=8, blocks=2, retrained=6, teacher_s_per_batch=0.1, retrain_s_per_batch=0.5,
+                   uniform_over_teacher={'0.8': 0.4}, configurations_per_hour=dict(legodnn=1e6, uniform=2, teacher=1))
+    text = run.summary({'end_to_end': {'tsn': e2e, 'trn': dict(e2e, median_ms=1.5)}, 'offline': {'tsn': offline}})
+    assert '| tsn | 50 | 5.0 ms | 0.400 / 2.000 | 2.0 / 8 | met |' in text
+    assert '| trn | 50 | 5.0 ms | 1.500 / 2.000 | 2.0 / 8 | **not met** |' in text
+    assert '5.00 (not met)' in text
