@@ -22,6 +22,9 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from machine import cpu_times, steal_share  # noqa: E402
+
 LEGO_CONFIGS = {
     'yolov3': 'configs/detection/yolov3/yolov3_r18_legodnn_synthdet.py',
     'faster_rcnn': 'configs/detection/faster_rcnn/faster-rcnn_r18_fpn_legodnn_synthdet.py',
@@ -47,7 +50,7 @@ def measure(name, teachers, args, previous):
     work_dir = osp.join(ROOT, 'work_dirs', 'pipelines', name)
     options = [f'load_from={checkpoint}', *args.cfg_options]
     bank = osp.join(work_dir, 'bank')
-    start = time.time()
+    start, cpu_before = time.time(), cpu_times()
     if args.sweeps_only and osp.exists(osp.join(bank, 'manifest.json')):
         minutes = previous.get('pipeline_minutes')  # the bank of an earlier run of this script
     else:
@@ -72,7 +75,7 @@ def measure(name, teachers, args, previous):
         sparsities=manifest['sparsities'], convs=f"{manifest['extraction']['num_convs_covered']}/"
         f"{manifest['extraction']['num_convs_total']}", teacher_mb=profiles['model_memory_bytes'] / 2 ** 20,
         bank_mb=os.path.getsize(tensors) / 2 ** 20, sweep=rows, latency_sweep=sweeps['latency'],
-        latency_check=profiles.get('latency_check'),
+        latency_check=profiles.get('latency_check'), cpu_steal_share=steal_share(cpu_before, cpu_times()),
         commands=[f'python tools/train.py {config} --cfg-options {" ".join(options)}',
                   f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep}',
                   f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep} --sweep-by latency'])

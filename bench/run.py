@@ -27,6 +27,8 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+from machine import cpu_times, steal_share  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BENCHMARKS = ('selection', 'end_to_end', 'switching', 'offline', 'fidelity')
 
@@ -166,12 +168,13 @@ def main() -> None:
                    fidelity=_fidelity)
     results = {}
     for name in args.only:
-        start = time.time()
+        start, cpu_before = time.time(), cpu_times()
         results[name] = runners[name](args.quick)
         results[name + '_seconds'] = round(time.time() - start, 1)
+        steal = steal_share(cpu_before, cpu_times())
         with open(osp.join(args.out, f'{name}.json'), 'w') as f:
-            json.dump(dict(quick=args.quick, seconds=results[name + '_seconds'], results=results[name]), f,
-                      indent=1)
+            json.dump(dict(quick=args.quick, seconds=results[name + '_seconds'], cpu_steal_share=steal,
+                           results=results[name]), f, indent=1)
         print(f'[bench] {name}: {results[name + "_seconds"]} s', flush=True)
     for name in BENCHMARKS:  # the summary covers every benchmark: earlier runs' results where not rerun now
         path = osp.join(args.out, f'{name}.json')

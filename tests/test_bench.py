@@ -124,3 +124,11 @@ def test_summary_reports_end_to_end_and_offline_against_their_targets():
     assert '| tsn | 50 | 5.0 ms | 0.400 / 2.000 | 2.0 / 8 | met |' in text
     assert '| trn | 50 | 5.0 ms | 1.500 / 2.000 | 2.0 / 8 | **not met** |' in text
     assert '5.00 (not met)' in text
+
+
+def test_steal_share_of_two_samples():
+    import machine
+    before = [100, 0, 50, 800, 0, 0, 0, 50]
+    after = [200, 0, 100, 1500, 0, 0, 0, 150]  # 950 jiffies, 100 of them stolen
+    assert machine.steal_share(before, after) == pytest.approx(100 / 950)
+    assert machine.steal_share(None, after) is None and machine.steal_share(before, before) is None
