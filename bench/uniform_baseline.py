@@ -68,11 +68,29 @@ def prune_uniformly(model: nn.Module, inputs: torch.Tensor, forward_fn: Callable
     if sparsity <= 0:
         return model
     outputs = output_layer_names(model, inputs, forward_fn) if outputs is None else outputs
+    drop_training_only_heads(model, inputs, forward_fn)
     pruner = tp.pruner.MetaPruner(
         model, inputs, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=sparsity,
         ignored_layers=[m for name, m in model.named_modules() if name in outputs], forward_fn=forward_fn)
     pruner.step()
     return model
+
+
+def drop_training_only_heads(model: nn.Module, inputs: torch.Tensor, forward_fn: Callable[[nn.Module, Any], Any]) -> list[str]:
+    """Removes the model's children that the inference path never runs and that the model declares optional.
+
+    Such a child (mmseg's ``auxiliary_head``: ``model.with_auxiliary_head``) only adds a loss in training; it reads
+    features the pruning changes, which the traced path cannot see, so it is dropped from the pruned model (which then
+    fine-tunes on the main task loss; the deployed model never had it). Returns the names dropped.
+    """
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, forward_fn=forward_fn)
+    dropped = []
+    for name, child in list(model.named_children()):
+        layers = [m for m in child.modules() if isinstance(m, _LAYERS)]
+        if layers and not any(m in graph.module2node for m in layers) and hasattr(model, f'with_{name}'):
+            setattr(model, name, None)
+            dropped.append(name)
+    return dropped
 
 
 def prune_to_bytes(teacher: nn.Module, inputs: torch.Tensor, forward_fn: Callable[[nn.Module, Any], Any],
