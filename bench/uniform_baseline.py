@@ -77,7 +77,7 @@ def prune_uniformly(model: nn.Module, inputs: torch.Tensor, forward_fn: Callable
 
 
 def drop_training_only_heads(model: nn.Module, inputs: torch.Tensor, forward_fn: Callable[[nn.Module, Any], Any]) -> list[str]:
-    """Removes the model's children that the inference path never runs and that the model declares optional.
+    """Removes the model's auxiliary children that the inference path never runs and that the model declares optional.
 
     Such a child (mmseg's ``auxiliary_head``: ``model.with_auxiliary_head``) only adds a loss in training; it reads
     features the pruning changes, which the traced path cannot see, so it is dropped from the pruned model (which then
@@ -87,7 +87,8 @@ def drop_training_only_heads(model: nn.Module, inputs: torch.Tensor, forward_fn:
     dropped = []
     for name, child in list(model.named_children()):
         layers = [m for m in child.modules() if isinstance(m, _LAYERS)]
-        if layers and not any(m in graph.module2node for m in layers) and hasattr(model, f'with_{name}'):
+        if (name.startswith('auxiliary') and layers and not any(m in graph.module2node for m in layers)
+                and hasattr(model, f'with_{name}')):
             setattr(model, name, None)
             dropped.append(name)
     return dropped
