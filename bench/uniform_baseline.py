@@ -32,28 +32,38 @@ def output_layer_names(model: nn.Module, inputs: torch.Tensor,
     """Layers whose output channels reach the model's outputs (or that the traced path never runs).
 
     Found by trying: on a copy, one channel of each layer's pruning group is removed and the forward repeated; a
-    group that changes the shape of an output holds output layers (a class or box conv, a keypoint linear, or the
+    group that changes the shape of an output, or breaks the forward (a head reshaping channels), holds output layers (a class or box conv, a keypoint linear, or the
     last residual stage when the path ends at the backbone's features).
     """
-    probe = copy.deepcopy(model).eval()
-    names = {module: name for name, module in probe.named_modules()}
-    graph = tp.DependencyGraph().build_dependency(probe, example_inputs=inputs, forward_fn=forward_fn)
-    with torch.no_grad():
-        shapes = _shapes(forward_fn(probe, inputs))
+    def fresh():
+        probe = copy.deepcopy(model).eval()
+        graph = tp.DependencyGraph().build_dependency(probe, example_inputs=inputs, forward_fn=forward_fn)
+        with torch.no_grad():
+            return probe, graph, _shapes(forward_fn(probe, inputs))
+
+    probe, graph, shapes = fresh()
     outputs: set[str] = set()
-    for module in [m for m in probe.modules() if isinstance(m, _LAYERS)]:
+    for name in [n for n, m in model.named_modules() if isinstance(m, _LAYERS)]:
+        module = probe.get_submodule(name)
         handler = tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
         channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         if module not in graph.module2node or channels <= 1:
-            outputs.add(names[module])
+            outputs.add(name)
             continue
+        names = {m: n for n, m in probe.named_modules()}
         group = graph.get_pruning_group(module, handler, idxs=[0])
-        layers = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+        layers = [names[dep.target.module] for dep, _ in group
+                  if graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names]
         group.prune()
-        with torch.no_grad():
-            new = _shapes(forward_fn(probe, inputs))
+        try:
+            with torch.no_grad():
+                new = _shapes(forward_fn(probe, inputs))
+        except RuntimeError:  # e.g. a head reshaping its channels into keypoints: an output, and a broken probe
+            outputs.update(layers)
+            probe, graph, shapes = fresh()
+            continue
         if new != shapes:
-            outputs.update(names[m] for m in layers if m in names)
+            outputs.update(layers)
             shapes = new
     return outputs
 

@@ -132,3 +132,24 @@ def test_steal_share_of_two_samples():
     after = [200, 0, 100, 1500, 0, 0, 0, 150]  # 950 jiffies, 100 of them stolen
     assert machine.steal_share(before, after) == pytest.approx(100 / 950)
     assert machine.steal_share(None, after) is None and machine.steal_share(before, before) is None
+
+
+class _Keypoints(_Residual):
+    """A head that reshapes its channels into keypoints: pruning them breaks the forward instead of a shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return super().forward(x).reshape(-1, 5, 2)
+
+
+def test_uniform_baseline_finds_outputs_that_break_the_forward():
+    import uniform_baseline
+    torch.manual_seed(0)
+    model, x = _Keypoints().eval(), torch.randn(2, 3, 8, 8)
+    forward = lambda m, inputs: m(inputs)  # noqa: E731
+    assert uniform_baseline.output_layer_names(model, x, forward) == {'head'}
+    pruned = uniform_baseline.prune_uniformly(copy.deepcopy(model), x, forward, 0.5)
+    assert pruned(x).shape == (2, 5, 2) and pruned.a.out_channels == 16
