@@ -77,6 +77,15 @@ def test_block_timer_times_every_block_inside_the_forward_and_follows_switches(p
         with torch.no_grad():
             model(x)
         assert len(seen) == 2
+        first, others = bank.blocks[0].name, [spec.name for spec in bank.blocks[1:]]
+        kept = {name: timer._handles[name] for name in others}
+        changed = switcher.switch({first: 0.0})
+        assert changed == [first]
+        timer.attach(changed)  # only the changed block is re-hooked
+        assert all(timer._handles[name] is kept[name] for name in others)
+        with torch.no_grad():
+            model(x)
+        assert len(seen) == 3 and set(seen[-1].ms) == {spec.name for spec in bank.blocks}
     finally:
         timer.detach()
         switcher.reset()

@@ -4,7 +4,7 @@ For each sparsity ``s`` the model runs the composite with every block at ``s`` a
 block where it runs. A descendant's latency is its block's median time in that composite; the teacher's latency
 is the median of whole forwards of the all-0.0 composite, and the frame (everything outside the blocks) is the
 teacher's latency minus its blocks' in-model times. Before the first timing the teacher runs for a while (the
-process has often just finished minutes of evaluation: worker processes exit, caches and the CPU's clock settle);
+process has often just finished minutes of evaluation; caches, the allocator and the CPU's clock settle first);
 composites are then visited in ``rounds`` rounds, alternately forward and in reverse, so a drift of the machine's
 speed during profiling spreads evenly over the sparsities instead of biasing those measured last.
 
