@@ -14,13 +14,14 @@ import json
 import os.path as osp
 import random
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from child import emit, run_child  # noqa: E402
+
 TARGET_MS = 1.0
 
 
@@ -63,12 +64,10 @@ def run(names, count: int) -> dict:
         if not osp.exists(osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank', 'manifest.json')):
             print(f'[end_to_end] {name}: no bank in work_dirs/pipelines (run bench/pipelines.py --only {name})')
             continue
-        proc = subprocess.run([sys.executable, __file__, '--child', name, '--budgets', str(count)], cwd=ROOT,
-                              capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith('RESULT ')), None)
-        if proc.returncode != 0 or line is None:
-            raise SystemExit(f'end to end of {name} failed:\n{proc.stderr[-3000:]}')
-        results[name] = json.loads(line[len('RESULT '):])
+        result, stderr = run_child(__file__, ['--child', name, '--budgets', str(count)], ROOT)
+        if result is None:
+            raise SystemExit(f'end to end of {name} failed:\n{stderr}')
+        results[name] = result
         print(f"[end_to_end] {name}: median {results[name]['median_ms']:.3f} ms", flush=True)
     return results
 
@@ -91,7 +90,7 @@ def main(argv=None):
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print('RESULT ' + json.dumps(measure_model(args.child, args.budgets)))
+        emit(measure_model(args.child, args.budgets))
         return
     print(markdown(run(args.only, args.budgets)))
 

@@ -25,6 +25,8 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from child import emit, run_child  # noqa: E402
+
 TARGET_RATIO = 3.0
 
 
@@ -136,13 +138,11 @@ def run(names, batches: int) -> dict:
     subprocess.run([sys.executable, 'tools/make_synthetic_data.py', '--quiet'], cwd=ROOT, check=True)
     results = {}
     for name in names:
-        proc = subprocess.run([sys.executable, __file__, '--child', name, '--batches', str(batches)],
-                              cwd=ROOT, capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith('RESULT ')), None)
-        if proc.returncode != 0 or line is None:  # reported, and the other models still measured
-            print(f'[offline_cost] {name} failed:\n{proc.stderr[-3000:]}', flush=True)
+        result, stderr = run_child(__file__, ['--child', name, '--batches', str(batches)], ROOT)
+        if result is None:  # reported, and the other models still measured
+            print(f'[offline_cost] {name} failed:\n{stderr}', flush=True)
             continue
-        results[name] = json.loads(line[len('RESULT '):])
+        results[name] = result
         print(f"[offline_cost] {name}: retraining / teacher = {results[name]['retrain_over_teacher']:.2f}", flush=True)
     return results
 
@@ -159,7 +159,7 @@ def main(argv=None):
     if args.child:
         from teachers import TEACHERS
         result = measure_model(LEGO_CONFIGS[args.child], TEACHERS[args.child][0], args.batches)
-        print('RESULT ' + json.dumps(result))
+        emit(result)
         return result
     results = json.load(open(args.out)) if osp.exists(args.out) else {}
     if not args.markdown:

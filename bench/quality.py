@@ -24,13 +24,14 @@ import copy
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from child import emit, run_child  # noqa: E402
+
 TARGET_SHARE = 0.8
 _MB = 2 ** 20
 
@@ -212,17 +213,15 @@ def main(argv=None):
     if args.budgets < 2:
         parser.error('--budgets must be >= 2')
     if args.child:
-        print('RESULT ' + json.dumps(measure_model(args.child, args.budgets, args.harsh, args.lr_scale)))
+        emit(measure_model(args.child, args.budgets, args.harsh, args.lr_scale))
         return
     results = json.load(open(args.out)) if osp.exists(args.out) else {}
     for name in [] if args.markdown else args.only:
-        cmd = [sys.executable, __file__, '--child', name, '--budgets', str(args.budgets), '--lr-scale',
-               str(args.lr_scale)] + (['--harsh'] if args.harsh else [])
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith('RESULT ')), None)
-        if proc.returncode != 0 or line is None:
-            raise SystemExit(f'quality of {name} failed (exit {proc.returncode})')
-        results[name] = json.loads(line[len('RESULT '):])
+        child_args = ['--child', name, '--budgets', str(args.budgets), '--lr-scale', str(args.lr_scale)]
+        result, stderr = run_child(__file__, child_args + (['--harsh'] if args.harsh else []), ROOT)
+        if result is None:
+            raise SystemExit(f'quality of {name} failed:\n{stderr}')
+        results[name] = result
         plot(results[name], osp.join(osp.dirname(args.out), f'quality_{name}.png'))
         with open(args.out + '.tmp', 'w') as f:
             json.dump(results, f, indent=1)

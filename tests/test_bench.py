@@ -153,3 +153,12 @@ def test_uniform_baseline_finds_outputs_that_break_the_forward():
     assert uniform_baseline.output_layer_names(model, x, forward) == {'head'}
     pruned = uniform_baseline.prune_uniformly(copy.deepcopy(model), x, forward, 0.5)
     assert pruned(x).shape == (2, 5, 2) and pruned.a.out_channels == 16
+
+
+def test_child_result_round_trip(tmp_path):
+    import child
+    script = tmp_path / 'child_script.py'
+    script.write_text(f'import sys\nsys.path.insert(0, {str(ROOT / "bench")!r})\nimport child\nprint("a log line")\n'
+                      'child.emit({"args": sys.argv[1:]})\nif "fail" in sys.argv: sys.exit(3)\n')
+    assert child.run_child(str(script), ['x'], str(tmp_path))[0] == {'args': ['x']}
+    assert child.run_child(str(script), ['fail'], str(tmp_path))[0] is None
