@@ -9,6 +9,7 @@ from mmengine.model import BaseDataPreprocessor
 from torch import nn
 
 from mmlego.block_bank import BlockBank, problem_from_bank
+from mmlego.block_bank.profiles import sparsity_key
 from mmlego.latency_estimation import BlockTimer, LatencyCorrection
 from mmlego.models import LegoDNN
 from mmlego.profiling import check_latency_model, measure_latency, profile_costs, profile_model
@@ -110,14 +111,24 @@ def test_inconsistent_latency_model_warns(profiled, monkeypatch):
     _, bank, _ = profiled
     messages = []
     monkeypatch.setattr(latency, 'print_log', lambda message, **kwargs: messages.append(message))
-    profiles = copy.deepcopy(bank.profiles)
     names = [spec.name for spec in bank.blocks]
-    check_latency_model(profiles, names, bank.sparsities)
-    assert not messages  # the profiled bank is consistent
+    # A consistent cost model built from the measured one (measured composites drift on a loaded machine):
+    # every all-at-s composite is exactly frame + its blocks.
+    consistent = copy.deepcopy(bank.profiles)
+    frame = consistent.model_latency_ms - sum(consistent.get(name, 0.0).latency_ms for name in names)
+    consistent.model_flops = None
+    for sparsity in bank.sparsities:
+        consistent.composite_latency_ms[sparsity_key(sparsity)] = frame + sum(
+            consistent.get(name, sparsity).latency_ms for name in names)
+    check_latency_model(consistent, names, bank.sparsities)
+    assert not messages, messages
+    assert all(abs(error) < 1e-9 for error in consistent.latency_check.values())
+    profiles = copy.deepcopy(consistent)
     profiles.model_latency_ms = 0.5 * sum(profiles.get(name, 0.0).latency_ms for name in names)
     check_latency_model(profiles, names, bank.sparsities)
     assert any('more than the whole teacher' in m for m in messages), messages
-    profiles = copy.deepcopy(bank.profiles)
+    messages.clear()
+    profiles = copy.deepcopy(consistent)
     profiles.get(names[0], 0.8).latency_ms += profiles.composite_latency_ms['0.8']  # off by more than the total
     check = check_latency_model(profiles, names, bank.sparsities)
     assert any('misses the measured composites at sparsities 0.8' in m for m in messages), messages
@@ -210,16 +221,20 @@ def test_online_correction_rescales_when_the_device_slows_down_and_back(profiled
 
         convolve = nn.Conv2d.forward
         monkeypatch.setattr(nn.Conv2d, 'forward', lambda self, inp: [convolve(self, inp) for _ in range(3)][-1])
-        rescaled_after = None
+        # The correction is a median over the last 5 forwards: once most of them ran slow it must have seen the
+        # slowdown and re-solved. (Waiting for the ratio, not for the first re-solve, keeps a noise-triggered
+        # re-solve on a loaded machine from passing for the reaction to the slowdown.)
+        slowed_after = None
         with torch.no_grad():
-            for forward in range(1, 8):
+            for forward in range(1, 9):
                 wrapper(x)
-                if wrapper.rescale_if_needed() is not None:
-                    rescaled_after = forward
+                wrapper.rescale_if_needed()
+                if wrapper.latency_ratio > 1.8 * ratio:  # three times the convolutions
+                    slowed_after = forward
                     break
-        assert rescaled_after is not None and rescaled_after <= 4, rescaled_after
-        assert wrapper.latency_ratio > 1.5 * ratio  # three times the convolutions
-        assert any(s > 0 for s in wrapper.selection.values())  # scaled down
+        assert slowed_after is not None and slowed_after <= 4, (slowed_after, wrapper.latency_ratio, ratio)
+        slowed = dict(wrapper.selection)
+        assert any(s > 0 for s in slowed.values())  # scaled down
         assert wrapper.last_result.status == 'infeasible' or \
             wrapper.estimate()['latency_ms'] <= budget * (1 + 1e-6)
 
@@ -229,6 +244,6 @@ def test_online_correction_rescales_when_the_device_slows_down_and_back(profiled
                 wrapper(x)
                 wrapper.rescale_if_needed()
         assert wrapper.latency_ratio < 1.5 * ratio
-        assert sum(wrapper.selection.values()) < sum(s for s in wrapper.last_result.choice().values()) + 1e-9
+        assert sum(wrapper.selection.values()) < sum(slowed.values())  # back up: a larger configuration fits
     finally:
         wrapper.switcher.reset()

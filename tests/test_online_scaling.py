@@ -133,7 +133,7 @@ def test_fixed_budget_switches_and_records_measured(lego, workspace, tmp_path, m
     from mmlego.engine import OnlineScalingHook
     monkeypatch.chdir(workspace)
     smallest, _ = _limits(lego)
-    hook = OnlineScalingHook(budget=dict(memory_mb=smallest * 1.001), latency_repeats=1)
+    hook = OnlineScalingHook(budget=dict(memory_mb=smallest * 1.001), latency_repeats=5)
     runner = _runner(lego, tmp_path, hook, 'fixed')
     metrics = runner.test()
     runner.test()  # a second epoch with the same budget: no new solve
