@@ -54,14 +54,15 @@ def measure(name, teachers, args, previous):
     if args.sweeps_only and osp.exists(osp.join(bank, 'manifest.json')):
         minutes = previous.get('pipeline_minutes')  # the bank of an earlier run of this script
     else:
-        run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *options],
+        run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options', *options,
+             'train_cfg.overwrite=True'],
             osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}.log'))
         minutes = round((time.time() - start) / 60, 1)
     sweeps = {}
     for by in ('memory', 'latency'):
         out = osp.join(work_dir, f'sweep_{by}')
         run([sys.executable, 'tools/test.py', config, bank, '--work-dir', osp.join(work_dir, 'test'), '--sweep',
-             str(args.sweep), '--sweep-by', by, '--out', out, '--cfg-options', f'load_from={checkpoint}'],
+             str(args.sweep), '--sweep-by', by, '--sweep-dir', out, '--cfg-options', f'load_from={checkpoint}'],
             osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}_sweep_{by}.log'))
         sweeps[by] = json.load(open(osp.join(out, 'sweep.json')))['rows']
     manifest = json.load(open(osp.join(bank, 'manifest.json')))

@@ -71,3 +71,12 @@ def run_tool(tool: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess
     if proc.returncode != 0:
         raise AssertionError(f'{tool} {" ".join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (its ``main(argv)`` is the command line; SystemExit carries the status)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'mmlego_tools_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

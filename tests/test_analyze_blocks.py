@@ -29,3 +29,18 @@ def test_analyze_blocks_table_two_stage_detector(workspace):
                     cwd=workspace)
     assert "traced path 'extract_feat'" in proc.stdout
     assert 'backbone.layer' in proc.stdout and 'at most 5 convs per block (max_ratio 0.2)' in proc.stdout
+
+
+def test_analyze_blocks_with_a_shape_needs_no_dataset(tmp_path):
+    """A real-dataset config (VOC is not on this machine) with --shape, as mmdet's get_flops.py."""
+    from .conftest import REAL_DATASET_CONFIGS
+    empty = tmp_path / 'no_data'
+    empty.mkdir()
+    out = tmp_path / 'blocks.json'
+    run_tool('analyze_blocks.py', str(CONFIGS / REAL_DATASET_CONFIGS['fcn']), '--shape', '128', '160', '--json',
+             str(out), cwd=empty)
+    result = json.loads(out.read_text())
+    assert len(result['blocks']) >= 6 and result['num_convs_total'] >= 20
+    assert all(block['name'].startswith(('backbone.', 'decode_head.')) for block in result['blocks'])
+    with pytest.raises(AssertionError, match='--shape takes positive sizes'):
+        run_tool('analyze_blocks.py', str(CONFIGS / REAL_DATASET_CONFIGS['fcn']), '--shape', '0', cwd=empty)

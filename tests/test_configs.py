@@ -59,7 +59,33 @@ def test_legodnn_config_wraps_its_teacher(name, rel_path):
     assert cfg.model.type == 'mmlego.LegoDNN' and cfg.model.architecture == teacher_cfg.model
     assert cfg.train_cfg.type == 'mmlego.LegoDNNPipelineLoop'
     assert cfg.load_from and cfg.val_dataloader == teacher_cfg.val_dataloader
+    # The config-only route: LegoRunner, the bank its pipeline writes, and an online scaling hook with a budget.
+    assert cfg.runner_type == 'mmlego.LegoRunner' and cfg.model.bank == '{work_dir}/bank'
+    hooks = [hook for hook in cfg.custom_hooks if hook.type == 'mmlego.OnlineScalingHook']
+    assert len(hooks) == 1
+    from mmlego.engine import OnlineScalingHook
+    assert OnlineScalingHook(**{k: v for k, v in hooks[0].items() if k != 'type'}).active
     init_default_scope(cfg.default_scope)
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
     assert isinstance(model, LegoDNN) and model.data_preprocessor is model.architecture.data_preprocessor
+
+
+def test_the_device_schedule_budget_base_is_a_valid_schedule():
+    from mmlego.engine import OnlineScalingHook
+    cfg = Config.fromfile(CONFIGS / '_base_' / 'budgets' / 'device_schedule.py')
+    hook = OnlineScalingHook(**{k: v for k, v in cfg.legodnn_scaling_hook.items() if k != 'type'})
+    assert [budget for _, budget in hook._schedule][1] == {'latency_ms': '80%', 'memory_mb': '60%'}
+
+
+def test_lego_runner_is_found_from_every_scope_and_fills_in_the_work_dir():
+    import mmlego  # noqa: F401
+    from mmengine.registry import RUNNERS
+    from mmlego.engine import LegoRunner
+    from mmlego.engine.runner import resolve_bank_placeholder
+    for scope in ('mmengine', 'mmdet', 'mmseg', 'mmpose', 'mmaction', 'mmlego'):
+        with RUNNERS.switch_scope_and_registry(scope) as registry:
+            assert registry.get('mmlego.LegoRunner') is LegoRunner
+    model = dict(type='mmlego.LegoDNN', bank='{work_dir}/bank')
+    assert resolve_bank_placeholder(model, 'work_dirs/x') == dict(type='mmlego.LegoDNN', bank='work_dirs/x/bank')
+    assert model['bank'] == '{work_dir}/bank'  # the config itself is left as it was

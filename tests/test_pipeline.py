@@ -45,12 +45,17 @@ def test_every_teacher_has_a_legodnn_config():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('model_name', ['yolov3', 'faster_rcnn', 'fcn', 'simplebaseline', 'tsn'])
+@pytest.mark.parametrize('model_name', ['faster_rcnn', 'simplebaseline', 'tsn'])  # yolov3, fcn: test_package_tools
 def test_pipeline_builds_a_profiled_bank(model_name, workspace, tmp_path):
     checkpoint = teacher_checkpoint(model_name, workspace, tmp_path)
     work_dir = tmp_path / 'work'
     run_tool('train.py', str(CONFIGS / LEGO_CONFIGS[model_name]), '--work-dir', str(work_dir), '--cfg-options',
              *tiny_pipeline_options(checkpoint), cwd=workspace, timeout=900)
+    assert_profiled_bank(work_dir)
+
+
+def assert_profiled_bank(work_dir):
+    """work_dir holds a finished pipeline: a bank with two sparsities per block, fully profiled."""
     manifest = json.loads((work_dir / 'bank' / 'manifest.json').read_text())
     profiles = manifest['profiles']
     assert profiles['teacher_metric'] is not None and profiles['metric_name']
@@ -72,8 +77,18 @@ def test_pipeline_resumes_at_the_stage_it_stopped(workspace, tmp_path):
     args = [str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(work_dir), '--cfg-options',
             *tiny_pipeline_options(checkpoint)]
     run_tool('train.py', *args, cwd=workspace, timeout=900)
+    # A rerun without --resume neither deletes the earlier run nor continues it; --resume with changed settings
+    # refuses, naming them.
+    bank_bytes = (work_dir / 'bank' / 'manifest.json').read_bytes()
+    with pytest.raises(AssertionError, match='holds an earlier LegoDNN run'):
+        run_tool('train.py', *args, cwd=workspace)
+    with pytest.raises(AssertionError, match=r"settings changed \(max_ratio: 0.125 -> 0.25\)"):
+        run_tool('train.py', *args[:3], '--resume', *args[3:], 'train_cfg.max_ratio=0.25', cwd=workspace)
+    assert (work_dir / 'bank' / 'manifest.json').read_bytes() == bank_bytes
     # Pretend the run stopped after retraining: later stages must rerun, earlier ones must not.
-    (work_dir / 'legodnn' / 'pipeline.json').write_text(json.dumps({'stage': 'retrained'}))
+    saved = json.loads((work_dir / 'legodnn' / 'pipeline.json').read_text())
+    assert saved['stage'] == 'done' and saved['settings']['sparsities'] == [0.0, 0.8]
+    (work_dir / 'legodnn' / 'pipeline.json').write_text(json.dumps(dict(saved, stage='retrained')))
     retrained = (work_dir / 'legodnn' / 'retraining' / 'state.json').stat().st_mtime_ns
     proc = run_tool('train.py', *args[:3], '--resume', *args[3:], cwd=workspace, timeout=900)
     assert 'resuming the LegoDNN pipeline after stage "retrained"' in proc.stdout + proc.stderr
@@ -145,3 +160,38 @@ def test_epoch_view_gives_full_epochs_from_infinite_and_finite_loaders():
     assert epochs[0][0] == [0, 1, 2] and epochs[1][0] == [2, 3, 4]  # continues where the last epoch stopped
     finite = EpochView(DataLoader(data, batch_size=5), 2)
     assert [[b.tolist() for b in finite] for _ in range(2)] == [[list(range(5)), list(range(5, 10))]] * 2
+
+
+def _train_in_process(monkeypatch, workspace, *argv):
+    """tools/train.py's main in this process: errors surface as the exceptions they are."""
+    from .conftest import load_tool
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    load_tool('train').main(list(argv))
+
+
+@pytest.mark.parametrize('option, error, message', [
+    ('train_cfg.metric=acc/top1_typo', ValueError, r"train_cfg.metric: the evaluator reports .*'acc/top1'.*not "
+                                                   r"'acc/top1_typo'"),
+    ("train_cfg.references=['teacher','middel']", ValueError, "unknown reference composite 'middel'"),
+    ('train_cfg.sparsities=[0.0,0.8,0.4]', ValueError, 'increasing'),
+    ('train_cfg.max_ratio=0', ValueError, r'max_ratio must be a number in \(0, 1\]'),
+    ('train_cfg.retrain.epoch=2', ValueError, r"unknown keys \['epoch'\]; the valid keys are .*'epochs'"),
+])
+def test_pipeline_settings_fail_before_any_stage(option, error, message, workspace, tmp_path, monkeypatch):
+    checkpoint = teacher_checkpoint('tsn', workspace, tmp_path)
+    work_dir = tmp_path / 'work'
+    with pytest.raises(error, match=message):
+        _train_in_process(monkeypatch, workspace, str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(work_dir),
+                          '--cfg-options', *tiny_pipeline_options(checkpoint), option)
+    assert not (work_dir / 'legodnn').exists() and not (work_dir / 'bank').exists()
+
+
+def test_a_teacher_of_another_architecture_is_refused_naming_the_keys(workspace, tmp_path, monkeypatch):
+    from mmlego.utils.checkpoint import TeacherCheckpointError
+    other = teacher_checkpoint('trn', workspace, tmp_path)  # same backbone, another head
+    work_dir = tmp_path / 'work'
+    with pytest.raises(TeacherCheckpointError, match=r'does not fit the teacher architecture .*cls_head'):
+        _train_in_process(monkeypatch, workspace, str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(work_dir),
+                          '--cfg-options', *tiny_pipeline_options(other))
+    assert not (work_dir / 'legodnn').exists()

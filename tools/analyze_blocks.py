@@ -1,9 +1,12 @@
 """Print the LegoDNN blocks of any OpenMMLab config (or write them as JSON).
 
-    python tools/analyze_blocks.py CONFIG [--max-ratio 0.125] [--checkpoint CKPT] [--json [FILE]]
+    python tools/analyze_blocks.py CONFIG [--max-ratio 0.125] [--checkpoint CKPT] [--json [FILE]] [--shape H W]
 
 The example input is one sample of the config's val dataloader, so the data it names must exist (for the synthetic
-configs: ``make data``).
+configs: ``make data``), unless ``--shape`` gives the input instead (random values; blocks depend only on shapes),
+as mmdet's ``get_flops.py --shape`` does: ``--shape 512`` or ``--shape 512 1024`` for an image model (batch 1, 3
+channels), or the whole preprocessed input, e.g. ``--shape 1 8 3 112 112`` for TSN (batch, clips x segments, C,
+H, W).
 """
 import argparse
 import json
@@ -24,11 +27,25 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="traced path (default: mode='tensor' if it traces, else extract_feat)")
     parser.add_argument('--json', nargs='?', const='-', metavar='FILE',
                         help='write JSON (to FILE, or stdout when no FILE is given) instead of the table')
+    parser.add_argument('--shape', type=int, nargs='+', metavar='N',
+                        help='input shape instead of a dataset sample: S, H W (image models) or the whole shape')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings (key=value)')
     return parser.parse_args(argv)
 
 
+def input_shape(shape: list) -> tuple:
+    """``--shape``: S -> (1, 3, S, S); H W -> (1, 3, H, W); anything longer is the whole shape."""
+    if any(n <= 0 for n in shape):
+        raise SystemExit(f'--shape takes positive sizes, got {shape}')
+    if len(shape) == 1:
+        return (1, 3, shape[0], shape[0])
+    if len(shape) == 2:
+        return (1, 3, *shape)
+    return tuple(shape)
+
+
 def analyze(args: argparse.Namespace) -> dict:
+    import torch
     from mmengine.config import Config
     import mmlego  # noqa: F401  (registries)
     from mmlego.block_extraction import extract_blocks
@@ -37,7 +54,7 @@ def analyze(args: argparse.Namespace) -> dict:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg, args.checkpoint)
-    inputs = example_batch(cfg, model)
+    inputs = example_batch(cfg, model) if not args.shape else torch.randn(input_shape(args.shape))
     path, graph = trace_tensor_path(model, inputs, args.tensor_path)
     extraction = extract_blocks(model, (inputs,), max_ratio=args.max_ratio, graph=graph)
     total_params = sum(p.numel() for p in model.parameters())

@@ -18,10 +18,10 @@ echo "== 1/3 teacher: $TEACHER_CONFIG"
 "$PY" tools/train.py "$TEACHER_CONFIG" --work-dir "$TEACHER_DIR"
 TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
 echo "== 2/3 LegoDNN pipeline: $LEGO_CONFIG (teacher $TEACHER)"
-"$PY" tools/train.py "$LEGO_CONFIG" --work-dir "$LEGO_DIR" --cfg-options "load_from=$TEACHER" ${DEMO_PIPELINE_OPTIONS:-}
+"$PY" tools/train.py "$LEGO_CONFIG" --work-dir "$LEGO_DIR" --cfg-options "load_from=$TEACHER" train_cfg.overwrite=True ${DEMO_PIPELINE_OPTIONS:-}
 echo "== 3/3 sweep of $SWEEP memory budgets over the bank"
 "$PY" tools/test.py "$LEGO_CONFIG" "$LEGO_DIR/bank" --work-dir "$LEGO_DIR/test" --sweep "$SWEEP" \
-  --out "$LEGO_DIR/sweep" --cfg-options "load_from=$TEACHER"
+  --sweep-dir "$LEGO_DIR/sweep" --cfg-options "load_from=$TEACHER"
 echo
 echo "Bank:   $LEGO_DIR/bank"
 echo "Table:  $LEGO_DIR/sweep/sweep.csv"

@@ -19,6 +19,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 
 from ..block_bank.bank import MANIFEST, BankError
+from ..engine.runner import resolve_bank_placeholder
 from ..models.legodnn import LegoDNN
 from ..utils.checkpoint import load_checkpoint
 
@@ -63,6 +64,14 @@ def _dataset_meta_from_config(cfg: Config) -> dict | None:
         if meta:
             return dict(meta)
     return None
+
+
+def _work_dir(cfg: Config) -> str:
+    """The config's work dir, or tools/train.py's default for it (``./work_dirs/<config name>``)."""
+    if cfg.get('work_dir'):
+        return str(cfg.work_dir)
+    name = Path(cfg.filename).stem if cfg.filename else 'legodnn'
+    return os.path.join('./work_dirs', name)
 
 
 def _teacher_candidates(cfg: Config, checkpoint: str | None, bank_dir: str | None) -> list[tuple[str, str]]:
@@ -120,6 +129,7 @@ def init_lego_model(config: str | os.PathLike | Config, bank_or_checkpoint: str 
         raise ValueError('the config has no "model"; pass an OpenMMLab task config or a legodnn config')
     if not _is_lego_type(cfg.model.get('type')):  # a plain task config: wrap its model
         cfg.model = ConfigDict(type='mmlego.LegoDNN', architecture=cfg.model)
+    cfg.model = resolve_bank_placeholder(cfg.model, _work_dir(cfg))
 
     bank_dir = checkpoint_arg = None
     if bank_or_checkpoint is not None:
@@ -145,7 +155,8 @@ def init_lego_model(config: str | os.PathLike | Config, bank_or_checkpoint: str 
         tried = '; '.join(f'{what}: {path}' for what, path in candidates)
         raise FileNotFoundError(f'no teacher checkpoint found ({tried} do not exist); pass checkpoint=... (demo: '
                                 '--checkpoint) or set load_from (--cfg-options load_from=...)')
-    if teacher is None and (bank_dir is not None or cfg.model.get('bank')):
+    configured_bank = cfg.model.get('bank') and (Path(cfg.model.bank) / MANIFEST).is_file()
+    if teacher is None and (bank_dir is not None or configured_bank):
         raise ValueError('a bank needs the weights of the teacher it was built from, but the config has no '
                          'load_from and no checkpoint was given; pass checkpoint=... or set load_from')
 
@@ -172,6 +183,10 @@ def init_lego_model(config: str | os.PathLike | Config, bank_or_checkpoint: str 
             model.attach_bank(bank_dir)
         except BankError as error:
             raise BankError(f'cannot use bank {bank_dir} with teacher weights {teacher}: {error}') from error
+    elif cfg.model.get('bank') and not configured_bank:
+        print_log(f'model.bank {cfg.model.bank} holds no block bank yet (build it with tools/train.py on the '
+                  'legodnn config, or pass the bank directory): the model runs the teacher', logger='current',
+                  level=logging.WARNING)
     else:
         model.load_configured_bank()
     return model

@@ -13,7 +13,9 @@ tensor path the estimates describe. Every configuration that ran is kept in
 
 Budget sources:
 
-- ``dict(latency_ms=..., memory_mb=...)`` (either key may be left out): a fixed budget;
+- ``dict(latency_ms=..., memory_mb=...)`` (either key may be left out) or ``'memory=20MB,latency=30ms'``: a fixed
+  budget. Limits are numbers (ms / MB), strings with a unit, or shares of the full model such as ``'60%'``
+  (:mod:`mmlego.scaling_optimizer.budget`, the parser the CLI and :meth:`mmlego.LegoDNN.scale` use too);
 - a list of such dicts: one per val/test epoch, cycling (a sweep);
 - a callable returning such a dict (a device monitor), polled before each epoch and every ``interval``
   iterations; returning ``None`` keeps the current budget;
@@ -37,37 +39,27 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
+from ..scaling_optimizer.budget import BUDGET_KEYS, InfeasibleBudgetError, format_budget, parse_budget
 
-#: The keys a budget may hold.
-BUDGET_KEYS = ('latency_ms', 'memory_mb')
+__all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
+
 _MB = 2 ** 20
+#: The record fields written to the message hub (``{mode}/legodnn_<key>``) after every val/test epoch, so that
+#: LoggerHook puts them in the run's log, ``scalars.json`` and any configured visualizer backend.
+SCALAR_KEYS = ('estimated_metric', 'measured_metric', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
+               'estimated_memory_mb', 'resident_memory_mb', 'rss_mb')
 
 
-
-def parse_budget(budget: Mapping[str, Any] | None, where: str = 'budget') -> dict[str, float | None]:
-    """Validates one budget and returns it with both keys (``None``: unconstrained).
-
-    Raises:
-        ValueError: Not a mapping, unknown keys (the message names ``latency_ms`` and ``memory_mb``), or a value
-            that is not a number >= 0 (NaN included). ``inf`` means unconstrained.
-    """
-    if budget is None:
-        return {key: None for key in BUDGET_KEYS}
-    if not isinstance(budget, Mapping):
-        raise ValueError(f'{where} must be a dict with keys "latency_ms" and/or "memory_mb", got {budget!r}')
-    unknown = sorted(str(key) for key in budget if key not in BUDGET_KEYS)
-    if unknown:
-        raise ValueError(f'{where} has unknown keys {unknown}; the valid keys are "latency_ms" (milliseconds) and '
-                         '"memory_mb" (megabytes, 2**20 bytes)')
-    parsed: dict[str, float | None] = {}
-    for key in BUDGET_KEYS:
-        value = budget.get(key)
-        if value is not None:
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value) or value < 0:
-                raise ValueError(f'{where}: {key} must be a number >= 0 (or None for no limit), got {value!r}')
-            value = None if math.isinf(value) else float(value)
-        parsed[key] = value
-    return parsed
+def infeasible_message(budget, model) -> str:
+    """Names the smallest achievable memory and latency of ``model`` (estimates) for a budget below them."""
+    from ..block_bank import problem_from_bank
+    from ..scaling_optimizer import budget_range
+    limits = budget_range(problem_from_bank(model.bank, latency_scale=model.latency_scale * model.latency_ratio))
+    low_mb, low_ms = limits['min_memory_bytes'] / _MB, limits['min_latency_ms']
+    return (f'budget {format_budget(budget)} is infeasible: the smallest configuration needs {low_mb:.2f} MB and '
+            f'{low_ms:.2f} ms (estimates), the full model {limits["max_memory_bytes"] / _MB:.2f} MB and '
+            f'{limits["max_latency_ms"]:.2f} ms; raise the budget to at least memory={low_mb:.2f}MB,'
+            f'latency={low_ms:.2f}ms')
 
 
 def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]]]:
@@ -115,19 +107,13 @@ def _fmt(value: float | None, unit: str = '', digits: int = 2) -> str:
     return 'none' if value is None else f'{value:.{digits}f}{unit}'
 
 
-def _fmt_budget(budget: Mapping[str, float | None]) -> str:
-    parts = [f'latency<={budget["latency_ms"]:.2f}ms' if budget.get('latency_ms') is not None else None,
-             f'memory<={budget["memory_mb"]:.2f}MB' if budget.get('memory_mb') is not None else None]
-    return ', '.join(p for p in parts if p) or 'unconstrained'
-
-
 @HOOKS.register_module()
 class OnlineScalingHook(Hook):
     """Scales an ``mmlego.LegoDNN`` model to a budget during val/test (see the module docstring for sources).
 
     Args:
-        budget: A budget dict, a list of them (one per val/test epoch, cycling), a callable returning one, or the
-            path of a JSON/YAML schedule file. ``None``: inactive until :meth:`set_budget` is called.
+        budget: A budget (dict or ``'key=value,...'`` string), a list of them (one per val/test epoch, cycling), a
+            callable returning one, or the path of a JSON/YAML schedule file. ``None``: inactive until :meth:`set_budget` is called.
         interval: Poll a callable or schedule every ``interval`` val/test iterations (also before each epoch).
         log_measured: Measure after each epoch (metric from the evaluator, memory of the live architecture, and
             latency if ``latency_repeats > 0``) and log it next to the estimates.
@@ -138,6 +124,9 @@ class OnlineScalingHook(Hook):
         rescale_drift: Re-solve when the online latency correction moved by more than this since the last solve.
         solver: The scaling optimizer's solver: ``'exact'`` (default), ``'pulp'``
             (LegoDNN's ILP through CBC) or ``'brute_force'``.
+        on_infeasible: A budget below the smallest configuration: ``'warn'`` (default: run the smallest, as a
+            device must) or ``'error'`` (raise :class:`~mmlego.scaling_optimizer.budget.InfeasibleBudgetError`
+            naming the smallest achievable memory and latency, e.g. for an evaluation that must meet its budget).
         clock: Seconds as a float (for schedules; default :func:`time.monotonic`, injectable for tests).
 
     Attributes:
@@ -156,7 +145,10 @@ class OnlineScalingHook(Hook):
 
     def __init__(self, budget: Any = None, interval: int = 1, log_measured: bool = True, latency_repeats: int = 0,
                  latency_warmup: int = 1, rescale_tolerance: float = 0.02, rescale_drift: float = 0.1,
-                 solver: str = 'exact', clock: Callable[[], float] | None = None) -> None:
+                 solver: str = 'exact', on_infeasible: str = 'warn', clock: Callable[[], float] | None = None) -> None:
+        if on_infeasible not in ('warn', 'error'):
+            raise ValueError(f"on_infeasible must be 'warn' or 'error', got {on_infeasible!r}")
+        self.on_infeasible = on_infeasible
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise ValueError(f'interval must be an integer >= 1 (val/test iterations), got {interval!r}')
         if not isinstance(latency_repeats, int) or latency_repeats < 0:
@@ -173,6 +165,7 @@ class OnlineScalingHook(Hook):
         self.num_solves = 0
         self._start: float | None = None
         self._epochs = 0  # val/test epochs begun
+        self._sweep_start = 0
         self._epoch_records: list[dict[str, Any]] = []
         self._solved_budget: dict[str, float | None] | None = None
         self._current_budget: dict[str, float | None] | None = None
@@ -188,6 +181,8 @@ class OnlineScalingHook(Hook):
             pass
         elif isinstance(budget, Mapping):
             self._fixed = parse_budget(budget)
+        elif isinstance(budget, str) and '=' in budget and not Path(budget).is_file():
+            self._fixed = parse_budget(budget)  # 'memory=20MB,latency=30ms'
         elif isinstance(budget, (str, Path)):
             self._schedule = load_schedule(budget)
         elif callable(budget):
@@ -196,10 +191,16 @@ class OnlineScalingHook(Hook):
             if not budget:
                 raise ValueError('a budget list needs at least one budget dict (latency_ms and/or memory_mb)')
             self._sweep = [parse_budget(item, f'budget list item {i}') for i, item in enumerate(budget)]
+            self._sweep_start = self._epochs  # the next epoch runs the first budget
         else:
             raise ValueError(f'budget must be a dict (latency_ms / memory_mb), a list of dicts, a callable returning '
                              f'one, or the path of a JSON/YAML schedule file; got {budget!r}')
         self._budget_source = budget
+
+    @property
+    def budget_source(self) -> Any:
+        """The budget source as last given to :meth:`set_budget`."""
+        return self._budget_source
 
     @property
     def active(self) -> bool:
@@ -218,7 +219,8 @@ class OnlineScalingHook(Hook):
         if self._fixed is not None:
             return self._fixed
         if self._sweep is not None:
-            return self._sweep[(self._epochs - 1) % len(self._sweep)] if epoch_start else None
+            index = (self._epochs - 1 - self._sweep_start) % len(self._sweep)
+            return self._sweep[index] if epoch_start else None
         if self._callable is not None:
             value = self._callable()
             return None if value is None else parse_budget(value, 'the budget returned by the callable')
@@ -282,7 +284,9 @@ class OnlineScalingHook(Hook):
                                  solver=self.solver)
             self.num_solves += 1
             self._solved_budget, self._last_result = budget, result
-            self._current_budget = budget
+            self._current_budget = model.budget  # shares of the full model ('60%') resolved
+            if result.status == 'infeasible' and self.on_infeasible == 'error':
+                raise InfeasibleBudgetError(infeasible_message(budget, model))
             self._new_record(runner, model, mode, resolved=True)
         elif epoch_start and self._last_result is not None:
             self._new_record(runner, model, mode, resolved=False)
@@ -320,7 +324,7 @@ class OnlineScalingHook(Hook):
                         'raise the budget to at least its estimates)')
             why = f' [latency x{record["latency_ratio"]:.2f} measured online]' if reason != 'budget' else ''
             runner.logger.info(
-                f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {_fmt_budget(record["budget"])}{why} -> '
+                f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {format_budget(record["budget"])}{why} -> '
                 f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '
                 f'{record["estimated_metric"]:.4f}, latency {record["estimated_latency_ms"]:.2f} ms, memory '
                 f'{record["estimated_memory_mb"]:.2f} MB')
@@ -356,12 +360,15 @@ class OnlineScalingHook(Hook):
             f'{last["rss_mb"]:.0f} MB) vs weights {last["estimated_memory_mb"]:.2f} MB; latency measured '
             f'{_fmt(last["measured_latency_ms"], " ms")} vs estimated {last["corrected_latency_ms"]:.2f} ms '
             f'(profiled {last["profiled_latency_ms"]:.2f} ms x{last["latency_ratio"]:.2f} online)')
-        for key in ('measured_latency_ms', 'resident_memory_mb', 'latency_ratio'):
+        for key in SCALAR_KEYS:
             if last[key] is not None:
                 runner.message_hub.update_scalar(f'{mode}/legodnn_{key}', last[key])
 
     # -- mmengine hook points --------------------------------------------------------------------------------
     def before_run(self, runner) -> None:
+        """Prepares a runner built without ``mmlego.LegoRunner`` (checkpoints, ``{work_dir}``, teacher check)."""
+        from .runner import prepare_runner
+        prepare_runner(runner)
         if self._start is None:
             self._start = self.clock()
 

@@ -6,6 +6,7 @@ with the config's val dataloader and evaluator -> memory / FLOPs / latency profi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,11 +19,13 @@ from mmengine.runner import BaseLoop
 
 from ..block_bank import BlockBank
 from ..block_retraining import RetrainingConfig, retrain_descendants
-from ..descendant_generation import DEFAULT_SPARSITIES
+from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
 from ..models.tensor_path import TENSOR_PATHS, example_batch, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, profile_accuracy, profile_costs, profile_model
+from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
 from ..utils.atomic_io import atomic_write_json
+from ..utils.checkpoint import check_teacher_checkpoint
 from .task_metrics import evaluate_model, pick_metric
 
 STAGES = ('descendants', 'retrained', 'accuracy', 'done')
@@ -91,16 +94,33 @@ class LegoDNNPipelineLoop(BaseLoop):
         max_val_batches: Limit accuracy-profiling evaluations to this many val batches (None: the whole set).
         metric: The evaluator metric to maximize (default: the task family's usual one).
         latency_repeats: Timed runs per latency measurement (median).
-        resume: Continue the stages saved in ``work_dir`` (``tools/train.py --resume`` sets it).
+        resume: Continue the stages saved in ``work_dir`` (``tools/train.py --resume`` sets it). Refused when the
+            settings above (or ``load_from``) changed since the saved stages were made.
+        overwrite: Start over even though ``work_dir/legodnn`` holds an earlier run (deleted then). Without it and
+            without ``resume`` an earlier run is an error, never silently deleted.
     """
 
     def __init__(self, runner, dataloader, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
                  max_ratio: float = 0.125, retrain: dict | None = None, heldout_batches: int = 4,
                  references: Sequence[str] = DEFAULT_REFERENCES, max_val_batches: int | None = None,
-                 metric: str | None = None, latency_repeats: int = 20, resume: bool = False) -> None:
+                 metric: str | None = None, latency_repeats: int = 20, resume: bool = False,
+                 overwrite: bool = False) -> None:
         super().__init__(runner, dataloader)
-        self.sparsities = list(sparsities)
+        self.sparsities = [float(s) for s in check_sparsities(sparsities)]
+        if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0 < max_ratio <= 1:
+            raise ValueError(f'max_ratio must be a number in (0, 1] (the largest block as a share of the convs), '
+                             f'got {max_ratio!r}')
+        for reference in references:
+            reference_sparsity(reference, self.sparsities)  # a clear ValueError for an unknown reference
+        if metric is not None and not isinstance(metric, str):
+            raise ValueError(f'metric must be the name of an evaluator metric (e.g. "coco/bbox_mAP") or None, got '
+                             f'{metric!r}')
+        self.overwrite = overwrite
         self.max_ratio = max_ratio
+        fields = {field.name for field in dataclasses.fields(RetrainingConfig)}
+        unknown = sorted(set(retrain or {}) - fields)
+        if unknown:
+            raise ValueError(f'train_cfg.retrain has unknown keys {unknown}; the valid keys are {sorted(fields)}')
         self.retrain = RetrainingConfig(**(retrain or {}))
         if self.retrain.max_batches_per_epoch is None:  # an epoch of an infinite sampler: one pass of its length
             self.retrain.max_batches_per_epoch = len(self.dataloader)
@@ -141,14 +161,42 @@ class LegoDNNPipelineLoop(BaseLoop):
         model = self.runner.model
         return model.module if is_model_wrapper(model) else model
 
-    def _stage(self) -> str | None:
+    def settings(self) -> dict:
+        """What the saved stages depend on; ``--resume`` refuses to continue when any of it changed."""
+        return dict(load_from=str(self.runner.cfg.get('load_from')), sparsities=self.sparsities,
+                    max_ratio=self.max_ratio, retrain=dataclasses.asdict(self.retrain),
+                    heldout_batches=self.heldout_batches, references=[str(r) for r in self.references],
+                    max_val_batches=self.max_val_batches, metric=self.metric)
+
+    def _saved(self) -> dict | None:
         path = self.lego_dir / 'pipeline.json'
-        return json.loads(path.read_text())['stage'] if path.exists() else None
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _check_earlier_run(self) -> str | None:
+        """The stage to resume after (None: start); refuses to delete or silently continue an earlier run."""
+        saved = self._saved()
+        if saved is None or self.overwrite:
+            return None
+        if not self.resume:
+            raise RuntimeError(
+                f'{self.lego_dir} holds an earlier LegoDNN run (after stage "{saved["stage"]}"); pass --resume to '
+                'continue it, --cfg-options train_cfg.overwrite=True to delete it and start over, or another '
+                '--work-dir')
+        old = saved.get('settings')
+        if old is not None:
+            new = json.loads(json.dumps(self.settings()))
+            changed = [f'{key}: {old.get(key)!r} -> {new.get(key)!r}' for key in sorted(set(old) | set(new))
+                       if old.get(key) != new.get(key)]
+            if changed:
+                raise RuntimeError(
+                    f'cannot resume the LegoDNN run in {self.lego_dir}: its settings changed ({"; ".join(changed)}); '
+                    'restore them, or start over with --cfg-options train_cfg.overwrite=True or another --work-dir')
+        return saved['stage']
 
     def _finish_stage(self, stage: str, bank: BlockBank) -> None:
         if _rank() == 0:
             bank.save(self.lego_dir / 'bank')
-            atomic_write_json(self.lego_dir / 'pipeline.json', dict(stage=stage))
+            atomic_write_json(self.lego_dir / 'pipeline.json', dict(stage=stage, settings=self.settings()))
         if _world_size() > 1:
             dist.barrier()
         self.runner.logger.info(f'LegoDNN stage "{stage}" done, saved in {self.lego_dir}')
@@ -166,6 +214,13 @@ class LegoDNNPipelineLoop(BaseLoop):
             evaluator.dataset_meta = loader.dataset.metainfo
         return loader, evaluator
 
+    def _check_metric(self, val_loader, evaluator) -> None:
+        """One val batch through the teacher: a metric the evaluator does not report fails now, not after hours."""
+        try:
+            pick_metric(evaluate_model(self.wrapper, val_loader, evaluator, max_batches=1), self.metric)
+        except KeyError as error:
+            raise ValueError(f'train_cfg.metric: {error.args[0]}') from None
+
     # -- the pipeline ----------------------------------------------------------------------------------------
     def run(self) -> torch.nn.Module:
         """Runs (or resumes) every stage and attaches the finished bank to the model."""
@@ -173,15 +228,19 @@ class LegoDNNPipelineLoop(BaseLoop):
         if not runner.cfg.get('load_from'):
             raise ValueError('the LegoDNN pipeline needs the trained teacher: set load_from=<teacher checkpoint> '
                              'in the config or pass --cfg-options load_from=...')
+        if not getattr(runner, '_mmlego_teacher_checked', False):  # LegoRunner / the hook checked it before loading
+            check_teacher_checkpoint(wrapper, str(runner.cfg.load_from))
         teacher = wrapper.architecture
         teacher.eval()
+        stage = self._check_earlier_run()
+        val_loader, evaluator = self._val_tools()
+        if stage is None:
+            self._check_metric(val_loader, evaluator)
         runner.call_hook('before_train')
-        if not self.resume and self.lego_dir.exists() and _rank() == 0:
-            shutil.rmtree(self.lego_dir)
+        if stage is None and self.lego_dir.exists() and _rank() == 0:
+            shutil.rmtree(self.lego_dir)  # overwrite=True (an earlier run is refused otherwise)
         if _world_size() > 1:
             dist.barrier()
-        stage = self._stage() if self.resume else None
-        val_loader, evaluator = self._val_tools()
         if stage is None:
             example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
             path, graph = trace_tensor_path(teacher, example, wrapper.tensor_path)
@@ -210,6 +269,10 @@ class LegoDNNPipelineLoop(BaseLoop):
             self._epoch = self.retrain.epochs
             for record in report.history:
                 train, val = record['train'].values(), record['val'].values()
+                if train and val:
+                    runner.visualizer.add_scalars({'retrain/mean_train_loss': sum(train) / len(train),
+                                                   'retrain/mean_heldout_loss': sum(val) / len(val)},
+                                                  step=int(record['epoch']))
                 runner.logger.info(f'block retraining epoch {record["epoch"]}/{self.retrain.epochs}: mean train '
                                    f'loss {sum(train) / len(train):.5g}, mean held-out loss {sum(val) / len(val):.5g} '
                                    f'over {len(train)} descendants')

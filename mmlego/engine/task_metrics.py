@@ -43,6 +43,14 @@ def evaluate_model(model: torch.nn.Module, dataloader: Iterable, evaluator: Any,
             outputs = model.val_step(batch)
             evaluator.process(data_samples=outputs, data_batch=batch)
             seen += len(outputs)
+    if max_batches is not None:
+        # Data parallel: the evaluator gathers every rank's results and keeps the first `size`: all of them.
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            device = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'  # nccl reduces CUDA tensors only
+            total = torch.tensor([seen], dtype=torch.int64, device=device)
+            dist.all_reduce(total)
+            seen = int(total.item())
     if seen == 0:
         raise ValueError('the val dataloader yielded no sample; check the val dataset of the config')
     size = len(dataloader.dataset) if max_batches is None else seen

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +13,12 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DefaultScope
 
 from ..block_bank import BlockBank, problem_from_bank
+from ..block_bank.bank import MANIFEST, BankError
 from ..block_switcher import BlockSwitcher
 from ..latency_estimation import BlockTimer, BlockTiming, LatencyCorrection
 from ..registry import MODELS
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
+from ..scaling_optimizer.budget import is_relative, parse_budget, resolve_budget
 from .tensor_path import TENSOR_PATHS
 
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
@@ -78,12 +81,39 @@ class LegoDNN(BaseModel):
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     @staticmethod
+    def is_teacher_state_dict(keys) -> bool:
+        """Whether checkpoint keys are the teacher's own (``backbone.*``), not this wrapper's (``architecture.*``)."""
+        keys = list(keys)
+        return bool(keys) and not any(key.startswith(_OWN_PREFIXES) for key in keys)
+
+    @staticmethod
     def _accept_teacher_checkpoint(state_dict, prefix, *args) -> None:
         """Maps a teacher checkpoint's keys (``backbone.*``) onto ``architecture.*``."""
         keys = [key for key in state_dict if key.startswith(prefix)]
-        if keys and not any(key[len(prefix):].startswith(_OWN_PREFIXES) for key in keys):
+        if LegoDNN.is_teacher_state_dict(key[len(prefix):] for key in keys):
             for key in keys:
                 state_dict[f'{prefix}architecture.{key[len(prefix):]}'] = state_dict.pop(key)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``to`` / ``cuda`` / ``cpu``: the bank follows the model to its new device, the running selection stays.
+
+        The teacher's own blocks go back into the model first (so the move takes them along, offloaded or not),
+        then the switcher is rebuilt on the moved model and the selection switched in again from the bank.
+        """
+        switcher = self.__dict__.get('switcher')
+        if switcher is None:
+            return super()._apply(fn, *args, **kwargs)
+        selection, bank = dict(switcher.selection), self.bank
+        switcher.reset()
+        switcher.detach()
+        if self.timer is not None:
+            self.timer.detach()
+        self.switcher = self.timer = None
+        result = super()._apply(fn, *args, **kwargs)
+        self.attach_bank(bank)  # the new switcher moves the bank to the model's device
+        if any(selection.values()):
+            self.switch(selection)
+        return result
 
     # -- forward ---------------------------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = 'tensor') -> Any:
@@ -114,9 +144,21 @@ class LegoDNN(BaseModel):
         return bank
 
     def load_configured_bank(self) -> None:
-        """Loads the bank given as ``bank=`` in the config (after the teacher weights are in place)."""
-        if self._bank_dir and self.bank is None:
-            self.attach_bank(self._bank_dir)
+        """Loads the bank given as ``bank=`` in the config (after the teacher weights are in place).
+
+        Raises:
+            BankError: ``bank`` still holds ``{work_dir}`` (the model was not built by ``mmlego.LegoRunner``), or
+                the directory holds no bank yet, or it is not this teacher's.
+        """
+        if not self._bank_dir or self.bank is not None:
+            return
+        if '{work_dir}' in self._bank_dir:
+            raise BankError(f'model.bank={self._bank_dir!r} names the run\'s work dir, which only mmlego.LegoRunner '
+                            "fills in: set runner_type='mmlego.LegoRunner' in the config, or give the bank's path")
+        if not (Path(self._bank_dir) / MANIFEST).is_file():
+            raise BankError(f'model.bank {self._bank_dir} holds no block bank yet: build it with tools/train.py on '
+                            'this legodnn config (the pipeline writes work_dir/bank), or pass the bank directory')
+        self.attach_bank(self._bank_dir)
 
     @property
     def selection(self) -> dict[str, float]:
@@ -165,15 +207,40 @@ class LegoDNN(BaseModel):
                     memory_bytes=problem.frame_memory_bytes + sum(o.memory_bytes for o in options.values()))
 
     # -- scaling ---------------------------------------------------------------------------------------------
-    def scale(self, latency_ms: float | None = None, memory_mb: float | None = None,
+    @property
+    def budget(self) -> dict[str, float | None] | None:
+        """The absolute budget of the last :meth:`scale` (``latency_ms``, ``memory_mb``; shares resolved)."""
+        return None if self._budget is None else {k: self._budget[k] for k in ('latency_ms', 'memory_mb')}
+
+    def full_model_estimate(self) -> dict[str, float]:
+        """The teacher's (every block at sparsity 0.0) estimates, latency as profiled times ``latency_scale``."""
+        bank = self._require_bank()
+        return self.estimate({spec.name: 0.0 for spec in bank.blocks}, corrected=False)
+
+    def scale(self, latency_ms: float | str | None = None, memory_mb: float | str | None = None,
               solver: str = 'exact') -> ScalingResult:
         """Chooses descendants for a budget and switches them in; returns the optimizer's result.
 
         Latencies are the profiled ones times ``latency_scale`` times the online correction
         (:attr:`latency_ratio`). An infeasible budget switches to the smallest configuration and says so in
         ``result.status``. The budget is remembered for :meth:`rescale_if_needed`.
+
+        Args:
+            latency_ms: Latency limit: ms, a string with a unit (``'30ms'``), a share of the full model (``'60%'``,
+                of its profiled latency times ``latency_scale``) or None (no limit).
+            memory_mb: Memory limit (weight bytes): MB, ``'20MB'``, ``'60%'`` or None.
+            solver: ``'exact'`` (default), ``'pulp'`` (LegoDNN's ILP through CBC) or ``'brute_force'``.
+
+        Raises:
+            ValueError: A limit that is not one (negative, NaN, boolean, unknown unit); see
+                :mod:`mmlego.scaling_optimizer.budget`.
         """
+        budget = parse_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         bank = self._require_bank()
+        if is_relative(budget):
+            full = self.full_model_estimate()
+            budget = resolve_budget(budget, full['latency_ms'], full['memory_bytes'] / 2 ** 20)
+        latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
         ratio = self.latency_ratio
         scale = self.latency_scale * ratio
         memory = None if memory_mb is None else memory_mb * 2 ** 20

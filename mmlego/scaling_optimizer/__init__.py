@@ -10,9 +10,11 @@ Example:
 
 See :func:`solve` for the model of the problem, the shared budget of several models and the infeasible case.
 """
+from .budget import BUDGET_KEYS, format_budget, parse_budget, resolve_budget
 from .problem import REL_TOL, TIE_TOL, BlockOption, ModelProblem, ScalingResult, budget_range
 from .exact import ExactSolver, PreparedProblems
 from .solvers import SOLVERS, BruteForceSolver, PulpSolver, Solver, solve
 
 __all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'ExactSolver', 'PreparedProblems', 'PulpSolver',
-           'BruteForceSolver', 'SOLVERS', 'solve', 'budget_range', 'REL_TOL', 'TIE_TOL']
+           'BruteForceSolver', 'SOLVERS', 'solve', 'budget_range', 'REL_TOL', 'TIE_TOL',
+           'BUDGET_KEYS', 'parse_budget', 'resolve_budget', 'format_budget']

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['allow_mmengine_checkpoints', 'load_checkpoint', 'scope_runner_checkpoint_loading',
+__all__ = ['allow_mmengine_checkpoints', 'check_teacher_checkpoint', 'load_checkpoint', 'TeacherCheckpointError',
+           'scope_runner_checkpoint_loading',
            'mmengine_checkpoint_globals']
 
 
@@ -79,3 +80,47 @@ def scope_runner_checkpoint_loading(runner) -> None:
             return unscoped(*args, **kwargs)
 
     runner.load_checkpoint = load_checkpoint_scoped
+
+
+class TeacherCheckpointError(ValueError):
+    """``load_from`` does not hold the weights of the model's architecture."""
+
+
+def _names(keys: list, limit: int = 5) -> str:
+    shown = ', '.join(keys[:limit])
+    return f'{shown}, ... ({len(keys)} in all)' if len(keys) > limit else shown
+
+
+def check_teacher_checkpoint(model: torch.nn.Module, filename: str) -> None:
+    """Refuses a checkpoint that does not fit ``model`` (an ``mmlego.LegoDNN``) key for key and shape for shape.
+
+    A teacher checkpoint (``backbone.*``) is compared with ``model.architecture``; a checkpoint of the wrapper
+    (``architecture.*``) with ``model``. The usual ``module.`` prefix of data-parallel checkpoints is dropped.
+
+    Raises:
+        TeacherCheckpointError: Missing, unexpected or reshaped keys, named (the first few of each).
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint
+    with allow_mmengine_checkpoints():
+        checkpoint = _load_checkpoint(filename, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise TeacherCheckpointError(f'{filename} holds no state_dict; load_from must be the trained teacher\'s '
+                                     'checkpoint (as saved by its tools/train.py)')
+    state = {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state.items()}
+    target = model.architecture if model.is_teacher_state_dict(state) else model
+    expected = target.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(key for key in set(state) & set(expected)
+                      if hasattr(state[key], 'shape') and tuple(state[key].shape) != tuple(expected[key].shape))
+    if not (missing or unexpected or reshaped):
+        return
+    problems = [f'missing keys: {_names(missing)}' if missing else '',
+                f'unexpected keys: {_names(unexpected)}' if unexpected else '',
+                'other shapes: ' + _names([f'{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}'
+                                           for key in reshaped]) if reshaped else '']
+    raise TeacherCheckpointError(
+        f'load_from={filename} does not fit the teacher architecture of this config ('
+        + '; '.join(p for p in problems if p) + '); it must be the checkpoint of the model the legodnn config wraps '
+        '(trained with its teacher config), e.g. --cfg-options load_from=work_dirs/<teacher config>/epoch_N.pth')

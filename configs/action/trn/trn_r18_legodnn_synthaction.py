@@ -1,11 +1,14 @@
 # LegoDNN over the trn_r18_synthaction teacher: blocks, descendants, retraining, profiling -> work_dir/bank.
 # Teacher first: python tools/train.py configs/action/trn/trn_r18_synthaction.py
 # Then:          python tools/train.py configs/action/trn/trn_r18_legodnn_synthaction.py
-_base_ = ['./trn_r18_synthaction.py']
+# Scaled:        python tools/test.py configs/action/trn/trn_r18_legodnn_synthaction.py work_dirs/trn_r18_synthaction/epoch_20.pth  (at the budget of its OnlineScalingHook)
+_base_ = ['./trn_r18_synthaction.py', '../../_base_/budgets/teacher_60pct_memory_80pct_latency.py']
 custom_imports = dict(imports=['mmlego'], allow_failed_imports=False)
+runner_type = 'mmlego.LegoRunner'  # any package's tools/train.py and test.py build it
+custom_hooks = [{{_base_.legodnn_scaling_hook}}]  # online scaling at test time (budget: _base_)
 
 load_from = 'work_dirs/trn_r18_synthaction/epoch_20.pth'  # the teacher
-model = dict(_delete_=True, type='mmlego.LegoDNN', architecture={{_base_.model}})
+model = dict(_delete_=True, type='mmlego.LegoDNN', architecture={{_base_.model}}, bank='{work_dir}/bank')
 train_cfg = dict(
     _delete_=True, type='mmlego.LegoDNNPipelineLoop', sparsities=[0.0, 0.2, 0.4, 0.6, 0.8], max_ratio=0.125,
     retrain=dict(epochs=2, lr=1e-3))

@@ -1,0 +1,146 @@
+"""``mmlego.BudgetSweepLoop``: a test loop that evaluates a LegoDNN model at several budgets in one run.
+
+Use it as a config's ``test_cfg`` (``tools/test.py --sweep N`` sets it)::
+
+    test_cfg = dict(type='mmlego.BudgetSweepLoop', num_budgets=5, sweep_by='memory')
+
+Each budget is one test epoch: the ``mmlego.OnlineScalingHook`` of the config (one with default settings is added
+if there is none) scales the model to it, the evaluator measures the metric, and the hook measures memory and
+latency. The loop returns the metrics of every budget prefixed ``sweep{i}/`` (also written to the message hub as
+``test/sweep{i}/...`` scalars, and to the visualizer's backends as ``sweep/...`` with the budget index as the step:
+``vis_data/scalars.json`` with the local backend, curves in TensorBoard), and writes the table and plots of
+:func:`mmlego.apis.sweep.write_sweep` (``sweep.csv``, ``sweep.json``, PNGs) into ``out_dir``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mmengine.dist import is_main_process
+from mmengine.model import is_model_wrapper
+from mmengine.runner import TestLoop
+
+from ..registry import LOOPS
+from .online_scaling_hook import OnlineScalingHook
+
+_MB = 2 ** 20
+#: Row fields of every budget written as scalars (``sweep{i}/legodnn_<key>`` and ``sweep/legodnn_<key>`` by step).
+SWEEP_SCALARS = ('budget_memory_mb', 'budget_latency_ms', 'estimated_metric', 'measured_metric',
+                 'estimated_memory_mb', 'resident_memory_mb', 'corrected_latency_ms', 'measured_latency_ms')
+
+
+@LOOPS.register_module()
+class BudgetSweepLoop(TestLoop):
+    """Evaluates ``num_budgets`` budgets from the smallest configuration to the full model (or given ones).
+
+    Args:
+        runner: The runner.
+        dataloader: The test dataloader.
+        evaluator: The test evaluator.
+        num_budgets: How many budgets, evenly spaced over the achievable range (>= 2).
+        sweep_by: ``'memory'`` or ``'latency'``: the limit the sweep varies (the other is unconstrained).
+        budgets: Explicit budgets instead (dicts or ``'key=value'`` strings, see
+            :mod:`mmlego.scaling_optimizer.budget`); overrides ``num_budgets`` and ``sweep_by``.
+        out_dir: Where the table and plots go (default ``work_dir/sweep``; None-like ``''`` writes nothing).
+        fp16: Run the forwards in autocast (as mmengine's TestLoop).
+    """
+
+    def __init__(self, runner, dataloader, evaluator, num_budgets: int = 5, sweep_by: str = 'memory',
+                 budgets: Sequence | None = None, out_dir: str | None = None, fp16: bool = False) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16=fp16)
+        if budgets is None and (not isinstance(num_budgets, int) or isinstance(num_budgets, bool)
+                                or num_budgets < 2):
+            raise ValueError(f'num_budgets must be an integer >= 2 (from the smallest configuration to the full '
+                             f'model), got {num_budgets!r}')
+        if sweep_by not in ('memory', 'latency'):
+            raise ValueError(f"sweep_by must be 'memory' or 'latency', got {sweep_by!r}")
+        if budgets is not None and not budgets:
+            raise ValueError('budgets must hold at least one budget (or be None to sweep num_budgets of them)')
+        self.num_budgets, self.sweep_by, self.budgets = num_budgets, sweep_by, budgets
+        self.out_dir = Path(runner.work_dir) / 'sweep' if out_dir is None else (Path(out_dir) if out_dir else None)
+        self.rows: list[dict] = []
+
+    def _hook(self) -> OnlineScalingHook:
+        hook = next((h for h in self.runner.hooks if isinstance(h, OnlineScalingHook)), None)
+        if hook is None:
+            hook = OnlineScalingHook(latency_repeats=20, latency_warmup=3)
+            self.runner.register_hook(hook)
+        return hook
+
+    @staticmethod
+    def _limits(model) -> dict:
+        from ..block_bank import problem_from_bank
+        from ..scaling_optimizer import budget_range
+        return budget_range(problem_from_bank(model.bank, latency_scale=model.latency_scale * model.latency_ratio))
+
+    def sweep_budgets(self, model) -> list:
+        """The budgets to evaluate: the given ones, or evenly spaced over the model's achievable range."""
+        if self.budgets is not None:
+            return list(self.budgets)
+        limits = self._limits(model)
+        if self.sweep_by == 'memory':
+            low, high, key = limits['min_memory_bytes'] / _MB, limits['max_memory_bytes'] / _MB, 'memory_mb'
+        else:
+            low, high, key = limits['min_latency_ms'], limits['max_latency_ms'], 'latency_ms'
+        values = [low + (high - low) * i / (self.num_budgets - 1) for i in range(self.num_budgets)]
+        values[-1] = high  # exactly the full model despite rounding
+        return [{key: value} for value in values]
+
+    def _run_epoch(self) -> dict:
+        """One test epoch, as mmengine's TestLoop runs it between ``before_test`` and ``after_test``."""
+        self.runner.call_hook('before_test_epoch')
+        self.runner.model.eval()
+        self.test_loss.clear()
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        self.runner.call_hook('after_test_epoch', metrics=metrics)
+        return metrics
+
+    def run(self) -> dict:
+        """Evaluates every budget; returns ``{'sweep{i}/<metric>': value}`` over all of them."""
+        from ..apis.sweep import sweep_row, write_sweep
+        runner = self.runner
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        hook = self._hook()
+        runner.call_hook('before_test')
+        model.load_configured_bank()
+        if getattr(model, 'bank', None) is None:
+            raise RuntimeError('BudgetSweepLoop needs a LegoDNN model with a block bank: set model.bank (the '
+                               "pipeline's work_dir/bank) or pass the bank directory to tools/test.py")
+        budgets = self.sweep_budgets(model)
+        limits = self._limits(model)
+        source = hook.budget_source
+        hook.set_budget(budgets)
+        results: dict = {}
+        self.rows = []
+        try:
+            for index in range(len(budgets)):
+                before = len(hook.records)
+                runner.logger.info(f'BudgetSweepLoop: budget {index + 1}/{len(budgets)}')
+                metrics = self._run_epoch()
+                record = hook.records[before:][-1]
+                row = sweep_row(record, index)
+                self.rows.append(row)
+                scalars = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+                scalars.update({f'legodnn_{key}': row[key] for key in SWEEP_SCALARS
+                                if isinstance(row.get(key), (int, float))})
+                results.update({f'sweep{index}/{key}': value for key, value in metrics.items()})
+                results.update({f'sweep{index}/{key}': value for key, value in scalars.items()})
+                for key, value in scalars.items():
+                    runner.message_hub.update_scalar(f'test/sweep{index}/{key}', value)
+                # One step per budget: a visualizer backend (TensorBoard, local scalars.json) plots the sweep.
+                runner.visualizer.add_scalars({f'sweep/{key}': value for key, value in scalars.items()}, step=index)
+        finally:
+            hook.set_budget(source)
+        if self.out_dir is not None and is_main_process():
+            profiles = model.bank.profiles
+            info = dict(config=Path(runner.cfg.filename).name if runner.cfg.filename else None,
+                        bank=str(getattr(model, '_bank_dir', None)), metric_name=profiles.metric_name,
+                        sweep_by=self.sweep_by, report_split='test', profiling_split='val',
+                        teacher_metric=profiles.teacher_metric, budget_range=limits,
+                        latency_device=profiles.device)
+            paths = write_sweep(self.rows, info, self.out_dir)
+            runner.logger.info('BudgetSweepLoop wrote ' + ', '.join(str(path) for path in paths))
+        runner.call_hook('after_test')
+        return results

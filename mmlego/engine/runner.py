@@ -1,0 +1,108 @@
+"""``mmlego.LegoRunner``: mmengine's Runner with what a legodnn config needs, usable from any package's tools.
+
+Set ``runner_type='mmlego.LegoRunner'`` in a config and every OpenMMLab ``tools/train.py`` / ``tools/test.py``
+(mmdet's, mmseg's, mmpose's, mmaction2's, mmlego's) builds it through ``RUNNERS.build(cfg)``. It adds:
+
+- checkpoint loading (``load_from``, ``resume``) with ``torch.load(weights_only=True)`` and exactly the globals an
+  mmengine checkpoint needs (:mod:`mmlego.utils.checkpoint`); torch >= 2.6 refuses them otherwise;
+- ``{work_dir}`` in ``model.bank``, replaced by the run's work dir, so a config names the bank its own pipeline
+  writes (``work_dir/bank``) whatever ``--work-dir`` says;
+- ``--resume`` of any package's ``tools/train.py`` continues the LegoDNN pipeline's own stages;
+- a teacher check before loading: ``load_from`` of another architecture (missing, unexpected or reshaped keys) is an
+  error naming them, not warnings over a partly random teacher.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mmengine.runner import Runner
+
+from ..registry import RUNNERS
+from ..utils.checkpoint import allow_mmengine_checkpoints, check_teacher_checkpoint
+
+#: The placeholder ``model.bank`` may hold.
+WORK_DIR_PLACEHOLDER = '{work_dir}'
+
+
+def resolve_bank_placeholder(model_cfg: Any, work_dir: str) -> Any:
+    """``model_cfg`` with ``{work_dir}`` in its ``bank`` replaced (a copy; other configs are returned as given)."""
+    if isinstance(model_cfg, dict) and isinstance(model_cfg.get('bank'), str) \
+            and WORK_DIR_PLACEHOLDER in model_cfg['bank']:
+        model_cfg = copy.copy(model_cfg)
+        model_cfg['bank'] = model_cfg['bank'].replace(WORK_DIR_PLACEHOLDER, str(work_dir))
+    return model_cfg
+
+
+def _lego_model(runner):
+    from mmengine.model import is_model_wrapper
+
+    from ..models.legodnn import LegoDNN
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    return model if isinstance(model, LegoDNN) else None
+
+
+def check_runner_teacher(runner) -> None:
+    """Refuses a ``load_from`` that does not fit the runner's LegoDNN model (once per runner, before loading)."""
+    model = _lego_model(runner)
+    if model is None or runner._has_loaded or runner._load_from is None or runner._resume \
+            or getattr(runner, '_mmlego_teacher_checked', False):
+        return
+    check_teacher_checkpoint(model, str(runner._load_from))
+    runner._mmlego_teacher_checked = True
+
+
+def prepare_runner(runner) -> None:
+    """Gives a runner built without ``runner_type`` what :class:`LegoRunner` adds (call it before loading).
+
+    mmseg's ``tools/test.py`` and mmpose's tools build ``Runner.from_cfg(cfg)`` whatever ``runner_type`` says;
+    ``mmlego.OnlineScalingHook`` calls this in ``before_run``, which mmengine runs before ``load_or_resume``, so
+    those tools load mmengine checkpoints, fill in ``{work_dir}`` and check the teacher too.
+    """
+    model = _lego_model(runner)
+    if model is None or isinstance(runner, LegoRunner) or getattr(runner, '_mmlego_prepared', False):
+        return
+    from ..utils.checkpoint import scope_runner_checkpoint_loading
+    runner._mmlego_prepared = True
+    if isinstance(model._bank_dir, str):
+        model._bank_dir = model._bank_dir.replace(WORK_DIR_PLACEHOLDER, str(runner.work_dir))
+    scope_runner_checkpoint_loading(runner)
+    check_runner_teacher(runner)
+
+
+@RUNNERS.register_module()
+class LegoRunner(Runner):
+    """:class:`mmengine.runner.Runner` for legodnn configs (see the module docstring); same arguments."""
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'LegoRunner':
+        """``Runner.from_cfg``; a pipeline config's ``resume`` continues the pipeline's stages (not a checkpoint).
+
+        Every package's ``tools/train.py --resume`` sets ``cfg.resume`` (and with no path ``load_from=None``):
+        for the LegoDNN pipeline that means its own resume, from the teacher recorded with its stages.
+        """
+        import json
+        from pathlib import Path
+        cfg = copy.deepcopy(cfg)
+        train_cfg = cfg.get('train_cfg') or {}
+        if cfg.get('resume') and str(train_cfg.get('type', '')).split('.')[-1] == 'LegoDNNPipelineLoop':
+            cfg.train_cfg['resume'], cfg['resume'] = True, False
+            saved = Path(cfg['work_dir']) / 'legodnn' / 'pipeline.json'
+            if not cfg.get('load_from') and saved.is_file():
+                cfg['load_from'] = json.loads(saved.read_text()).get('settings', {}).get('load_from')
+        return super().from_cfg(cfg)
+
+    def __init__(self, *args, **kwargs) -> None:
+        if 'model' in kwargs and 'work_dir' in kwargs:  # from_cfg passes keywords
+            kwargs['model'] = resolve_bank_placeholder(kwargs['model'], kwargs['work_dir'])
+        super().__init__(*args, **kwargs)
+
+    def load_checkpoint(self, filename: str, *args, **kwargs):
+        """``Runner.load_checkpoint`` with mmengine checkpoints allowed under ``weights_only=True``."""
+        with allow_mmengine_checkpoints():
+            return super().load_checkpoint(filename, *args, **kwargs)
+
+    def load_or_resume(self) -> None:
+        """Checks that ``load_from`` fits the architecture of a LegoDNN model, then loads as mmengine does."""
+        check_runner_teacher(self)
+        super().load_or_resume()
