@@ -67,6 +67,11 @@ def test_teacher_checkpoint_loads_into_the_wrapper(tmp_path):
 
 
 def test_scaling_without_bank_is_a_clear_error():
+    from mmlego.block_bank.bank import BankError
     _, model = _build('tsn')
+    # The config's bank='{work_dir}/bank' needs a runner's work dir: built without one, the error says so.
+    with pytest.raises(BankError, match="names the run's work dir.*mmlego.LegoRunner"):
+        model.scale(memory_mb=10)
+    model._bank_dir = None
     with pytest.raises(RuntimeError, match='no block bank'):
         model.scale(memory_mb=10)

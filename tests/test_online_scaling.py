@@ -300,6 +300,13 @@ def test_tool_sweep(lego, workspace, tmp_path):
     assert all(b >= a - 1e-9 for a, b in zip(estimated, estimated[1:]))
     assert float(rows[1]['estimated_memory_mb']) == pytest.approx(data['rows'][1]['estimated_memory_mb'])
     assert 'sweep.csv' in proc.stdout and 'budget MB' in proc.stdout
+    # The sweep's numbers reach the visualizer backend (the local one: vis_data/scalars.json), one step per budget.
+    lines = [json.loads(line) for path in (tmp_path / 'work').glob('2*/vis_data/scalars.json')
+             for line in path.read_text().splitlines()]
+    steps = [line['step'] for line in lines if 'sweep/legodnn_estimated_metric' in line]
+    assert steps == [0, 1, 2]
+    assert [line['sweep/legodnn_estimated_metric'] for line in lines if 'sweep/legodnn_estimated_metric' in line] \
+        == pytest.approx(estimated)
 
 
 def test_tool_sweep_by_latency(lego, workspace, tmp_path):

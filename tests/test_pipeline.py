@@ -52,6 +52,11 @@ def test_pipeline_builds_a_profiled_bank(model_name, workspace, tmp_path):
     run_tool('train.py', str(CONFIGS / LEGO_CONFIGS[model_name]), '--work-dir', str(work_dir), '--cfg-options',
              *tiny_pipeline_options(checkpoint), cwd=workspace, timeout=900)
     assert_profiled_bank(work_dir)
+    # Every stage leaves a readable trace with an ETA in the run's log file (not only a terminal progress bar).
+    log = sorted(work_dir.glob('2*/2*.log'))[-1].read_text()
+    for stage in ('retraining epoch 1/1: 2/2, elapsed', 'accuracy profiling', 'latency profiling (in the model)'):
+        assert stage in log, stage
+    assert ', eta 0:00:00' in log
 
 
 def assert_profiled_bank(work_dir):
@@ -71,7 +76,7 @@ def assert_profiled_bank(work_dir):
 
 
 @pytest.mark.slow
-def test_pipeline_resumes_at_the_stage_it_stopped(workspace, tmp_path):
+def test_pipeline_resumes_at_the_stage_it_stopped(workspace, tmp_path, monkeypatch):
     checkpoint = teacher_checkpoint('tsn', workspace, tmp_path)
     work_dir = tmp_path / 'work'
     args = [str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(work_dir), '--cfg-options',
@@ -80,10 +85,10 @@ def test_pipeline_resumes_at_the_stage_it_stopped(workspace, tmp_path):
     # A rerun without --resume neither deletes the earlier run nor continues it; --resume with changed settings
     # refuses, naming them.
     bank_bytes = (work_dir / 'bank' / 'manifest.json').read_bytes()
-    with pytest.raises(AssertionError, match='holds an earlier LegoDNN run'):
-        run_tool('train.py', *args, cwd=workspace)
-    with pytest.raises(AssertionError, match=r"settings changed \(max_ratio: 0.125 -> 0.25\)"):
-        run_tool('train.py', *args[:3], '--resume', *args[3:], 'train_cfg.max_ratio=0.25', cwd=workspace)
+    with pytest.raises(RuntimeError, match='holds an earlier LegoDNN run'):
+        _train_in_process(monkeypatch, workspace, *args)
+    with pytest.raises(RuntimeError, match=r"settings changed \(max_ratio: 0.125 -> 0.25\)"):
+        _train_in_process(monkeypatch, workspace, *args[:3], '--resume', *args[3:], 'train_cfg.max_ratio=0.25')
     assert (work_dir / 'bank' / 'manifest.json').read_bytes() == bank_bytes
     # Pretend the run stopped after retraining: later stages must rerun, earlier ones must not.
     saved = json.loads((work_dir / 'legodnn' / 'pipeline.json').read_text())
