@@ -29,8 +29,6 @@ Example config::
 """
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -39,7 +37,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
-from ..scaling_optimizer.budget import BUDGET_KEYS, InfeasibleBudgetError, format_budget, parse_budget
+from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, parse_budget
+from .budget_schedule import load_schedule
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
 
@@ -60,47 +59,6 @@ def infeasible_message(budget, model) -> str:
             f'{low_ms:.2f} ms (estimates), the full model {limits["max_memory_bytes"] / _MB:.2f} MB and '
             f'{limits["max_latency_ms"]:.2f} ms; raise the budget to at least memory={low_mb:.2f}MB,'
             f'latency={low_ms:.2f}ms')
-
-
-def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]]]:
-    """Reads a budget schedule file (JSON or YAML): a list of ``{"time_s", "latency_ms", "memory_mb"}``.
-
-    Returns:
-        ``(time_s, budget)`` pairs sorted by time.
-
-    Raises:
-        ValueError: The file is missing, unreadable, not a non-empty list of entries, or an entry is malformed.
-    """
-    from mmengine.fileio import load
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f'budget schedule {path} does not exist; pass a JSON/YAML file holding a list of '
-                         '{"time_s": ..., "latency_ms": ..., "memory_mb": ...}')
-    try:
-        data = load(str(path), file_format='yaml' if path.suffix.lower() in ('.yml', '.yaml') else 'json')
-    except Exception as error:  # noqa: BLE001 - any parse error becomes one clear message
-        raise ValueError(f'budget schedule {path} cannot be read ({type(error).__name__}: {error}); it must be '
-                         'JSON (.json) or YAML (.yml/.yaml)') from error
-    if not isinstance(data, list) or not data:
-        raise ValueError(f'budget schedule {path} must hold a non-empty list of '
-                         '{"time_s": ..., "latency_ms": ..., "memory_mb": ...} entries')
-    schedule = []
-    for index, entry in enumerate(data):
-        where = f'budget schedule {path}, entry {index}'
-        if not isinstance(entry, Mapping) or 'time_s' not in entry:
-            raise ValueError(f'{where} must be a dict with "time_s" (seconds since the start) and "latency_ms" '
-                             f'and/or "memory_mb", got {entry!r}')
-        time_s = entry['time_s']
-        if not isinstance(time_s, numbers.Real) or isinstance(time_s, bool) or not math.isfinite(time_s) \
-                or time_s < 0:
-            raise ValueError(f'{where}: time_s must be a finite number >= 0, got {time_s!r}')
-        unknown = sorted(str(key) for key in entry if key != 'time_s' and key not in BUDGET_KEYS)
-        if unknown:
-            raise ValueError(f'{where} has unknown keys {unknown}; the valid keys are "time_s", "latency_ms" and '
-                             '"memory_mb"')
-        schedule.append((float(time_s), parse_budget({k: v for k, v in entry.items() if k != 'time_s'}, where)))
-    schedule.sort(key=lambda item: item[0])
-    return schedule
 
 
 def _fmt(value: float | None, unit: str = '', digits: int = 2) -> str:

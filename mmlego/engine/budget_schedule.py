@@ -1,0 +1,52 @@
+"""Budget schedules for ``mmlego.OnlineScalingHook``: a JSON/YAML list of budgets over the seconds since the start."""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Mapping
+
+from ..scaling_optimizer.budget import BUDGET_KEYS, parse_budget
+
+__all__ = ['load_schedule']
+
+
+def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]]]:
+    """Reads a budget schedule file (JSON or YAML): a list of ``{"time_s", "latency_ms", "memory_mb"}``.
+
+    Returns:
+        ``(time_s, budget)`` pairs sorted by time.
+
+    Raises:
+        ValueError: The file is missing, unreadable, not a non-empty list of entries, or an entry is malformed.
+    """
+    from mmengine.fileio import load
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f'budget schedule {path} does not exist; pass a JSON/YAML file holding a list of '
+                         '{"time_s": ..., "latency_ms": ..., "memory_mb": ...}')
+    try:
+        data = load(str(path), file_format='yaml' if path.suffix.lower() in ('.yml', '.yaml') else 'json')
+    except Exception as error:  # noqa: BLE001 - any parse error becomes one clear message
+        raise ValueError(f'budget schedule {path} cannot be read ({type(error).__name__}: {error}); it must be '
+                         'JSON (.json) or YAML (.yml/.yaml)') from error
+    if not isinstance(data, list) or not data:
+        raise ValueError(f'budget schedule {path} must hold a non-empty list of '
+                         '{"time_s": ..., "latency_ms": ..., "memory_mb": ...} entries')
+    schedule = []
+    for index, entry in enumerate(data):
+        where = f'budget schedule {path}, entry {index}'
+        if not isinstance(entry, Mapping) or 'time_s' not in entry:
+            raise ValueError(f'{where} must be a dict with "time_s" (seconds since the start) and "latency_ms" '
+                             f'and/or "memory_mb", got {entry!r}')
+        time_s = entry['time_s']
+        if not isinstance(time_s, numbers.Real) or isinstance(time_s, bool) or not math.isfinite(time_s) \
+                or time_s < 0:
+            raise ValueError(f'{where}: time_s must be a finite number >= 0, got {time_s!r}')
+        unknown = sorted(str(key) for key in entry if key != 'time_s' and key not in BUDGET_KEYS)
+        if unknown:
+            raise ValueError(f'{where} has unknown keys {unknown}; the valid keys are "time_s", "latency_ms" and '
+                             '"memory_mb"')
+        schedule.append((float(time_s), parse_budget({k: v for k, v in entry.items() if k != 'time_s'}, where)))
+    schedule.sort(key=lambda item: item[0])
+    return schedule
