@@ -19,10 +19,9 @@ from typing import Any
 from mmengine.runner import Runner
 
 from ..registry import RUNNERS
+from ..models.legodnn import WORK_DIR_PLACEHOLDER
 from ..utils.checkpoint import allow_mmengine_checkpoints, check_teacher_checkpoint
 
-#: The placeholder ``model.bank`` may hold.
-WORK_DIR_PLACEHOLDER = '{work_dir}'
 
 
 def resolve_bank_placeholder(model_cfg: Any, work_dir: str) -> Any:
@@ -64,8 +63,7 @@ def prepare_runner(runner) -> None:
         return
     from ..utils.checkpoint import scope_runner_checkpoint_loading
     runner._mmlego_prepared = True
-    if isinstance(model._bank_dir, str):
-        model._bank_dir = model._bank_dir.replace(WORK_DIR_PLACEHOLDER, str(runner.work_dir))
+    model.fill_work_dir(runner.work_dir)
     scope_runner_checkpoint_loading(runner)
     check_runner_teacher(runner)
 

@@ -22,6 +22,8 @@ from ..scaling_optimizer.budget import is_relative, parse_budget, resolve_budget
 from .tensor_path import TENSOR_PATHS
 
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
+#: What ``bank`` may hold in place of the run's work dir (filled in by ``mmlego.LegoRunner`` or the scaling hook).
+WORK_DIR_PLACEHOLDER = '{work_dir}'
 
 
 @MODELS.register_module()
@@ -143,6 +145,11 @@ class LegoDNN(BaseModel):
                 self.timer.listeners.append(self._observe_forward)
         return bank
 
+    def fill_work_dir(self, work_dir: str) -> None:
+        """Replaces ``{work_dir}`` in the configured ``bank`` with the run's work dir."""
+        if isinstance(self._bank_dir, str):
+            self._bank_dir = self._bank_dir.replace(WORK_DIR_PLACEHOLDER, str(work_dir))
+
     def load_configured_bank(self) -> None:
         """Loads the bank given as ``bank=`` in the config (after the teacher weights are in place).
 
@@ -152,7 +159,7 @@ class LegoDNN(BaseModel):
         """
         if not self._bank_dir or self.bank is not None:
             return
-        if '{work_dir}' in self._bank_dir:
+        if WORK_DIR_PLACEHOLDER in self._bank_dir:
             raise BankError(f'model.bank={self._bank_dir!r} names the run\'s work dir, which only mmlego.LegoRunner '
                             "fills in: set runner_type='mmlego.LegoRunner' in the config, or give the bank's path")
         if not (Path(self._bank_dir) / MANIFEST).is_file():
