@@ -67,17 +67,11 @@ class BudgetSweepLoop(TestLoop):
             self.runner.register_hook(hook)
         return hook
 
-    @staticmethod
-    def _limits(model) -> dict:
-        from ..block_bank import problem_from_bank
-        from ..scaling_optimizer import budget_range
-        return budget_range(problem_from_bank(model.bank, latency_scale=model.latency_scale * model.latency_ratio))
-
     def sweep_budgets(self, model) -> list:
         """The budgets to evaluate: the given ones, or evenly spaced over the model's achievable range."""
         if self.budgets is not None:
             return list(self.budgets)
-        limits = self._limits(model)
+        limits = model.budget_range()
         if self.sweep_by == 'memory':
             low, high, key = limits['min_memory_bytes'] / _MB, limits['max_memory_bytes'] / _MB, 'memory_mb'
         else:
@@ -109,7 +103,7 @@ class BudgetSweepLoop(TestLoop):
             raise RuntimeError('BudgetSweepLoop needs a LegoDNN model with a block bank: set model.bank (the '
                                "pipeline's work_dir/bank) or pass the bank directory to tools/test.py")
         budgets = self.sweep_budgets(model)
-        limits = self._limits(model)
+        limits = model.budget_range()
         source = hook.budget_source
         hook.set_budget(budgets)
         results: dict = {}

@@ -51,9 +51,7 @@ SCALAR_KEYS = ('estimated_metric', 'measured_metric', 'corrected_latency_ms', 'm
 
 def infeasible_message(budget, model) -> str:
     """Names the smallest achievable memory and latency of ``model`` (estimates) for a budget below them."""
-    from ..block_bank import problem_from_bank
-    from ..scaling_optimizer import budget_range
-    limits = budget_range(problem_from_bank(model.bank, latency_scale=model.latency_scale * model.latency_ratio))
+    limits = model.budget_range()
     low_mb, low_ms = limits['min_memory_bytes'] / _MB, limits['min_latency_ms']
     return (f'budget {format_budget(budget)} is infeasible: the smallest configuration needs {low_mb:.2f} MB and '
             f'{low_ms:.2f} ms (estimates), the full model {limits["max_memory_bytes"] / _MB:.2f} MB and '

@@ -219,6 +219,16 @@ class LegoDNN(BaseModel):
         """The absolute budget of the last :meth:`scale` (``latency_ms``, ``memory_mb``; shares resolved)."""
         return None if self._budget is None else {k: self._budget[k] for k in ('latency_ms', 'memory_mb')}
 
+    def budget_range(self) -> dict[str, float]:
+        """The smallest and largest achievable estimates (latency with the online correction), e.g. to sweep.
+
+        Returns:
+            :func:`mmlego.scaling_optimizer.budget_range` of this model's bank.
+        """
+        from ..scaling_optimizer import budget_range
+        bank = self._require_bank()
+        return budget_range(problem_from_bank(bank, latency_scale=self.latency_scale * self.latency_ratio))
+
     def full_model_estimate(self) -> dict[str, float]:
         """The teacher's (every block at sparsity 0.0) estimates, latency as profiled times ``latency_scale``."""
         bank = self._require_bank()
