@@ -284,4 +284,4 @@ def test_detach_during_a_forward_does_not_leak_its_lock(setup):
     thread.start()
     thread.join(2)
     assert not thread.is_alive(), 'a read lock taken before detach was never released'
-    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert not model._forward_pre_hooks and not model._forward_hooks and 'forward' not in model.__dict__

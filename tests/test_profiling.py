@@ -134,7 +134,7 @@ def test_profile_accuracy_is_legodnns_formula(setup):
     # The live model is the teacher again, and no switcher hook is left on it.
     with torch.no_grad():
         assert torch.equal(model(data), target)
-    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert not model._forward_pre_hooks and not model._forward_hooks and 'forward' not in model.__dict__
 
 
 def test_teacher_reference_only(setup):

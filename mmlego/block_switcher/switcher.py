@@ -5,22 +5,31 @@ by name, so the model keeps its own forward and post-processing. Sparsity 0.0 is
 a loaded (file-backed) bank a descendant is materialized on the model's device when it is switched in and released
 (back to its memory mapping) when it is switched out, and the teacher's switched-out blocks leave the device
 (:mod:`mmlego.block_switcher.offload`); a built bank's descendants stay in memory. Switching is guarded by a
-readers-writer lock: every forward of the model's root holds a read lock (forward pre-hook / always-called forward
-hook), a switch holds the write lock, so a concurrent forward sees the model entirely before or entirely after a
-switch.
+readers-writer lock: every forward of the model's root holds a read lock (its ``forward`` is wrapped, so the lock is
+released on any exit, KeyboardInterrupt included: torch's always-called forward hooks run on ``Exception`` only), a
+switch holds the write lock from reading the current selection to the last block put in place, so a concurrent
+forward sees the model entirely before or entirely after a switch, and two concurrent switches apply one after the
+other (never a mix of both). One switcher owns a model: a new one built on a model that another switcher switched
+takes that switcher's state over (and detaches it).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
-from typing import Iterator, Mapping
+import weakref
+from typing import Any, Iterator, Mapping
 
 from torch import nn
 
 from ..block_bank import BlockBank
 from ..block_extraction.block_module import BlockModule, block_module_of, put_block
+from ..descendant_generation import Descendant
 from .offload import TeacherOffload
+
+# model -> a weak reference to the switcher that owns it (weak both ways: neither keeps the other alive)
+_OWNERS: 'weakref.WeakKeyDictionary[nn.Module, weakref.ref]' = weakref.WeakKeyDictionary()
 
 
 class ReadWriteLock:
@@ -84,15 +93,43 @@ class ReadWriteLock:
             self.release_read()
 
 
+class _GuardedForward:
+    """Stands in for ``model.forward`` (an instance attribute) and holds the read lock around the real forward.
+
+    A ``try/finally`` releases the lock on every exit; torch's ``always_call`` forward hooks would miss a
+    KeyboardInterrupt. A deep copy of the model gets the plain forward of the copy (the copy has no switcher).
+    """
+
+    def __init__(self, model: nn.Module, lock: ReadWriteLock) -> None:
+        self.forward = model.forward
+        self.lock = lock
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.lock.acquire_read()
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            self.lock.release_read()
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return copy.deepcopy(self.forward, memo)
+
+
 class BlockSwitcher:
     """Applies selections (block -> sparsity) to ``model`` using the descendants held by ``bank``.
 
-    At construction ``model`` must run the teacher (every block at 0.0): its block modules are sparsity 0.0, so
-    switching everything back to 0.0 reproduces the teacher's outputs exactly. A built bank is moved to the model's
-    device once (as a whole). With a file-backed bank a descendant is materialized on the model's device when it is
-    switched in and released when switched out (unless something else had materialized it), and, with
-    ``offload_teacher``, the teacher's switched-out blocks leave the device (GPU: to CPU memory; CPU: spilled to a
-    private file and memory-mapped). A switch reads nothing of the bank directory: the bank file is mapped already.
+    Sparsity 0.0 is the teacher's own block modules, so switching everything back to 0.0 reproduces the teacher's
+    outputs exactly. ``model`` is normally the teacher (every block at 0.0). A model that another switcher has
+    switched is taken over from it (its selection, the teacher's switched-out blocks, what it materialized; the old
+    switcher is detached and refuses further switches). On a model switched otherwise, each block's running
+    descendant is recognised (the bank's module itself, or its parameter shapes), so :attr:`selection` is what the
+    model runs; such a block can return to 0.0 only if the bank holds a copy of the teacher's block (a built bank).
+
+    A built bank is moved to the model's device once (as a whole). With a file-backed bank a descendant is
+    materialized on the model's device when it is switched in and released when switched out (unless something else
+    had materialized it), and, with ``offload_teacher``, the teacher's switched-out blocks leave the device (GPU: to
+    CPU memory; CPU: spilled to a private file and memory-mapped). A switch reads nothing of the bank directory: the
+    bank file is mapped already.
 
     Args:
         model: The live model (the teacher the bank was built from).
@@ -101,6 +138,9 @@ class BlockSwitcher:
         offload_teacher: Take the teacher's switched-out blocks off the device (default: with a file-backed bank).
         spill_dir: Where the CPU spill directory is created (default
             :func:`mmlego.block_switcher.offload.default_spill_root`).
+
+    Raises:
+        ValueError: ``model`` is owned by a switcher of another teacher's bank.
     """
 
     def __init__(self, model: nn.Module, bank: BlockBank, guard_forward: bool = True,
@@ -114,18 +154,68 @@ class BlockSwitcher:
         bank.to(device)
         self.device = bank.device
         self.lock = ReadWriteLock()
-        self._selection = {spec.name: 0.0 for spec in bank.blocks}
-        self._teacher: dict[str, BlockModule] = {spec.name: block_module_of(model, spec, copy_modules=False)
-                                                 for spec in bank.blocks}
+        self._replaced_by: BlockSwitcher | None = None
+        self._guard: _GuardedForward | None = None
         if offload_teacher is None:
             offload_teacher = bank.file_backed
-        self.offload = TeacherOffload(self.device, spill_dir) if offload_teacher else None
-        self._materialized: set[tuple[str, float]] = set()  # descendants this switcher materialized
-        self._handles = []
+        owner = _OWNERS.get(model)
+        previous = owner() if owner is not None else None
+        if isinstance(model.__dict__.get('forward'), _GuardedForward) and previous is None:
+            del model.forward  # the guard of a switcher that was garbage-collected
+        if previous is not None and previous._replaced_by is None:
+            self._take_over(previous, offload_teacher, spill_dir)
+        else:
+            self._running: dict[str, Descendant | None] = {}  # block -> the descendant in the model (None: teacher)
+            self._teacher: dict[str, BlockModule | None] = {}
+            for spec in bank.blocks:
+                self._running[spec.name], self._teacher[spec.name] = self._recognise(spec)
+            self._selection = {name: 0.0 if d is None else d.sparsity for name, d in self._running.items()}
+            self._owned: set[tuple[str, float]] = set()  # (block, sparsity) this switcher materialized
+            self.offload = TeacherOffload(self.device, spill_dir) if offload_teacher else None
+        _OWNERS[model] = weakref.ref(self)
         if guard_forward:
-            self._handles.append(model.register_forward_pre_hook(lambda module, args: self.lock.acquire_read()))
-            self._handles.append(model.register_forward_hook(
-                lambda module, args, output: self.lock.release_read(), always_call=True))
+            self._guard = _GuardedForward(model, self.lock)
+            model.forward = self._guard
+
+    def _recognise(self, spec) -> tuple[Descendant | None, BlockModule | None]:
+        """(the bank's descendant the model runs for ``spec``, None for the teacher; the teacher's block or None)."""
+        current = block_module_of(self.model, spec, copy_modules=False)
+        by_sparsity = self.bank.descendants[spec.name]
+        zero = by_sparsity.get(0.0)
+        zero_module = zero.get_module(materialize=False) if zero is not None else None
+        if zero_module is not None and _same_modules(zero_module, current):
+            return None, current  # a loaded bank's sparsity 0.0 is the model's own block
+        teacher_copy = None if zero is None or zero.teacher_owned else zero_module
+        pruned = [d for s, d in sorted(by_sparsity.items()) if s != 0.0 and not d.teacher_owned]
+        for descendant in pruned:
+            if _same_modules(descendant.get_module(materialize=False), current):
+                return descendant, teacher_copy
+        shapes = _shapes(current)
+        if zero_module is None or shapes != _shapes(zero_module):  # same shapes as the teacher: the teacher
+            for descendant in pruned:
+                if _shapes(descendant.get_module(materialize=False)) == shapes:
+                    return descendant, teacher_copy
+        return None, current
+
+    def _take_over(self, previous: 'BlockSwitcher', offload_teacher: bool, spill_dir) -> None:
+        if previous.bank.fingerprint != self.bank.fingerprint:
+            raise ValueError('this model is switched by a BlockSwitcher of another teacher\'s bank; call its reset() '
+                             'and detach() first, or switch it with that switcher')
+        with previous.lock.write():
+            previous._replaced_by = self
+            previous._remove_guard()
+            self._selection = dict(previous._selection)
+            self._running = dict(previous._running)
+            self._teacher = dict(previous._teacher)
+            self._owned = set(previous._owned)
+            self.offload = previous.offload
+        if self.offload is None and offload_teacher:
+            self.offload = TeacherOffload(self.device, spill_dir)
+
+    def _remove_guard(self) -> None:
+        if self._guard is not None and self.model.__dict__.get('forward') is self._guard:
+            del self.model.forward
+        self._guard = None
 
     @property
     def selection(self) -> dict[str, float]:
@@ -145,40 +235,52 @@ class BlockSwitcher:
             complete[name] = float(sparsity)
         return complete
 
-    def _switch_in(self, name: str, sparsity: float) -> BlockModule:
+    def _switch_in(self, name: str, sparsity: float) -> tuple[BlockModule, Descendant | None]:
         if sparsity == 0.0:
+            teacher = self._teacher[name]
+            if teacher is None:
+                raise ValueError(f'block {name} cannot return to sparsity 0.0: the model ran a descendant when this '
+                                 'switcher was built and the teacher\'s block is not in the bank; build the model '
+                                 'from the teacher checkpoint (or keep using the switcher that switched it)')
             if self.offload is not None:
-                self.offload.restore(name, self._teacher[name])
-            return self._teacher[name]
+                self.offload.restore(name, teacher)
+            return teacher, None
         descendant = self.bank.descendants[name][sparsity]
         if descendant.file_backed and not descendant.materialized:
-            self._materialized.add((name, sparsity))
-        return descendant.materialize(self.device)
+            self._owned.add((name, sparsity))
+        return descendant.materialize(self.device), descendant
 
-    def _switch_out(self, name: str, sparsity: float) -> None:
-        if sparsity == 0.0:
+    def _switch_out(self, name: str, running: Descendant | None, sparsity: float) -> None:
+        if running is None:
             if self.offload is not None:
                 self.offload.offload(name, self._teacher[name])
-        elif (name, sparsity) in self._materialized:
-            self._materialized.discard((name, sparsity))
-            self.bank.descendants[name][sparsity].release()
+        elif (name, sparsity) in self._owned:
+            self._owned.discard((name, sparsity))
+            running.release()
 
     def switch(self, selection: Mapping[str, float]) -> list[str]:
         """Puts the selected descendants into the model; returns the blocks that changed.
 
-        Each changed block's new descendant is materialized before the old one leaves the device (at most one
-        block's worth of extra memory during a switch). Waits for running forwards to finish; forwards started
-        meanwhile wait for the switch.
+        Blocks missing from ``selection`` keep what they run. Each changed block's new descendant is materialized
+        before the old one leaves the device (at most one block's worth of extra memory during a switch). Waits for
+        running forwards to finish; forwards and switches started meanwhile wait for this one.
+
+        Raises:
+            KeyError / ValueError: An unknown block or sparsity (nothing is switched).
+            RuntimeError: Called from inside a forward of the model, or on a switcher another one took over.
         """
-        target = self.validate(selection)
-        changed = [name for name, sparsity in target.items() if sparsity != self._selection[name]]
-        if not changed:
-            return []
         with self.lock.write():
+            if self._replaced_by is not None:
+                raise RuntimeError('this BlockSwitcher was taken over by a newer one built on the same model; '
+                                   'switch with that one')
+            target = self.validate(selection)
+            changed = [name for name, sparsity in target.items() if sparsity != self._selection[name]]
             for name in changed:
-                put_block(self.model, self._switch_in(name, target[name]))
-                old, self._selection[name] = self._selection[name], target[name]
-                self._switch_out(name, old)
+                module, descendant = self._switch_in(name, target[name])
+                put_block(self.model, module)
+                old, old_sparsity = self._running[name], self._selection[name]
+                self._running[name], self._selection[name] = descendant, target[name]
+                self._switch_out(name, old, old_sparsity)
         return changed
 
     def reset(self) -> list[str]:
@@ -195,15 +297,14 @@ class BlockSwitcher:
         """
         held: list[nn.Module] = []
         for name, by_sparsity in self.bank.descendants.items():
-            for sparsity, descendant in by_sparsity.items():
-                in_model = sparsity == self._selection[name] and sparsity != 0.0  # 0.0 runs the model's own
-                if in_model or descendant.teacher_owned:
+            for descendant in by_sparsity.values():
+                if descendant is self._running[name] or descendant.teacher_owned:
                     continue
                 if descendant.materialized:
                     held.append(descendant.get_module(materialize=False))
         offloaded = self.offload.offloaded if self.offload is not None else set()
         held.extend(block for name, block in self._teacher.items()
-                    if self._selection[name] != 0.0 and name not in offloaded)
+                    if block is not None and self._running[name] is not None and name not in offloaded)
         return held
 
     @contextlib.contextmanager
@@ -213,11 +314,20 @@ class BlockSwitcher:
             yield
 
     def detach(self) -> None:
-        """Removes the forward guard hooks (after the running forwards finish, so none keeps its read lock) and the
-        spill directory (switched-out teacher blocks keep their mappings)."""
+        """Removes the forward guard (after the running forwards finish, so none keeps its read lock) and the
+        spill directory (switched-out teacher blocks keep their mappings). The model keeps what it runs."""
         with self.lock.write():
-            for handle in self._handles:
-                handle.remove()
-            self._handles.clear()
-            if self.offload is not None:
+            self._remove_guard()
+            owner = _OWNERS.get(self.model)
+            if owner is not None and owner() is self:
+                del _OWNERS[self.model]
+            if self.offload is not None and self._replaced_by is None:
                 self.offload.close()
+
+
+def _same_modules(block: BlockModule, other: BlockModule) -> bool:
+    return all(a is b for a, b in zip(block.layers, other.layers))
+
+
+def _shapes(block: BlockModule) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, tuple(tensor.shape)) for name, tensor in block.named_parameters()]
