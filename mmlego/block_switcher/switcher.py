@@ -185,7 +185,7 @@ class BlockSwitcher:
         zero_module = zero.get_module(materialize=False) if zero is not None else None
         if zero_module is not None and _same_modules(zero_module, current):
             return None, current  # a loaded bank's sparsity 0.0 is the model's own block
-        teacher_copy = None if zero is None or zero.teacher_owned else zero_module
+        teacher_copy = zero_module  # a built bank's copy or a loaded bank's hold on the teacher's own block
         pruned = [d for s, d in sorted(by_sparsity.items()) if s != 0.0 and not d.teacher_owned]
         for descendant in pruned:
             if _same_modules(descendant.get_module(materialize=False), current):
@@ -242,8 +242,10 @@ class BlockSwitcher:
                 raise ValueError(f'block {name} cannot return to sparsity 0.0: the model ran a descendant when this '
                                  'switcher was built and the teacher\'s block is not in the bank; build the model '
                                  'from the teacher checkpoint (or keep using the switcher that switched it)')
-            if self.offload is not None:
+            if self.offload is not None and name in self.offload.offloaded:
                 self.offload.restore(name, teacher)
+            elif any(t.device != self.device for t in teacher.parameters()):
+                teacher.to(self.device)  # offloaded by a detached switcher (recognised, not taken over)
             return teacher, None
         descendant = self.bank.descendants[name][sparsity]
         if descendant.file_backed and not descendant.materialized:
