@@ -1,8 +1,10 @@
-"""Shared fixtures: a workspace with tiny synthetic datasets at the paths the configs name."""
+"""Shared fixtures: a workspace with tiny synthetic datasets at the paths the configs name, a tiny TSN bank."""
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -80,3 +82,37 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+TSN_LEGO_CONFIG = CONFIGS / 'action' / 'tsn' / 'tsn_r18_legodnn_synthaction.py'
+
+
+def run_tool_one_thread(tool, *args, cwd):
+    """run_tool with one OpenMP thread (the machine is shared)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('OMP_NUM_THREADS', '1')
+        return run_tool(tool, *args, cwd=cwd)
+
+
+@pytest.fixture(scope='session')
+def lego(workspace, tmp_path_factory):
+    """A random-init TSN teacher checkpoint and its bank (sparsities 0.0 and 0.8) from tools/train.py."""
+    import torch
+    from mmengine.config import Config
+
+    from mmlego.models import build_model
+    root = tmp_path_factory.mktemp('lego')
+    torch.manual_seed(0)
+    teacher = build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS['tsn'])))
+    checkpoint = root / 'teacher.pth'
+    torch.save({'state_dict': teacher.state_dict()}, checkpoint)
+    del teacher
+    run_tool_one_thread(
+        'train.py', str(TSN_LEGO_CONFIG), '--work-dir', str(root / 'pipeline'), '--device', 'cpu', '--cfg-options',
+        f'load_from={checkpoint}', 'train_cfg.retrain.max_batches_per_epoch=2', 'train_cfg.retrain.epochs=1',
+        "train_cfg.references=['teacher']", 'train_cfg.latency_repeats=2', 'train_cfg.sparsities=[0.0,0.8]',
+        'train_cfg.max_val_batches=2', 'train_cfg.heldout_batches=1', *fast_loader_options(), cwd=workspace)
+    bank = root / 'pipeline' / 'bank'
+    assert (bank / 'manifest.json').is_file()
+    manifest = json.loads((bank / 'manifest.json').read_text())
+    return SimpleNamespace(root=root, teacher=checkpoint, bank=bank, profiles=manifest['profiles'])

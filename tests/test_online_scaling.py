@@ -8,39 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from .conftest import CONFIGS, ROOT, TEACHER_CONFIGS, fast_loader_options, load_tool, run_tool
+from .conftest import TSN_LEGO_CONFIG as LEGO_CONFIG
+from .conftest import fast_loader_options, load_tool, run_tool_one_thread
 
-LEGO_CONFIG = CONFIGS / 'action' / 'tsn' / 'tsn_r18_legodnn_synthaction.py'
 MB = 2 ** 20
-
-
-def _tool(tool, *args, cwd):
-    """run_tool with one OpenMP thread (the machine is shared)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv('OMP_NUM_THREADS', '1')
-        return run_tool(tool, *args, cwd=cwd)
-
-
-@pytest.fixture(scope='module')
-def lego(workspace, tmp_path_factory):
-    """A random-init TSN teacher checkpoint and its bank (sparsities 0.0 and 0.8) from tools/train.py."""
-    from mmengine.config import Config
-
-    from mmlego.models import build_model
-    root = tmp_path_factory.mktemp('lego')
-    torch.manual_seed(0)
-    teacher = build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS['tsn'])))
-    checkpoint = root / 'teacher.pth'
-    torch.save({'state_dict': teacher.state_dict()}, checkpoint)
-    del teacher
-    _tool('train.py', str(LEGO_CONFIG), '--work-dir', str(root / 'pipeline'), '--device', 'cpu', '--cfg-options',
-          f'load_from={checkpoint}', 'train_cfg.retrain.max_batches_per_epoch=2', 'train_cfg.retrain.epochs=1',
-          "train_cfg.references=['teacher']", 'train_cfg.latency_repeats=2', 'train_cfg.sparsities=[0.0,0.8]',
-          'train_cfg.max_val_batches=2', 'train_cfg.heldout_batches=1', *fast_loader_options(), cwd=workspace)
-    bank = root / 'pipeline' / 'bank'
-    assert (bank / 'manifest.json').is_file()
-    manifest = json.loads((bank / 'manifest.json').read_text())
-    return SimpleNamespace(root=root, teacher=checkpoint, bank=bank, profiles=manifest['profiles'])
 
 
 # -- budget sources without a runner ---------------------------------------------------------------------------
@@ -263,7 +234,7 @@ def _test_tool_args(lego, work_dir):
 def test_tool_budget(lego, workspace, tmp_path):
     smallest, _ = _limits(lego)
     budget = smallest * 1.05
-    proc = _tool('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--budget', f'memory={budget:.4f}MB',
+    proc = run_tool_one_thread('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--budget', f'memory={budget:.4f}MB',
                  '--sweep-dir', str(tmp_path / 'out'), cwd=workspace)
     row = json.loads((tmp_path / 'out' / 'budget.json').read_text())
     assert row['status'] == 'optimal' and row['budget_memory_mb'] == pytest.approx(budget, rel=1e-4)
@@ -276,7 +247,7 @@ def test_tool_budget(lego, workspace, tmp_path):
 
 def test_tool_sweep(lego, workspace, tmp_path):
     out = tmp_path / 'sweep'
-    proc = _tool('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '3', '--sweep-dir', str(out),
+    proc = run_tool_one_thread('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '3', '--sweep-dir', str(out),
                  cwd=workspace)
     with open(out / 'sweep.csv') as file:
         rows = list(csv.DictReader(file))
@@ -311,7 +282,7 @@ def test_tool_sweep(lego, workspace, tmp_path):
 
 def test_tool_sweep_by_latency(lego, workspace, tmp_path):
     out = tmp_path / 'sweep'
-    _tool('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '2', '--sweep-by', 'latency',
+    run_tool_one_thread('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '2', '--sweep-by', 'latency',
           '--sweep-dir', str(out), cwd=workspace)
     data = json.loads((out / 'sweep.json').read_text())
     assert data['sweep_by'] == 'latency' and data['report_split'] == 'test'

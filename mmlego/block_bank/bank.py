@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +27,7 @@ from ..block_extraction import BlockExtraction, BlockSpec, extract_blocks
 from ..block_extraction.block_module import BlockModule, block_module_of
 from ..descendant_generation import (DEFAULT_SPARSITIES, Descendant, PruningPlan, build_block, check_sparsities,
                                      generate_descendants, module_tensors)
-from ..utils.atomic_io import atomic_save_tensors, atomic_write_json
+from ..utils.atomic_io import atomic_save_tensors, atomic_write_json, replace_durably
 from ..version import __version__
 from .profiles import BankProfiles, sparsity_key
 from .storage import MappedDescendant, normalize_device, open_mapped
@@ -170,7 +169,7 @@ class BlockBank:
         atomic_save_tensors(staging, tensors, metadata={'format_version': str(FORMAT_VERSION)})
         sha256 = _file_sha256(staging)
         tensor_file = f'descendants-{sha256[:16]}.safetensors'
-        os.replace(staging, directory / tensor_file)
+        replace_durably(staging, directory / tensor_file)
         manifest = dict(
             format_version=FORMAT_VERSION, mmlego_version=__version__, teacher_fingerprint=self.fingerprint,
             tensors=dict(file=tensor_file, sha256=sha256),

@@ -1,8 +1,10 @@
 """``mmlego.OnlineScalingHook``: LegoDNN's online scaling during val/test, from a fixed, swept or changing budget.
 
 Before every val/test epoch (and, for budgets that change over time, every ``interval`` iterations) the hook reads
-its budget source; when the budget differs from the one last solved it re-solves the scaling problem of the
-model's block bank and switches blocks through :meth:`mmlego.LegoDNN.scale`. After every iteration it asks the
+its budget source; when the budget changed it re-solves the scaling problem of the model's block bank and
+switches blocks through :meth:`mmlego.LegoDNN.scale` (a budget that changes over time only when the running
+configuration no longer fits or the budget rose by more than ``hysteresis``: no oscillation on a noisy budget,
+see :mod:`mmlego.scaling_optimizer.hysteresis`; each decision is logged with its reason). After every iteration it asks the
 model whether its online latency correction (the blocks timed in the forwards it serves) moved the running
 configuration over a latency budget, and re-solves if so (:meth:`mmlego.LegoDNN.rescale_if_needed`). It logs the
 chosen sparsities with the estimated metric, latency and memory, and after the epoch the measurements next to the
@@ -38,6 +40,7 @@ from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, parse_budget
+from ..scaling_optimizer.hysteresis import DEFAULT_HYSTERESIS, decide
 from .budget_schedule import load_schedule
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
@@ -83,6 +86,9 @@ class OnlineScalingHook(Hook):
         on_infeasible: A budget below the smallest configuration: ``'warn'`` (default: run the smallest, as a
             device must) or ``'error'`` (raise :class:`~mmlego.scaling_optimizer.budget.InfeasibleBudgetError`
             naming the smallest achievable memory and latency, e.g. for an evaluation that must meet its budget).
+        hysteresis: For a callable or schedule source: re-solve on a changed budget only when the running
+            configuration no longer fits it, or a limit rose by more than this (relative) over the budget it was
+            solved for (:mod:`mmlego.scaling_optimizer.hysteresis`; set it above the budget's peak-to-peak noise).
         clock: Seconds as a float (for schedules; default :func:`time.monotonic`, injectable for tests).
 
     Attributes:
@@ -93,7 +99,10 @@ class OnlineScalingHook(Hook):
             epoch, taken before the latency measurement), ``latency_ratio``, ``measured_latency_ms``,
             ``estimated_memory_mb`` (the configuration's weight bytes: frame + chosen descendants),
             ``resident_memory_mb`` (tensors on the compute device), ``rss_mb`` (the process), ``resolved``
-            (whether the optimizer ran for it) and ``reason`` (``budget`` or ``latency correction``).
+            (whether the optimizer ran for it) and ``reason`` (``budget``, ``latency correction`` or the hysteresis
+            rule's up/downscale reason).
+        decisions: For a callable or schedule source, one dict per budget change: ``time_s``, ``budget``,
+            ``action`` (``rescale`` / ``keep``), ``reason`` and the ``running`` configuration's estimates.
         num_solves: How many times the optimizer ran.
     """
 
@@ -101,7 +110,10 @@ class OnlineScalingHook(Hook):
 
     def __init__(self, budget: Any = None, interval: int = 1, log_measured: bool = True, latency_repeats: int = 0,
                  latency_warmup: int = 1, rescale_tolerance: float = 0.02, rescale_drift: float = 0.1,
-                 solver: str = 'exact', on_infeasible: str = 'warn', clock: Callable[[], float] | None = None) -> None:
+                 solver: str = 'exact', on_infeasible: str = 'warn', hysteresis: float = DEFAULT_HYSTERESIS,
+                 clock: Callable[[], float] | None = None) -> None:
+        decide(dict(latency_ms=0.0, memory_mb=0.0), None, {}, hysteresis)  # validates hysteresis
+        self.hysteresis = hysteresis
         if on_infeasible not in ('warn', 'error'):
             raise ValueError(f"on_infeasible must be 'warn' or 'error', got {on_infeasible!r}")
         self.on_infeasible = on_infeasible
@@ -118,12 +130,13 @@ class OnlineScalingHook(Hook):
         self.solver = solver
         self.clock = clock or time.monotonic
         self.records: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []
         self.num_solves = 0
         self._start: float | None = None
         self._epochs = 0  # val/test epochs begun
         self._sweep_start = 0
         self._epoch_records: list[dict[str, Any]] = []
-        self._solved_budget: dict[str, float | None] | None = None
+        self._polled_budget: dict[str, float | None] | None = None
         self._current_budget: dict[str, float | None] | None = None
         self._last_result = None
         self._example = None
@@ -133,6 +146,7 @@ class OnlineScalingHook(Hook):
     def set_budget(self, budget: Any) -> None:
         """Replaces the budget source (validated now; a callable's values are validated when polled)."""
         self._fixed = self._sweep = self._callable = self._schedule = None
+        self._polled_budget = None  # a new source is solved at its next poll
         if budget is None:
             pass
         elif isinstance(budget, Mapping):
@@ -235,17 +249,42 @@ class OnlineScalingHook(Hook):
             return
         model = self._wrapper(runner)
         budget = self._poll(epoch_start)
-        if budget is not None and budget != self._solved_budget:
+        reason = None
+        if budget is not None and budget != self._polled_budget:
+            self._polled_budget = budget
+            reason = self._decide(runner, model, budget, mode)
+        if reason is not None:
             result = model.scale(latency_ms=budget['latency_ms'], memory_mb=budget['memory_mb'],
                                  solver=self.solver)
             self.num_solves += 1
-            self._solved_budget, self._last_result = budget, result
+            self._last_result = result
             self._current_budget = model.budget  # shares of the full model ('60%') resolved
             if result.status == 'infeasible' and self.on_infeasible == 'error':
                 raise InfeasibleBudgetError(infeasible_message(budget, model))
-            self._new_record(runner, model, mode, resolved=True)
+            self._new_record(runner, model, mode, resolved=True, reason=reason)
         elif epoch_start and self._last_result is not None:
             self._new_record(runner, model, mode, resolved=False)
+
+    def _decide(self, runner, model, budget: dict, mode: str) -> str | None:
+        """Why to re-solve for a new budget (None: keep the running configuration); every decision is logged.
+
+        Budgets that change over time (a callable, a schedule) go through the hysteresis rule of
+        :mod:`mmlego.scaling_optimizer.hysteresis`; a fixed budget and each budget of a list are solved as given.
+        """
+        if self._last_result is None or not (self._callable or self._schedule):
+            return 'budget'
+        budget = model.absolute_budget(budget)
+        estimate = model.estimate()
+        running = dict(latency_ms=estimate['latency_ms'], memory_mb=estimate['memory_bytes'] / _MB)
+        decision = decide(running, self._current_budget, budget, self.hysteresis,
+                          smallest=self._last_result.status == 'infeasible')
+        self.decisions.append(dict(time_s=self.elapsed(), budget=dict(budget), action=decision.action,
+                                   reason=decision.reason, running=running))
+        if not decision.rescale:
+            runner.logger.info(f'OnlineScalingHook [{mode} epoch {self._epochs - 1}]: budget '
+                               f'{format_budget(budget)} -> keep: {decision.reason}')
+            return None
+        return decision.reason
 
     def _check_latency(self, runner, mode: str) -> None:
         """Re-solves when the online latency correction moved the running configuration (see the model)."""
@@ -278,7 +317,9 @@ class OnlineScalingHook(Hook):
             if result.status == 'infeasible':
                 note = (' (INFEASIBLE: the budget is below the smallest configuration; running the smallest, '
                         'raise the budget to at least its estimates)')
-            why = f' [latency x{record["latency_ratio"]:.2f} measured online]' if reason != 'budget' else ''
+            why = f' [{reason}]' if reason != 'budget' else ''
+            if reason == 'latency correction':
+                why = f' [latency x{record["latency_ratio"]:.2f} measured online]'
             runner.logger.info(
                 f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {format_budget(record["budget"])}{why} -> '
                 f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '

@@ -234,6 +234,14 @@ class LegoDNN(BaseModel):
         bank = self._require_bank()
         return self.estimate({spec.name: 0.0 for spec in bank.blocks}, corrected=False)
 
+    def absolute_budget(self, budget: dict[str, Any]) -> dict[str, float | None]:
+        """``budget`` parsed, shares of the full model (``'60%'``) resolved against :meth:`full_model_estimate`."""
+        budget = parse_budget(budget)
+        if is_relative(budget):
+            full = self.full_model_estimate()
+            budget = resolve_budget(budget, full['latency_ms'], full['memory_bytes'] / 2 ** 20)
+        return budget
+
     def scale(self, latency_ms: float | str | None = None, memory_mb: float | str | None = None,
               solver: str = 'exact') -> ScalingResult:
         """Chooses descendants for a budget and switches them in; returns the optimizer's result.
@@ -252,11 +260,8 @@ class LegoDNN(BaseModel):
             ValueError: A limit that is not one (negative, NaN, boolean, unknown unit); see
                 :mod:`mmlego.scaling_optimizer.budget`.
         """
-        budget = parse_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         bank = self._require_bank()
-        if is_relative(budget):
-            full = self.full_model_estimate()
-            budget = resolve_budget(budget, full['latency_ms'], full['memory_bytes'] / 2 ** 20)
+        budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
         ratio = self.latency_ratio
         scale = self.latency_scale * ratio

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial write."""
+"""Atomic, durable file writes: a reader sees the old file or the complete new one, never a partial write, and
+after a power loss the renamed file holds its data (the file is fsynced before the rename, its directory after)."""
 from __future__ import annotations
 
 import json
@@ -25,11 +26,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         if path.exists():
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         write(tmp)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flushes a file's or a directory's data and metadata to the disk (``os.fsync``)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_durably(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``os.replace(src, dst)`` that survives a crash: ``src`` is fsynced first, the directory of ``dst`` after
+    (without it a rename can be lost, or a journal can keep the new name pointing to unwritten data)."""
+    fsync_path(src)
+    os.replace(src, dst)
+    fsync_path(Path(dst).parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
