@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..utils.atomic_io import atomic_save_tensors, atomic_write, atomic_write_json
+from ..utils.atomic_io import atomic_save_tensors, atomic_write, atomic_write_json, read_json
+from ..utils.checkpoint import refusal_reason
 
 STATE_VERSION = 2  # 2: the untrained weights (epoch 0) compete for the best epoch
 
@@ -52,7 +53,8 @@ class RetrainingState:
         if self.dir is None or not (self.dir / 'state.json').exists():
             return 0
         from safetensors.torch import load_file
-        meta = json.loads((self.dir / 'state.json').read_text())
+        meta = read_json(self.dir / 'state.json', 'the retraining state is corrupted: remove the directory to start '
+                         'retraining over')
         if meta.get('version') != STATE_VERSION:
             raise ValueError(f'{self.dir} holds retraining state of format {meta.get("version")}, this version '
                              f'writes {STATE_VERSION}; remove the directory to start over')
@@ -64,8 +66,8 @@ class RetrainingState:
             tensors = load_file(str(self.dir / f'epoch_{epoch}.safetensors'))
             optim_states = torch.load(self.dir / f'epoch_{epoch}_optim.pth', weights_only=True)
         except Exception as error:
-            raise ValueError(f'retraining state in {self.dir} is unreadable ({error}); remove the directory to '
-                             'start over') from error
+            raise ValueError(f'retraining state in {self.dir} is unreadable ({refusal_reason(error)}); remove the '
+                             'directory to start over') from error
         for key, descendant in trainees.items():
             descendant.module.load_state_dict(_subset(tensors, f'current|{key}|'))
             self.best_state[key] = _subset(tensors, f'best|{key}|')

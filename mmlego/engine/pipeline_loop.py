@@ -24,7 +24,7 @@ from ..models.tensor_path import TENSOR_PATHS, example_batch, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, profile_accuracy, profile_costs, profile_model
 from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
-from ..utils.atomic_io import atomic_write_json
+from ..utils.atomic_io import atomic_write_json, read_json
 from ..utils.checkpoint import check_teacher_checkpoint
 from .task_metrics import evaluate_model, pick_metric
 
@@ -170,7 +170,16 @@ class LegoDNNPipelineLoop(BaseLoop):
 
     def _saved(self) -> dict | None:
         path = self.lego_dir / 'pipeline.json'
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            saved = read_json(path, '')
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict) or saved.get('stage') not in STAGES:
+            raise RuntimeError(f'{path} (the LegoDNN stage record) is corrupted; start over with --cfg-options '
+                               'train_cfg.overwrite=True or another --work-dir') from None
+        return saved
 
     def _check_earlier_run(self) -> str | None:
         """The stage to resume after (None: start); refuses to delete or silently continue an earlier run."""

@@ -30,7 +30,6 @@ decreasing, so an unconstrained budget picks the teacher. The noise is stored as
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from pathlib import Path
@@ -41,7 +40,7 @@ from torch import nn
 
 from ..block_bank import BlockBank, teacher_fingerprint
 from ..block_switcher import BlockSwitcher
-from ..utils.atomic_io import atomic_write_json
+from ..utils.atomic_io import atomic_write_json, read_json
 from ..utils.progress import progress
 
 Evaluate = Callable[[nn.Module], float]
@@ -119,8 +118,13 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
     metrics: dict[str, float] = {}
     identity = dict(teacher_fingerprint=bank.fingerprint, blocks=order,
                     descendants=_descendants_digest(bank) if cache_path else None)
+    cached = None
     if cache_path and cache_path.exists():
-        cached = json.loads(cache_path.read_text())
+        try:
+            cached = read_json(cache_path, 'ignoring it: every composite is evaluated again')
+        except ValueError as error:
+            print_log(str(error), logger='current', level=logging.WARNING)
+    if isinstance(cached, dict) and isinstance(cached.get('metrics'), dict):
         if all(cached.get(field) == value for field, value in identity.items()):
             metrics = {k: float(v) for k, v in cached['metrics'].items()}
             print_log(f'accuracy profiling resumes with {len(metrics)} cached evaluations', logger='current')

@@ -50,6 +50,18 @@ def replace_durably(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     fsync_path(Path(dst).parent)
 
 
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """Reads a JSON file we wrote (never a pickle: a planted one is only bytes that do not parse).
+
+    Raises:
+        ValueError: ``path`` is unreadable or not JSON; the message ends with ``fix`` (what the user should do).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f'{path} is not a readable JSON file ({type(error).__name__}: {error}); {fix}') from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Writes ``text`` atomically."""
     def write(tmp: str) -> None:

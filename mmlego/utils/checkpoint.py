@@ -82,6 +82,14 @@ def scope_runner_checkpoint_loading(runner) -> None:
     runner.load_checkpoint = load_checkpoint_scoped
 
 
+def refusal_reason(error: BaseException) -> str:
+    """One line of a ``torch.load(weights_only=True)`` refusal: the global it refused (its message is long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = [line for line in lines if 'Unsupported global' in line or 'Unsupported operand' in line]
+    line = (refused or lines or [type(error).__name__])[0]
+    return line.split('. Please use')[0][:200]
+
+
 class TeacherCheckpointError(ValueError):
     """``load_from`` does not hold the weights of the model's architecture."""
 
@@ -98,11 +106,18 @@ def check_teacher_checkpoint(model: torch.nn.Module, filename: str) -> None:
     (``architecture.*``) with ``model``. The usual ``module.`` prefix of data-parallel checkpoints is dropped.
 
     Raises:
-        TeacherCheckpointError: Missing, unexpected or reshaped keys, named (the first few of each).
+        TeacherCheckpointError: Missing, unexpected or reshaped keys, named (the first few of each), or a pickle
+            that needs more than tensors and mmengine's metadata (never executed).
     """
     from mmengine.runner.checkpoint import _load_checkpoint
-    with allow_mmengine_checkpoints():
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
+    try:
+        with allow_mmengine_checkpoints():
+            checkpoint = _load_checkpoint(filename, map_location='cpu')
+    except UnpicklingError as error:
+        raise TeacherCheckpointError(
+            f'{filename} holds objects other than tensors and mmengine metadata, refused unexecuted '
+            f'(torch.load(weights_only=True): {refusal_reason(error)}); load_from must be a checkpoint '
+            'saved by OpenMMLab training (or torch.save of a plain state_dict)') from None
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise TeacherCheckpointError(f'{filename} holds no state_dict; load_from must be the trained teacher\'s '
