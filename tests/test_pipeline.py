@@ -45,7 +45,7 @@ def test_every_teacher_has_a_legodnn_config():
 
 
 @pytest.mark.slow
-# yolov3, fcn: test_package_tools; tsn: the resume test below
+# yolov3, fcn: test_package_tools; tsn: the kill-and-resume test (test_crash_resume.py)
 @pytest.mark.parametrize('model_name', ['faster_rcnn', 'simplebaseline'])
 def test_pipeline_builds_a_profiled_bank(model_name, workspace, tmp_path):
     checkpoint = teacher_checkpoint(model_name, workspace, tmp_path)
@@ -74,33 +74,6 @@ def assert_profiled_bank(work_dir):
         assert by_sparsity['0']['accuracy_drop'] == 0.0
     stage = json.loads((work_dir / 'legodnn' / 'pipeline.json').read_text())['stage']
     assert stage == 'done'
-
-
-@pytest.mark.slow
-def test_pipeline_resumes_at_the_stage_it_stopped(workspace, tmp_path, monkeypatch):
-    checkpoint = teacher_checkpoint('tsn', workspace, tmp_path)
-    work_dir = tmp_path / 'work'
-    args = [str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(work_dir), '--cfg-options',
-            *tiny_pipeline_options(checkpoint)]
-    run_tool('train.py', *args, cwd=workspace, timeout=900)
-    assert_profiled_bank(work_dir)
-    # A rerun without --resume neither deletes the earlier run nor continues it; --resume with changed settings
-    # refuses, naming them.
-    bank_bytes = (work_dir / 'bank' / 'manifest.json').read_bytes()
-    with pytest.raises(RuntimeError, match='holds an earlier LegoDNN run'):
-        _train_in_process(monkeypatch, workspace, *args)
-    with pytest.raises(RuntimeError, match=r"settings changed \(max_ratio: 0.125 -> 0.25\)"):
-        _train_in_process(monkeypatch, workspace, *args[:3], '--resume', *args[3:], 'train_cfg.max_ratio=0.25')
-    assert (work_dir / 'bank' / 'manifest.json').read_bytes() == bank_bytes
-    # Pretend the run stopped after retraining: later stages must rerun, earlier ones must not.
-    saved = json.loads((work_dir / 'legodnn' / 'pipeline.json').read_text())
-    assert saved['stage'] == 'done' and saved['settings']['sparsities'] == [0.0, 0.8]
-    (work_dir / 'legodnn' / 'pipeline.json').write_text(json.dumps(dict(saved, stage='retrained')))
-    retrained = (work_dir / 'legodnn' / 'retraining' / 'state.json').stat().st_mtime_ns
-    proc = run_tool('train.py', *args[:3], '--resume', *args[3:], cwd=workspace, timeout=900)
-    assert 'resuming the LegoDNN pipeline after stage "retrained"' in proc.stdout + proc.stderr
-    assert (work_dir / 'legodnn' / 'retraining' / 'state.json').stat().st_mtime_ns == retrained
-    assert json.loads((work_dir / 'legodnn' / 'pipeline.json').read_text())['stage'] == 'done'
 
 
 def test_pipeline_without_teacher_is_a_clear_error(workspace, tmp_path):
@@ -167,6 +140,8 @@ def test_epoch_view_gives_full_epochs_from_infinite_and_finite_loaders():
     assert epochs[0][0] == [0, 1, 2] and epochs[1][0] == [2, 3, 4]  # continues where the last epoch stopped
     finite = EpochView(DataLoader(data, batch_size=5), 2)
     assert [[b.tolist() for b in finite] for _ in range(2)] == [[list(range(5)), list(range(5, 10))]] * 2
+    resumed = EpochView(DataLoader(data, batch_size=3, sampler=InfiniteSampler(data, shuffle=False)), 4, 1)
+    assert [batch.tolist() for batch in resumed] == epochs[1]  # a resumed run's first epoch is the second
 
 
 def _train_in_process(monkeypatch, workspace, *argv):

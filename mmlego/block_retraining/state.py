@@ -23,6 +23,14 @@ from ..utils.checkpoint import refusal_reason
 STATE_VERSION = 2  # 2: the untrained weights (epoch 0) compete for the best epoch
 
 
+def completed_epochs(state_dir: str | os.PathLike) -> int:
+    """Epochs saved in ``state_dir`` (0 without a readable state: :meth:`RetrainingState.load` reports why)."""
+    try:
+        return int(read_json(Path(state_dir) / 'state.json', '')['epoch'])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
 class RetrainingState:
     """Best-epoch tracking in memory plus optional resumable state in ``state_dir``.
 

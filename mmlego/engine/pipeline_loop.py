@@ -15,10 +15,11 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
+from mmengine.runner import BaseLoop, set_random_seed
 
 from ..block_bank import BlockBank
 from ..block_retraining import RetrainingConfig, retrain_descendants
+from ..block_retraining.state import completed_epochs
 from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
 from ..models.tensor_path import TENSOR_PATHS, example_batch, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, profile_accuracy, profile_costs, profile_model
@@ -59,16 +60,26 @@ class EpochView:
     """Epochs of ``length`` batches drawn from one persistent iterator over ``loader``.
 
     Iteration-based configs (mmseg) train with an infinite sampler, whose loader cannot be re-iterated per epoch;
-    a finite loader is simply restarted when it runs out.
+    a finite loader is simply restarted when it runs out. ``skip_epochs`` draws (and drops) the batches of epochs a
+    resumed run already trained, so it sees the batches an uninterrupted run would (their loading is repeated, not
+    their training).
     """
 
-    def __init__(self, loader, length: int) -> None:
+    def __init__(self, loader, length: int, skip_epochs: int = 0) -> None:
         self.loader, self.length, self._iterator = loader, length, None
+        self._skip = skip_epochs
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self):
+        for _ in range(self._skip):
+            for _ in self._draw():
+                pass
+        self._skip = 0
+        yield from self._draw()
+
+    def _draw(self):
         for _ in range(self.length):
             if self._iterator is None:
                 self._iterator = iter(self.loader)
@@ -267,11 +278,15 @@ class LegoDNNPipelineLoop(BaseLoop):
         path = bank.meta['tensor_path']
 
         if STAGES.index(stage) < STAGES.index('retrained'):
+            # Reseeded from the run's seed: a resumed run retrains from the random state an uninterrupted one had
+            # (the stages before consume random numbers too), and skips the batches of the epochs it saved.
+            set_random_seed(runner.seed)  # runner.seed is per rank already with randomness.diff_rank_seed
             heldout = [batch for _, batch in zip(range(self.heldout_batches), val_loader)]
-            batches = EpochView(self.dataloader, self.retrain.max_batches_per_epoch)
+            state_dir = self.lego_dir / 'retraining'
+            batches = EpochView(self.dataloader, self.retrain.max_batches_per_epoch, completed_epochs(state_dir))
             report = retrain_descendants(teacher, bank.descendants, batches, heldout or None,
                                 teacher_forward=self._teacher_forward(path), config=self.retrain,
-                                state_dir=str(self.lego_dir / 'retraining'),
+                                state_dir=str(state_dir),
                                 grad_sync=_average_gradients if _world_size() > 1 else None,
                                 loss_sync=_average_losses if _world_size() > 1 else None,
                                 show_progress=_rank() == 0)
