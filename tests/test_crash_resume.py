@@ -120,3 +120,18 @@ def test_killed_in_every_stage_and_resumed_equals_an_uninterrupted_run(workspace
             resumed = manifest['profiles']['descendants'][block][sparsity]
             assert resumed['accuracy_drop'] == profile['accuracy_drop'], (block, sparsity)
             assert resumed['memory_bytes'] == profile['memory_bytes'], (block, sparsity)
+
+
+def test_atomic_writes_fsync_the_file_before_the_rename_and_its_directory_after(tmp_path, monkeypatch):
+    from mmlego.utils import atomic_io
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic_io.os, 'fsync',
+                        lambda fd: (events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}'))), real_fsync(fd)))
+    monkeypatch.setattr(atomic_io.os, 'replace', lambda a, b: (events.append(('replace', str(b))), real_replace(a, b)))
+    target = tmp_path / 'out.json'
+    atomic_io.atomic_write_json(target, {'a': 1})
+    assert [kind for kind, _ in events] == ['fsync', 'replace', 'fsync']
+    assert events[0][1].startswith(str(tmp_path / '.out.json.')) and events[1][1] == str(target)
+    assert events[2][1] == str(tmp_path)  # the directory entry of the rename
+    assert json.loads(target.read_text()) == {'a': 1}
