@@ -15,7 +15,8 @@ from mmlego.profiling import profile_accuracy
 from mmlego.profiling.cost import LatencyTable
 
 from .conftest import ROOT
-from .test_block_bank import build_bank, example_input, make_tiny, perturb, tensor_file
+from .test_block_bank import example_input, tensor_file
+from .test_resident_memory import trained  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -36,12 +37,6 @@ def pickled(marker) -> bytes:
 
 def torch_pickled(path: Path, marker) -> None:
     torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': Payload(marker)}, path)
-
-
-@pytest.fixture(scope='module')
-def trained():
-    teacher = make_tiny()
-    return teacher, perturb(build_bank(teacher))
 
 
 @pytest.fixture

@@ -13,18 +13,13 @@ from mmlego.block_bank import BlockBank
 from mmlego.block_switcher import BlockSwitcher
 from mmlego.profiling import resident_device_bytes
 
-from .test_block_bank import build_bank, example_input, make_tiny, perturb
+from .test_block_bank import build_bank, example_input, make_tiny
+from .test_resident_memory import trained  # noqa: F401 (a fixture)
 
 SWITCHES_PER_THREAD = 1500  # two switching threads: 3000 switches in all
 TIME_LIMIT = 120.0  # seconds: the stress test stops (and fails) if it takes longer than this
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
-
-
-@pytest.fixture(scope='module')
-def trained():
-    teacher = make_tiny()
-    return teacher, perturb(build_bank(teacher))
 
 
 @pytest.fixture

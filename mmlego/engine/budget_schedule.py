@@ -1,4 +1,4 @@
-"""Budget schedules for ``mmlego.OnlineScalingHook``: a JSON/YAML list of budgets over the seconds since the start."""
+"""Budget schedules for ``mmlego.OnlineScalingHook`` (a JSON/YAML list of budgets over time) and budget messages."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import numbers
 from pathlib import Path
 from typing import Mapping
 
-from ..scaling_optimizer.budget import BUDGET_KEYS, parse_budget
+from ..scaling_optimizer.budget import BUDGET_KEYS, format_budget, parse_budget
 
-__all__ = ['load_schedule']
+__all__ = ['load_schedule', 'infeasible_message']
 
 
 def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]]]:
@@ -50,3 +50,13 @@ def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]
         schedule.append((float(time_s), parse_budget({k: v for k, v in entry.items() if k != 'time_s'}, where)))
     schedule.sort(key=lambda item: item[0])
     return schedule
+
+
+def infeasible_message(budget, model) -> str:
+    """Names the smallest achievable memory and latency of ``model`` (estimates) for a budget below them."""
+    limits = model.budget_range()
+    low_mb, low_ms = limits['min_memory_bytes'] / 2 ** 20, limits['min_latency_ms']
+    return (f'budget {format_budget(budget)} is infeasible: the smallest configuration needs {low_mb:.2f} MB and '
+            f'{low_ms:.2f} ms (estimates), the full model {limits["max_memory_bytes"] / 2 ** 20:.2f} MB and '
+            f'{limits["max_latency_ms"]:.2f} ms; raise the budget to at least memory={low_mb:.2f}MB,'
+            f'latency={low_ms:.2f}ms')

@@ -41,7 +41,7 @@ from mmengine.model import is_model_wrapper
 from ..registry import HOOKS
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, parse_budget
 from ..scaling_optimizer.hysteresis import DEFAULT_HYSTERESIS, decide
-from .budget_schedule import load_schedule
+from .budget_schedule import infeasible_message, load_schedule
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
 
@@ -50,16 +50,6 @@ _MB = 2 ** 20
 #: LoggerHook puts them in the run's log, ``scalars.json`` and any configured visualizer backend.
 SCALAR_KEYS = ('estimated_metric', 'measured_metric', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
                'estimated_memory_mb', 'resident_memory_mb', 'rss_mb')
-
-
-def infeasible_message(budget, model) -> str:
-    """Names the smallest achievable memory and latency of ``model`` (estimates) for a budget below them."""
-    limits = model.budget_range()
-    low_mb, low_ms = limits['min_memory_bytes'] / _MB, limits['min_latency_ms']
-    return (f'budget {format_budget(budget)} is infeasible: the smallest configuration needs {low_mb:.2f} MB and '
-            f'{low_ms:.2f} ms (estimates), the full model {limits["max_memory_bytes"] / _MB:.2f} MB and '
-            f'{limits["max_latency_ms"]:.2f} ms; raise the budget to at least memory={low_mb:.2f}MB,'
-            f'latency={low_ms:.2f}ms')
 
 
 def _fmt(value: float | None, unit: str = '', digits: int = 2) -> str:
@@ -268,8 +258,7 @@ class OnlineScalingHook(Hook):
     def _decide(self, runner, model, budget: dict, mode: str) -> str | None:
         """Why to re-solve for a new budget (None: keep the running configuration); every decision is logged.
 
-        Budgets that change over time (a callable, a schedule) go through the hysteresis rule of
-        :mod:`mmlego.scaling_optimizer.hysteresis`; a fixed budget and each budget of a list are solved as given.
+        A callable's or schedule's budget goes through :mod:`mmlego.scaling_optimizer.hysteresis`; others are solved.
         """
         if self._last_result is None or not (self._callable or self._schedule):
             return 'budget'
