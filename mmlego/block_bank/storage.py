@@ -28,6 +28,9 @@ _Stamp = dict[str, tuple[int, int, int]]
 def normalize_device(device: torch.device | str) -> torch.device:
     """``device`` with its index made explicit (``cuda`` -> ``cuda:<current>``), so devices compare equal."""
     device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {device} is not available here (torch.cuda.is_available() is False); load with "
+                         "map_location='cpu' or move the model to an available device first")
     if device.type == 'cuda' and device.index is None:
         return torch.device('cuda', torch.cuda.current_device())
     return device

@@ -195,6 +195,10 @@ class BlockSwitcher:
             for descendant in pruned:
                 if _shapes(descendant.get_module(materialize=False)) == shapes:
                     return descendant, teacher_copy
+            if zero_module is not None:
+                raise ValueError(f'block {spec.name} of this model does not match the bank (its parameter shapes are '
+                                 'those of no descendant): the bank was built for another teacher; build the bank '
+                                 'from this model, or switch the model the bank was built from')
         return None, current
 
     def _take_over(self, previous: 'BlockSwitcher', offload_teacher: bool, spill_dir) -> None:

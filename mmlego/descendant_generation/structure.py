@@ -183,4 +183,26 @@ def build_block(model: nn.Module, spec: BlockSpec, structure: Mapping[str, Mappi
                          f'{unexpected[:4]})')
     _check_shapes(block, spec, tensors)
     assign_tensors(block, tensors)
+    _check_declared_sizes(block)
     return block
+
+
+def _check_declared_sizes(block: nn.Module) -> None:
+    """ValueError if a layer's recorded sizes (channels, features) differ from the tensors it now holds."""
+    for name, layer in block.named_modules():
+        sizes = []
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            first, second = layer.weight.shape[0], layer.weight.shape[1] * layer.groups
+            if layer.transposed:  # a transposed conv's weight is (in, out / groups, ...)
+                first, second = second, first
+            sizes = [('out_channels', layer.out_channels, first), ('in_channels', layer.in_channels, second)]
+        elif isinstance(layer, nn.modules.batchnorm._NormBase):
+            held = layer.running_mean if layer.running_mean is not None else layer.weight
+            sizes = [('num_features', layer.num_features, held.shape[0] if held is not None else layer.num_features)]
+        elif isinstance(layer, nn.Linear):
+            sizes = [('out_features', layer.out_features, layer.weight.shape[0]),
+                     ('in_features', layer.in_features, layer.weight.shape[1])]
+        wrong = [f'{name}.{attr}={declared} but its tensors hold {held}' for attr, declared, held in sizes
+                 if declared != held]
+        if wrong:
+            raise ValueError(f'its structure does not fit its tensors ({"; ".join(wrong)})')
