@@ -106,12 +106,22 @@ def test_empty_held_out_dataloader(trained):
         _retrain(trained, [example_input()], [])
 
 
-def test_non_finite_loss_names_the_descendant(trained):
-    batch = example_input().clone()
-    batch[0, 0, 0, 0] = math.inf
-    with pytest.raises(RetrainingError, match=r'retraining descendant .* failed at epoch 1, batch 0: '
-                                              r'FloatingPointError: loss is'):
-        _retrain(trained, [batch], None)
+def test_non_finite_loss_stops_only_that_descendant(trained):
+    teacher, bank = trained
+    descendants = copy.deepcopy(bank.descendants)
+    broken = descendants['b2'][0.8].module
+    untrained = {k: t.clone() for k, t in broken.state_dict().items()}
+    broken.register_forward_hook(lambda module, args, output: output * math.nan if module.training else output)
+    healthy = descendants['b2'][0.4].module
+    before = {k: t.clone() for k, t in healthy.state_dict().items()}
+    batches = [example_input(seed=s, shape=(4, 3, 16, 16)) for s in range(2)]
+    report = retrain_descendants(teacher, descendants, batches, batches[:1],
+                                 teacher_forward=lambda model, batch: model(batch),
+                                 config=RetrainingConfig(epochs=2, lr=1e-2), show_progress=False)
+    assert list(report.stopped) == ['b2@0.8'] and 'loss nan at epoch 1, batch 0' in report.stopped['b2@0.8']
+    assert all(torch.equal(broken.state_dict()[k], t) for k, t in untrained.items())  # its epoch-0 weights
+    assert report.epochs_run == 2 and report.best_epoch['b2@0.8'] == 0
+    assert any(not torch.equal(healthy.state_dict()[k], t) for k, t in before.items())  # the rest trained on
 
 
 # -- banks -----------------------------------------------------------------------------------------------------

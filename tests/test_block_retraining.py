@@ -261,7 +261,8 @@ def test_nan_inputs_and_empty_loaders_raise(shared):
     teacher, descendants = fresh(shared)
     _, _, train, val = shared
     nan_batch = torch.full(BATCH, float('nan'))
-    with pytest.raises(RetrainingError, match=r'stem\+b1@0\.4 failed at epoch 1, batch 0: .*nan'):
+    with pytest.raises(RetrainingError, match=r"every descendant's loss is not finite \(first: stem\+b1@0\.4, loss nan "
+                                              r"at epoch 1, batch 0\).*check the data pipeline"):
         retrain(teacher, descendants, [nan_batch], val)
     with pytest.raises(RetrainingError, match='training dataloader yielded no batch'):
         retrain(teacher, descendants, [], val)

@@ -319,3 +319,32 @@ def test_tool_bad_budget_and_infeasible(lego, workspace, tmp_path, monkeypatch, 
     message = str(error.value.code)
     assert 'infeasible' in message and f'{smallest:.2f} MB' in message and '--allow-infeasible' in message
     assert not (tmp_path / 'work' / 'sweep').exists()
+
+
+def test_tool_refuses_a_foreign_or_corrupted_bank_without_a_traceback(lego, workspace, tmp_path, monkeypatch):
+    """Checked right after the teacher loads, with or without --budget: one message, exit status 1."""
+    import shutil
+
+    from mmengine.config import Config
+
+    from mmlego.models import build_model
+    from .conftest import CONFIGS, TEACHER_CONFIGS
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    torch.manual_seed(1)
+    other = tmp_path / 'other_teacher.pth'
+    torch.save({'state_dict': build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS['tsn']))).state_dict()}, other)
+    tool = load_tool('test')
+    args = [a if a != f'load_from={lego.teacher}' else f'load_from={other}'
+            for a in _test_tool_args(lego, tmp_path / 'work')]
+    with pytest.raises(SystemExit) as error:
+        tool.main(args)
+    assert 'was built from another teacher' in str(error.value.code)
+    assert f'(the bank records {lego.teacher})' in str(error.value.code)
+    damaged = tmp_path / 'bank'
+    shutil.copytree(lego.bank, damaged)
+    (damaged / 'manifest.json').write_text('{"format_version": ')
+    args = [a if a != str(lego.bank) else str(damaged) for a in _test_tool_args(lego, tmp_path / 'work2')]
+    with pytest.raises(SystemExit) as error:
+        tool.main(args)
+    assert 'is not valid JSON' in str(error.value.code) and 'rebuild it' in str(error.value.code)

@@ -165,13 +165,21 @@ def main(argv=None):
     runner = build_runner(args, mode='test', cfg=cfg)
 
     from mmengine.dist import is_main_process
+    from mmengine.model import is_model_wrapper
 
+    from mmlego.block_bank import BankError
     from mmlego.engine import BudgetSweepLoop, OnlineScalingHook
     from mmlego.scaling_optimizer.budget import InfeasibleBudgetError
     try:
+        if _is_bank(args.checkpoint):  # checked before the test loop, with or without --budget / --sweep
+            runner.load_or_resume()  # the teacher weights first: the bank is checked against them
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            model.load_configured_bank()
         metrics = runner.test()
     except InfeasibleBudgetError as error:
         raise SystemExit(f'{error}, or pass --allow-infeasible to evaluate the smallest configuration') from None
+    except BankError as error:
+        raise SystemExit(f'{error}{_bank_teacher_hint(args.checkpoint)}') from None
     hook = next((h for h in runner.hooks if isinstance(h, OnlineScalingHook)), None)
     if isinstance(runner.test_loop, BudgetSweepLoop):
         rows = runner.test_loop.rows

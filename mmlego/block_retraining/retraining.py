@@ -80,6 +80,7 @@ class RetrainingReport:
         best_epoch: Key -> the epoch whose weights were kept (0: the untrained pruned weights).
         initial_val: Key -> held-out loss of the untrained pruned weights (epoch 0).
         skipped: Keys of the descendants not retrained because pruning left their block whole.
+        stopped: Key -> why its retraining stopped (a NaN/inf loss): it keeps its best weights so far.
     """
 
     epochs_run: int = 0
@@ -88,6 +89,7 @@ class RetrainingReport:
     best_epoch: dict[str, int] = field(default_factory=dict)
     initial_val: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    stopped: dict[str, str] = field(default_factory=dict)
 
 
 def descendant_key(block: str, sparsity: float) -> str:
@@ -242,11 +244,14 @@ def retrain_descendants(teacher: nn.Module,
                                                enabled=show_progress, total=_length(train_batches, config))):
             features = capture.run(teacher_forward, batch)
             for key, descendant in trainees.items():
+                if key in report.stopped:
+                    continue
                 x, y = features[descendant.spec.name]
                 try:
                     loss = feature_loss(config.loss, descendant.module(x), y, config.kd_temperature)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f'loss is {loss.item()}')
+                        _stop(key, descendant, state, report, f'loss {loss.item()} at epoch {epoch + 1}, batch {index}')
+                        continue
                     optimizers[key].zero_grad(set_to_none=True)
                     loss.backward()
                     if grad_sync is not None:
@@ -256,6 +261,10 @@ def retrain_descendants(teacher: nn.Module,
                     raise RetrainingError(f'retraining descendant {key} failed at epoch {epoch + 1}, batch '
                                           f'{index}: {type(error).__name__}: {error}') from error
                 train_sums[key] += float(loss.detach())
+            if len(report.stopped) == len(trainees):
+                raise RetrainingError(f'every descendant\'s loss is not finite (first: {next(iter(report.stopped))}, '
+                                      f'{next(iter(report.stopped.values()))}): the batches or the teacher\'s outputs '
+                                      'hold NaN/inf; check the data pipeline and the teacher checkpoint')
             count += 1
         if count == 0:
             raise RetrainingError('the training dataloader yielded no batch; check its dataset and sampler')
@@ -263,7 +272,8 @@ def retrain_descendants(teacher: nn.Module,
             if val_batches is not None else {key: math.nan for key in trainees}
         if loss_sync is not None and val_batches is not None:
             val = loss_sync(val)
-        record = dict(epoch=epoch + 1, train={k: v / count for k, v in train_sums.items()}, val=val)
+        record = dict(epoch=epoch + 1, val=val, train={k: math.nan if k in report.stopped else v / count
+                                                       for k, v in train_sums.items()})
         report.history.append(record)
         report.epochs_run += 1
         state.save_epoch(epoch + 1, trainees, optimizers, record, use_val=val_batches is not None)
@@ -279,6 +289,16 @@ def retrain_descendants(teacher: nn.Module,
     for descendant in trainees.values():
         descendant.module.eval()
     return report
+
+
+def _stop(key: str, descendant: Descendant, state: RetrainingState, report: RetrainingReport, why: str) -> None:
+    """Stops one descendant's retraining (its loss is not finite); the others train on."""
+    report.stopped[key] = why
+    if key in state.best_state:  # the best weights so far (epoch 0: the untrained pruned ones)
+        descendant.module.load_state_dict(state.best_state[key])
+    print_log(f'retraining of descendant {key} stopped: {why} is not finite; it keeps its best weights so far '
+              f'(epoch {state.best_epoch.get(key, "none")}), the other descendants train on. Check the data '
+              '(inf/NaN inputs) or lower train_cfg.retrain.lr', logger='current', level=logging.WARNING)
 
 
 def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant], batches: Iterable[Any],
