@@ -348,3 +348,24 @@ def test_tool_refuses_a_foreign_or_corrupted_bank_without_a_traceback(lego, work
     with pytest.raises(SystemExit) as error:
         tool.main(args)
     assert 'is not valid JSON' in str(error.value.code) and 'rebuild it' in str(error.value.code)
+
+
+def test_bank_profiled_on_another_device_type_warns(lego, workspace, tmp_path, monkeypatch):
+    import shutil
+
+    from mmlego.apis import init_lego_model
+    from mmlego.models import legodnn
+    monkeypatch.chdir(workspace)
+    bank = tmp_path / 'bank'
+    shutil.copytree(lego.bank, bank)
+    manifest = json.loads((bank / 'manifest.json').read_text())
+    manifest['profiles']['device'] = 'cuda:0'  # as if profiled on a GPU
+    (bank / 'manifest.json').write_text(json.dumps(manifest))
+    logged = []
+    monkeypatch.setattr(legodnn, 'print_log', lambda message, **kwargs: logged.append(message))
+    init_lego_model(str(LEGO_CONFIG), str(bank), checkpoint=str(lego.teacher))
+    assert any('latencies were measured on cuda:0, this model runs on cpu' in m and 'profile_latency.py' in m
+               for m in logged), logged
+    logged.clear()
+    init_lego_model(str(LEGO_CONFIG), str(lego.bank), checkpoint=str(lego.teacher))  # profiled here: no warning
+    assert not any('latencies were measured on' in m for m in logged)

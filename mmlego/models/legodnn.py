@@ -136,6 +136,13 @@ class LegoDNN(BaseModel):
         self._problem = None
         self.tensor_path = bank.meta.get('tensor_path', self.tensor_path)
         self.switcher = BlockSwitcher(self.architecture, bank)
+        profiled_on = bank.profiles.device
+        if profiled_on and profiled_on.split(':')[0] != self.switcher.device.type:
+            print_log(f'the bank\'s latencies were measured on {profiled_on}, this model runs on '
+                      f'{self.switcher.device}: its latency estimates start off (the online correction adapts them); '
+                      f'measure them here with tools/profile_latency.py CONFIG BANK --device '
+                      f'{self.switcher.device.type} --out table.json and put them in with --apply table.json BANK',
+                      logger='current', level=logging.WARNING)
         self.timer = None
         if self.correction is not None:
             self.correction.reset()
