@@ -6,10 +6,11 @@ On the target device (GPU, phone-class CPU, ...):
 
 Then, wherever the bank is optimized (copy table.json there):
 
-    python tools/profile_latency.py --apply table.json BANK_DIR
+    python tools/profile_latency.py --apply table.json BANK_DIR [--device cuda]
 
 The table holds only latencies, the teacher's fingerprint and the block names; applying it to a bank of another
-teacher fails with a clear error.
+teacher fails with a clear error. With ``--apply``, ``--device`` names where the bank will run: a table measured on
+another device type is refused unless ``--allow-other-device`` is given.
 """
 import argparse
 import os.path as osp
@@ -25,27 +26,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--checkpoint', help='teacher weights the bank was built from (the config\'s load_from '
                         'by default)')
     parser.add_argument('--out', help='where to write the latency table (default: BANK_DIR/latency_<device>.json)')
-    parser.add_argument('--device', default='cpu', help='torch device to measure on (default cpu)')
+    parser.add_argument('--device', help='torch device to measure on (default cpu); with --apply, where the bank '
+                        'will run (a table of another device type is refused; default: not checked)')
+    parser.add_argument('--allow-other-device', action='store_true',
+                        help='with --apply: apply a table measured on another device type than --device anyway')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
     return parser.parse_args(argv)
 
 
-def apply_table(table_path: str, bank_dir: str) -> None:
-    """Copies a table's latencies into a bank manifest (no teacher needed: the fingerprint is compared)."""
+def apply_table(table_path: str, bank_dir: str, device: str | None = None, allow_other_device: bool = False) -> None:
+    """Copies a table's latencies into a bank manifest (no teacher needed: the fingerprint is compared).
+
+    Args:
+        table_path: The latency table (JSON).
+        bank_dir: The bank directory whose manifest gets the latencies.
+        device: Where the bank will run (None: not checked); a table of another device type is refused.
+        allow_other_device: Apply a table of another device type anyway.
+
+    Raises:
+        SystemExit: The table or the bank cannot be read, or the table does not fit the bank (one message).
+    """
     from mmlego.block_bank.bank import MANIFEST, _read_manifest
     from mmlego.block_bank.profiles import BankProfiles
     from mmlego.profiling import LatencyTable
     from mmlego.utils.atomic_io import atomic_write_json
     import pathlib
-    table = LatencyTable.load(table_path)
-    manifest = _read_manifest(pathlib.Path(bank_dir) / MANIFEST)
+    from mmlego.block_bank import BankError
+    try:
+        table = LatencyTable.load(table_path)
+        manifest = _read_manifest(pathlib.Path(bank_dir) / MANIFEST)
+    except (ValueError, BankError) as error:
+        raise SystemExit(f'cannot apply {table_path} to {bank_dir}: {error}') from None
     profiles = BankProfiles.from_dict(manifest.get('profiles') or {})
     blocks = [block['name'] for block in manifest['extraction']['blocks']]
     try:
         table.apply_to_profiles(profiles, manifest['teacher_fingerprint'], blocks,
-                                [float(s) for s in manifest['sparsities']])
+                                [float(s) for s in manifest['sparsities']], device=device,
+                                allow_other_device=allow_other_device)
     except ValueError as error:
         raise SystemExit(f'cannot apply {table_path} to {bank_dir}: {error} (measure it with '
                          'tools/profile_latency.py CONFIG BANK_DIR on the target device)') from None
@@ -62,6 +81,7 @@ def measure(args: argparse.Namespace) -> str:
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
     from mmlego.profiling import LatencyTable, profile_latency
     config, bank_dir = args.paths
+    args.device = args.device or 'cpu'
     cfg = Config.fromfile(config)
     model = build_model(cfg, args.checkpoint or cfg.get('load_from'), device=args.device)
     bank = BlockBank.load(bank_dir, model, map_location=args.device)
@@ -81,7 +101,7 @@ def main(argv=None) -> None:
     if args.apply:
         if len(args.paths) != 1:
             raise SystemExit('--apply TABLE takes one BANK_DIR')
-        apply_table(args.apply, args.paths[0])
+        apply_table(args.apply, args.paths[0], args.device, args.allow_other_device)
     else:
         if len(args.paths) != 2:
             raise SystemExit('measuring takes CONFIG BANK_DIR (or use --apply TABLE BANK_DIR)')

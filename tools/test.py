@@ -20,6 +20,10 @@ example batch, the path the estimates describe. ``--out FILE.pkl`` dumps the pre
 A budget below the smallest configuration is an error (exit status 1, nothing evaluated) naming the smallest
 achievable memory and latency; ``--allow-infeasible`` evaluates the smallest configuration instead (its row has
 status ``infeasible``).
+
+A bank directory is checked right after the arguments are parsed (manifest, format version, tensor file and its
+checksum) and once the teacher is loaded (built from this teacher): a damaged or foreign bank exits with status 1
+and one message, nothing evaluated. A bad ``--budget`` exits with status 2 and argparse's one-line usage error.
 """
 import argparse
 import json
@@ -159,8 +163,23 @@ def _prepare_config(args):
     return cfg
 
 
+def _check_bank_files(args) -> None:
+    """A corrupted or foreign-format bank is one error line right after parsing (no runner built, no traceback).
+
+    Whether the bank belongs to the teacher needs the teacher weights: that is checked once they are loaded.
+    """
+    if not _is_bank(args.checkpoint):
+        return
+    from mmlego.block_bank import BankError, BlockBank
+    try:
+        BlockBank.verify(args.checkpoint)
+    except BankError as error:
+        raise SystemExit(f'{error}{_bank_teacher_hint(args.checkpoint)}') from None
+
+
 def main(argv=None):
     args = parse_args(argv)
+    _check_bank_files(args)
     cfg = _prepare_config(args)
     runner = build_runner(args, mode='test', cfg=cfg)
 

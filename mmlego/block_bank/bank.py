@@ -206,6 +206,19 @@ class BlockBank:
         manifest['meta'] = self.meta
         atomic_write_json(path, manifest)
 
+    @staticmethod
+    def verify(directory: str | Path) -> dict[str, Any]:
+        """Checks a bank directory without its teacher (cheap: no model, nothing rebuilt); returns its manifest.
+
+        Everything :meth:`load` checks but the teacher: the manifest (valid JSON, format version, every block's
+        plans at every sparsity) and the tensor file (present, its SHA-256, readable as safetensors). Tools call it
+        right after parsing their arguments, before any long work.
+
+        Raises:
+            BankError: Missing or corrupted files, or another format version.
+        """
+        return _read_verified(Path(directory))[0]
+
     @classmethod
     def load(cls, directory: str | Path, model: nn.Module, map_location: str | torch.device | None = None,
              check_fingerprint: bool = True) -> 'BlockBank':
@@ -222,44 +235,15 @@ class BlockBank:
 
         Raises:
             BankError: Missing or corrupted files, another format version, or another teacher.
+            ValueError: ``map_location`` is not a device this machine has (checked first).
         """
         directory = Path(directory)
-        manifest = _read_manifest(directory / MANIFEST)
-        if manifest.get('format_version') != FORMAT_VERSION:
-            raise BankError(f'{directory} has bank format {manifest.get("format_version")}, this mmlego reads '
-                            f'{FORMAT_VERSION}; rebuild the bank with this version')
+        device = normalize_device(map_location if map_location is not None else next(model.parameters()).device)
+        manifest, extraction, sparsities, plans, profiles, views = _read_verified(directory)
         if check_fingerprint and manifest['teacher_fingerprint'] != teacher_fingerprint(model):
             raise BankError(f'{directory} was built from another teacher (fingerprint '
                             f'{manifest["teacher_fingerprint"][:12]}...); load the checkpoint the bank was built '
                             'from, or build a bank for this teacher')
-        try:
-            tensor_path = directory / manifest['tensors']['file']
-            expected_sha = manifest['tensors']['sha256']
-            extraction = _extraction_from_dict(manifest['extraction'])
-            sparsities = [float(s) for s in manifest['sparsities']]
-            plans = {spec.name: {float(key): PruningPlan.from_dict(data)
-                                 for key, data in manifest['plans'][spec.name].items()}
-                     for spec in extraction.blocks}
-            profiles = BankProfiles.from_dict(manifest.get('profiles') or {})
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise BankError(f'{directory / MANIFEST} is malformed ({type(error).__name__}: {error}); the bank is '
-                            'corrupted, rebuild it') from error
-        incomplete = [name for name, by_sparsity in plans.items() if sorted(by_sparsity) != sparsities]
-        if incomplete or not sparsities or sparsities[0] != 0.0:
-            raise BankError(f'{directory / MANIFEST} is malformed: blocks {incomplete} lack descendants at some '
-                            f'of the sparsities {sparsities}; the bank is corrupted, rebuild it')
-        if not tensor_path.exists():
-            raise BankError(f'{tensor_path} is missing; the bank directory is incomplete, rebuild or re-copy it')
-        if _file_sha256(tensor_path) != expected_sha:
-            raise BankError(f'{tensor_path} is corrupted (its SHA-256 differs from the manifest); re-copy or '
-                            'rebuild the bank')
-        try:
-            views = open_mapped(tensor_path)
-        except Exception as error:
-            raise BankError(f'{tensor_path} cannot be read as safetensors ({error}); rebuild the bank') from error
-        if map_location is None:
-            map_location = next(model.parameters()).device
-        device = normalize_device(map_location)
         descendants: dict[str, dict[float, Descendant]] = {}
         for spec in extraction.blocks:
             descendants[spec.name] = {}
@@ -288,6 +272,41 @@ def _own_block(model: nn.Module, spec: BlockSpec) -> BlockModule:
     block = block_module_of(model, spec, copy_modules=False)
     block.training = block.layers.training = any(layer.training for layer in block.layers)
     return block
+
+
+def _read_verified(directory: Path) -> tuple[dict[str, Any], BlockExtraction, list[float],
+                                            dict[str, dict[float, PruningPlan]], BankProfiles, dict[str, torch.Tensor]]:
+    """The checked contents of a bank directory: manifest, blocks, sparsities, plans, profiles, mapped tensors."""
+    manifest = _read_manifest(directory / MANIFEST)
+    if manifest.get('format_version') != FORMAT_VERSION:
+        raise BankError(f'{directory} has bank format {manifest.get("format_version")}, this mmlego reads '
+                        f'{FORMAT_VERSION}; rebuild the bank with this version')
+    try:
+        tensor_path = directory / manifest['tensors']['file']
+        expected_sha = manifest['tensors']['sha256']
+        extraction = _extraction_from_dict(manifest['extraction'])
+        sparsities = [float(s) for s in manifest['sparsities']]
+        plans = {spec.name: {float(key): PruningPlan.from_dict(data)
+                             for key, data in manifest['plans'][spec.name].items()}
+                 for spec in extraction.blocks}
+        profiles = BankProfiles.from_dict(manifest.get('profiles') or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise BankError(f'{directory / MANIFEST} is malformed ({type(error).__name__}: {error}); the bank is '
+                        'corrupted, rebuild it') from error
+    incomplete = [name for name, by_sparsity in plans.items() if sorted(by_sparsity) != sparsities]
+    if incomplete or not sparsities or sparsities[0] != 0.0:
+        raise BankError(f'{directory / MANIFEST} is malformed: blocks {incomplete} lack descendants at some '
+                        f'of the sparsities {sparsities}; the bank is corrupted, rebuild it')
+    if not tensor_path.exists():
+        raise BankError(f'{tensor_path} is missing; the bank directory is incomplete, rebuild or re-copy it')
+    if _file_sha256(tensor_path) != expected_sha:
+        raise BankError(f'{tensor_path} is corrupted (its SHA-256 differs from the manifest); re-copy or '
+                        'rebuild the bank')
+    try:
+        views = open_mapped(tensor_path)
+    except Exception as error:
+        raise BankError(f'{tensor_path} cannot be read as safetensors ({error}); rebuild the bank') from error
+    return manifest, extraction, sparsities, plans, profiles, views
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

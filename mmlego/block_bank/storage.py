@@ -25,12 +25,32 @@ from ..descendant_generation import Descendant, PruningPlan
 _Stamp = dict[str, tuple[int, int, int]]
 
 
+def _backend_available(kind: str) -> bool:
+    """Whether torch can run on devices of type ``kind`` here (types without an availability probe: assumed so)."""
+    if kind == 'mps':
+        return torch.backends.mps.is_available()
+    probe = getattr(getattr(torch, kind, None), 'is_available', None)
+    return bool(probe()) if callable(probe) else True
+
+
 def normalize_device(device: torch.device | str) -> torch.device:
-    """``device`` with its index made explicit (``cuda`` -> ``cuda:<current>``), so devices compare equal."""
-    device = torch.device(device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device {device} is not available here (torch.cuda.is_available() is False); load with "
-                         "map_location='cpu' or move the model to an available device first")
+    """``device`` with its index made explicit (``cuda`` -> ``cuda:<current>``), so devices compare equal.
+
+    Raises:
+        ValueError: ``device`` is not a device (e.g. ``'bogus'``), is the ``meta`` device (tensors without data:
+            a bank there could not run), or its type is not available on this machine (e.g. ``cuda`` without GPU).
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{device!r} is not a torch device ({error}); use e.g. map_location='cpu' or 'cuda:0'") \
+            from None
+    if device.type == 'meta':
+        raise ValueError("a bank cannot live on the meta device (its tensors would hold no data); load it with "
+                         "map_location='cpu' or an accelerator such as 'cuda:0'")
+    if device.type != 'cpu' and not _backend_available(device.type):
+        raise ValueError(f"device {device} is not available here (torch.{device.type}.is_available() is False); "
+                         "load with map_location='cpu' or move the model to an available device first")
     if device.type == 'cuda' and device.index is None:
         return torch.device('cuda', torch.cuda.current_device())
     return device

@@ -15,6 +15,7 @@ descending into a child where none starts.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -286,11 +287,12 @@ def extract_blocks(model: nn.Module,
         The blocks and conv coverage.
 
     Raises:
-        ValueError: ``max_ratio`` is not in (0, 1].
+        ValueError: ``max_ratio`` is not a number in (0, 1].
         RuntimeError: The tensor path cannot be traced.
     """
-    if not 0 < max_ratio <= 1:
-        raise ValueError(f'max_ratio must be in (0, 1], got {max_ratio}; LegoDNN uses 0.125.')
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, numbers.Real) or not 0 < max_ratio <= 1:
+        raise ValueError(f'max_ratio must be a number in (0, 1] (the largest block as a share of the traced convs), '
+                         f'got {max_ratio!r}; LegoDNN uses 0.125.')
     was_training = model.training
     model.eval()
     try:

@@ -64,8 +64,14 @@ class RetrainingConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f'unknown retraining loss {self.loss!r}; choose one of {LOSSES}')
-        if self.epochs < 1 or self.lr <= 0:
-            raise ValueError(f'epochs must be >= 1 and lr > 0, got epochs={self.epochs}, lr={self.lr}')
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1 \
+                or isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f'epochs must be an integer >= 1 and lr a number > 0, got epochs={self.epochs!r}, '
+                             f'lr={self.lr!r}')
+        limit = self.max_batches_per_epoch
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f'max_batches_per_epoch must be an integer >= 1 or None (the whole loader), got '
+                             f'{limit!r}')
 
 
 @dataclass
@@ -204,9 +210,14 @@ def retrain_descendants(teacher: nn.Module,
         Losses per epoch and the best held-out losses.
 
     Raises:
-        RetrainingError: A descendant's step failed (names the block, sparsity, epoch and batch).
+        RetrainingError: The training batches are empty (raised before anything runs or is written), every
+            descendant's loss is not finite, or a descendant's step failed (names the block, sparsity, epoch and
+            batch). One descendant whose loss is not finite only stops that one (``report.stopped``, a warning).
     """
     config = config or RetrainingConfig()
+    if _length(train_batches, config) == 0 or config.max_batches_per_epoch == 0:  # before any forward or file
+        raise RetrainingError('the training dataloader yielded no batch; check its dataset and sampler (a batch '
+                              'size larger than the dataset with drop_last=True yields none)')
     if val_batches is None:
         print_log('no held-out batches given: keeping each descendant\'s last epoch, not its best',
                   logger='current', level=logging.WARNING)

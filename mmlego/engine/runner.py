@@ -33,6 +33,37 @@ def resolve_bank_placeholder(model_cfg: Any, work_dir: str) -> Any:
     return model_cfg
 
 
+def check_pipeline_cfg(train_cfg: Any) -> None:
+    """Refuses unknown keys of an ``mmlego.LegoDNNPipelineLoop`` ``train_cfg`` (and of its ``retrain``), naming the
+    valid ones and the closest match, before anything is built (other train loops are left alone).
+
+    Raises:
+        ValueError: An unknown (e.g. misspelled) key.
+    """
+    loop_type = train_cfg.get('type') if isinstance(train_cfg, dict) else None
+    name = loop_type if isinstance(loop_type, str) else getattr(loop_type, '__name__', '')
+    if name.split('.')[-1] != 'LegoDNNPipelineLoop':
+        return
+    import dataclasses
+    import difflib
+    import inspect
+
+    from ..block_retraining import RetrainingConfig
+    from .pipeline_loop import LegoDNNPipelineLoop
+    valid = [key for key in inspect.signature(LegoDNNPipelineLoop.__init__).parameters
+             if key not in ('self', 'runner', 'dataloader')]
+    retrain = train_cfg.get('retrain') or {}
+    fields = [field.name for field in dataclasses.fields(RetrainingConfig)]
+    for where, given, known in (('train_cfg', set(train_cfg) - {'type'}, valid),
+                                ('train_cfg.retrain', set(retrain) if isinstance(retrain, dict) else set(), fields)):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            close = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+            hints = ''.join(f'; {key!r}: did you mean {match[0]!r}?' for key, match in close.items() if match)
+            raise ValueError(f'{where} has unknown keys {unknown}; the valid keys are {sorted(known)}{hints} (see '
+                             'mmlego.LegoDNNPipelineLoop and mmlego.block_retraining.RetrainingConfig)')
+
+
 def _lego_model(runner):
     from mmengine.model import is_model_wrapper
 
@@ -76,6 +107,8 @@ class LegoRunner(Runner):
     def from_cfg(cls, cfg) -> 'LegoRunner':
         """``Runner.from_cfg``; a pipeline config's ``resume`` continues the pipeline's stages (not a checkpoint).
 
+        Unknown keys of a pipeline ``train_cfg`` are refused first (:func:`check_pipeline_cfg`).
+
         Every package's ``tools/train.py --resume`` sets ``cfg.resume`` (and with no path ``load_from=None``):
         for the LegoDNN pipeline that means its own resume, from the teacher recorded with its stages.
         """
@@ -83,6 +116,7 @@ class LegoRunner(Runner):
         from pathlib import Path
         cfg = copy.deepcopy(cfg)
         train_cfg = cfg.get('train_cfg') or {}
+        check_pipeline_cfg(train_cfg)  # a misspelled key fails here, not after the model and data are built
         if cfg.get('resume') and str(train_cfg.get('type', '')).split('.')[-1] == 'LegoDNNPipelineLoop':
             cfg.train_cfg['resume'], cfg['resume'] = True, False
             saved = Path(cfg['work_dir']) / 'legodnn' / 'pipeline.json'

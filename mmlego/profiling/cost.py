@@ -2,7 +2,8 @@
 
 Latencies are measured inside the running model (:mod:`mmlego.profiling.latency`). A latency table holds only
 latencies plus the teacher's fingerprint and the block names, so it can be measured on the target device
-(``tools/profile_latency.py``), copied, and applied to the bank elsewhere.
+(``tools/profile_latency.py``), copied, and applied to the bank elsewhere. Applying it to a bank that runs on
+another device type (``cpu`` vs ``cuda``) is refused unless ``allow_other_device=True`` (``--allow-other-device``).
 """
 from __future__ import annotations
 
@@ -144,30 +145,77 @@ class LatencyTable:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f'{path} is not a latency table ({error}); write one with tools/profile_latency.py')
 
-    def apply(self, bank: BlockBank) -> None:
-        """Replaces the bank's latencies with this table's (see :meth:`apply_to_profiles`)."""
-        self.apply_to_profiles(bank.profiles, bank.fingerprint, [spec.name for spec in bank.blocks],
-                               bank.sparsities)
+    def apply(self, bank: BlockBank, allow_other_device: bool = False) -> None:
+        """Replaces the bank's latencies with this table's (see :meth:`apply_to_profiles`).
 
-    def apply_to_profiles(self, profiles: BankProfiles, fingerprint: str, blocks: Sequence[str],
-                          sparsities: Sequence[float]) -> None:
-        """Replaces the latencies in ``profiles`` of a bank (teacher ``fingerprint``, ``blocks`` x ``sparsities``).
-
-        Works on a manifest's profiles alone, without the teacher (``tools/profile_latency.py --apply``).
+        Args:
+            bank: The bank; its :attr:`~mmlego.block_bank.BlockBank.device` (where it runs, if set) must be of the
+                device type the table was measured on.
+            allow_other_device: Apply a table measured on another device type anyway (e.g. to optimize here for
+                the device it was measured on).
 
         Raises:
-            ValueError: The table belongs to another teacher or does not cover every descendant.
+            ValueError: Another teacher, another device type (unless ``allow_other_device``), or a table that does
+                not cover every descendant.
+        """
+        self.apply_to_profiles(bank.profiles, bank.fingerprint, [spec.name for spec in bank.blocks],
+                               bank.sparsities, device=bank.device, allow_other_device=allow_other_device)
+
+    def check_device(self, device: torch.device | str | None, allow_other_device: bool = False) -> None:
+        """Refuses this table for a bank that runs on ``device`` if it was measured on another device type.
+
+        Args:
+            device: Where the bank runs (None: unknown, nothing checked).
+            allow_other_device: Skip the check.
+
+        Raises:
+            ValueError: The device types differ (``cuda`` vs ``cpu``; the index and the free text after the type,
+                e.g. ``cuda:0 (A100)``, are not compared) and ``allow_other_device`` is False. A table whose device
+                is ``unknown`` is not refused.
+        """
+        words = self.device.replace(':', ' ').split()
+        measured = words[0].lower() if words else 'unknown'
+        if device is None or allow_other_device or measured == 'unknown':
+            return
+        runs = torch.device(device).type
+        if measured != runs:
+            raise ValueError(
+                f'the latency table was measured on {self.device!r}, but this bank runs on {runs}: its latency '
+                f'estimates would be those of another device; measure them here (tools/profile_latency.py CONFIG '
+                f'BANK_DIR --device {runs}), or pass allow_other_device=True (tools/profile_latency.py '
+                '--allow-other-device) to apply it anyway')
+
+    def apply_to_profiles(self, profiles: BankProfiles, fingerprint: str, blocks: Sequence[str],
+                          sparsities: Sequence[float], device: torch.device | str | None = None,
+                          allow_other_device: bool = False) -> None:
+        """Replaces the latencies in ``profiles`` of a bank (teacher ``fingerprint``, ``blocks`` x ``sparsities``).
+
+        Works on a manifest's profiles alone, without the teacher (``tools/profile_latency.py --apply``). Nothing
+        is changed when it raises.
+
+        Args:
+            profiles: The bank's profiles (changed in place).
+            fingerprint: The bank's teacher fingerprint.
+            blocks: The bank's block names.
+            sparsities: The bank's sparsities.
+            device: Where the bank runs (None: unknown); a table measured on another device type is refused.
+            allow_other_device: Apply a table of another device type anyway (see :meth:`check_device`).
+
+        Raises:
+            ValueError: The table belongs to another teacher, was measured on another device type than ``device``
+                (unless ``allow_other_device``), or does not cover every descendant.
         """
         if self.teacher_fingerprint != fingerprint:
             raise ValueError('the latency table was measured for another teacher; profile this bank instead')
+        self.check_device(device, allow_other_device)
+        missing = [f'{name}@{sparsity:g}' for name in blocks for sparsity in sparsities
+                   if f'{sparsity:g}' not in self.blocks.get(name, {})]
+        if missing:
+            raise ValueError(f'the latency table lacks {", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}; '
+                             'profile this bank with the same blocks and sparsities')
         for name in blocks:
             for sparsity in sparsities:
-                try:
-                    latency = self.blocks[name][f'{sparsity:g}']
-                except KeyError:
-                    raise ValueError(f'the latency table lacks {name}@{sparsity:g}; profile this bank '
-                                     'with the same blocks and sparsities') from None
-                profiles.get(name, sparsity).latency_ms = float(latency)
+                profiles.get(name, sparsity).latency_ms = float(self.blocks[name][f'{sparsity:g}'])
         profiles.model_latency_ms = self.model_latency_ms
         profiles.composite_latency_ms = dict(self.composites)
         profiles.latency_method = 'in-model'
