@@ -94,25 +94,40 @@ def run_tool_one_thread(tool, *args, cwd):
         return run_tool(tool, *args, cwd=cwd)
 
 
-@pytest.fixture(scope='session')
-def lego(workspace, tmp_path_factory):
-    """A random-init TSN teacher checkpoint and its bank (sparsities 0.0 and 0.8) from tools/train.py."""
+def tiny_bank(name: str, lego_config: Path, root: Path, workspace: Path, sparsities: str = '[0.0,0.8]',
+              seed: int = 0) -> SimpleNamespace:
+    """A random-init teacher checkpoint of ``TEACHER_CONFIGS[name]`` and its bank from tools/train.py (tiny run)."""
     import torch
     from mmengine.config import Config
 
     from mmlego.models import build_model
-    root = tmp_path_factory.mktemp('lego')
-    torch.manual_seed(0)
-    teacher = build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS['tsn'])))
+    torch.manual_seed(seed)
+    teacher = build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS[name])))
     checkpoint = root / 'teacher.pth'
     torch.save({'state_dict': teacher.state_dict()}, checkpoint)
     del teacher
     run_tool_one_thread(
-        'train.py', str(TSN_LEGO_CONFIG), '--work-dir', str(root / 'pipeline'), '--device', 'cpu', '--cfg-options',
+        'train.py', str(lego_config), '--work-dir', str(root / 'pipeline'), '--device', 'cpu', '--cfg-options',
         f'load_from={checkpoint}', 'train_cfg.retrain.max_batches_per_epoch=2', 'train_cfg.retrain.epochs=1',
-        "train_cfg.references=['teacher']", 'train_cfg.latency_repeats=2', 'train_cfg.sparsities=[0.0,0.8]',
+        "train_cfg.references=['teacher']", 'train_cfg.latency_repeats=2', f'train_cfg.sparsities={sparsities}',
         'train_cfg.max_val_batches=2', 'train_cfg.heldout_batches=1', *fast_loader_options(), cwd=workspace)
     bank = root / 'pipeline' / 'bank'
     assert (bank / 'manifest.json').is_file()
     manifest = json.loads((bank / 'manifest.json').read_text())
-    return SimpleNamespace(root=root, teacher=checkpoint, bank=bank, profiles=manifest['profiles'])
+    return SimpleNamespace(root=root, teacher=checkpoint, bank=bank, profiles=manifest['profiles'],
+                           config=lego_config)
+
+
+@pytest.fixture(scope='session')
+def lego(workspace, tmp_path_factory):
+    """A random-init TSN teacher checkpoint and its bank (sparsities 0.0 and 0.8) from tools/train.py."""
+    return tiny_bank('tsn', TSN_LEGO_CONFIG, tmp_path_factory.mktemp('lego'), workspace)
+
+
+POSE_LEGO_CONFIG = CONFIGS / 'pose' / 'simplebaseline' / 'simplebaseline_res18_legodnn_synthpose-128x128.py'
+
+
+@pytest.fixture(scope='session')
+def pose_lego(workspace, tmp_path_factory):
+    """A second tiny bank, of another task family: a random-init SimpleBaseline teacher (sparsities 0.0, 0.8)."""
+    return tiny_bank('simplebaseline', POSE_LEGO_CONFIG, tmp_path_factory.mktemp('pose_lego'), workspace)

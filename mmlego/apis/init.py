@@ -25,7 +25,7 @@ from ..utils.checkpoint import load_checkpoint
 
 
 
-__all__ = ['init_lego_model', 'scale_model', 'TASK_FAMILIES']
+__all__ = ['init_lego_model', 'scale_model', 'scale_models', 'TASK_FAMILIES']
 
 # OpenMMLab package (root module / scope of the architecture) -> task family.
 TASK_FAMILIES = {'mmdet': 'det', 'mmseg': 'seg', 'mmpose': 'pose', 'mmaction': 'action'}
@@ -234,3 +234,38 @@ def scale_model(model: LegoDNN, latency_ms: float | None = None, memory_mb: floa
         if profiles.model_latency_ms is not None else None,
         teacher_memory_mb=profiles.model_memory_bytes / 2 ** 20 if profiles.model_memory_bytes is not None else None,
         result=result)
+
+
+def scale_models(models, latency_ms: float | str | None = None, memory_mb: float | str | None = None,
+                 weights: dict[str, float] | None = None, solver: str = 'exact',
+                 on_infeasible: str = 'error') -> dict[str, Any]:
+    """Scales several models jointly under one shared budget (their latencies and memories add up).
+
+    Args:
+        models: ``name -> LegoDNN`` (or a list, named by their config files), or a
+            :class:`~mmlego.runtime.MultiModelRuntime` (kept, so later budgets switch only what changed).
+        latency_ms: Limit on the summed latency (ms, ``'30ms'``, ``'60%'`` of the teachers' total, or None).
+        memory_mb: Limit on the summed weight memory (MB, ``'20MB'``, ``'60%'``, or None).
+        weights: ``name -> weight`` of its metric drop (default ``1 / teacher_metric``: metrics relative to each
+            teacher, comparable across tasks).
+        solver: ``'exact'`` (default), ``'pulp'`` or ``'brute_force'``.
+        on_infeasible: ``'error'`` (default) or ``'smallest'`` (run the smallest joint configuration).
+
+    Returns:
+        :meth:`MultiModelRuntime.summary`: ``status``, per model ``models[name]`` (``selection``, ``metric``,
+        ``relative_metric``, ``latency_ms``, ``memory_mb``, ``changed_blocks``), the totals ``latency_ms`` and
+        ``memory_mb``, ``result`` (the optimizer's) and ``runtime`` (to scale again).
+
+    Raises:
+        InfeasibleBudgetError: The budget is below the smallest joint configuration (named), nothing switched.
+        ValueError: Models sharing a name, a bad weight or a limit that is not one.
+    """
+    from ..runtime import MultiModelRuntime
+    if isinstance(models, MultiModelRuntime):
+        runtime = models
+        if weights is not None or solver != runtime.solver:
+            runtime = MultiModelRuntime(runtime.models, weights=weights or runtime.weights, solver=solver)
+    else:
+        runtime = MultiModelRuntime(models, weights=weights, solver=solver)
+    result = runtime.scale(latency_ms=latency_ms, memory_mb=memory_mb, on_infeasible=on_infeasible)
+    return dict(runtime.summary(result), runtime=runtime)
