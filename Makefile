@@ -6,7 +6,7 @@ STAMP := .venv/.mmlego-installed
 
 install: $(STAMP)
 
-$(STAMP): tools/install_env.sh requirements/constraints.txt requirements/runtime.txt requirements/tests.txt setup.cfg
+$(STAMP): tools/install_env.sh requirements/constraints.txt requirements/runtime.txt requirements/export.txt requirements/tests.txt setup.cfg
 	bash tools/install_env.sh
 	touch $(STAMP)
 

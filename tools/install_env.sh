@@ -49,7 +49,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV'; $ops_m
 fi
 
 log "OpenMMLab packages and mmlego"
-"${PIP[@]}" -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+"${PIP[@]}" -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/export.txt" -r "$ROOT/requirements/tests.txt"
 # xtcocotools' wheel is built against numpy 1 ("numpy.dtype size changed" under numpy 2): rebuild it.
 if ! "$PY" -c "import xtcocotools.mask" 2>/dev/null; then
   "${PIP[@]}" -q --force-reinstall --no-deps --no-build-isolation --no-binary xtcocotools xtcocotools

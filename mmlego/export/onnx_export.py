@@ -1,0 +1,73 @@
+"""The tensor path of a running configuration as ONNX, checked against PyTorch with onnxruntime.
+
+The exported graph is what block extraction traced and latency profiling timed: ``model(inputs, mode='tensor')``
+(or ``extract_feat`` for two-stage detectors), the task package's post-processing (NMS, keypoint decoding) excluded.
+Shapes are static (those of the example input).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = ['ExportError', 'TensorPathModule', 'export_onnx', 'onnx_max_abs_diff', 'MIN_OPSET', 'DEFAULT_OPSET']
+
+#: Oldest opset accepted (LayerNorm, GridSample and friends as single ops) and the one torch's exporter writes.
+MIN_OPSET, DEFAULT_OPSET = 17, 18
+
+
+class ExportError(RuntimeError):
+    """A configuration cannot be exported as asked (an opset that cannot express a layer, outputs that differ)."""
+
+
+class TensorPathModule(nn.Module):
+    """``forward(inputs)`` -> the tensor path's output tensors as a flat tuple (ONNX outputs are flat)."""
+
+    def __init__(self, architecture: nn.Module, forward: Callable[[nn.Module, torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.architecture = architecture
+        self._forward = forward
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        leaves = torch.utils._pytree.tree_leaves(self._forward(self.architecture, inputs))
+        return tuple(leaf for leaf in leaves if isinstance(leaf, torch.Tensor))
+
+
+def export_onnx(module: TensorPathModule, inputs: torch.Tensor, path: str | os.PathLike,
+                opset: int = DEFAULT_OPSET) -> list[str]:
+    """Writes ``module`` as ONNX (torch's exporter) and returns the output names.
+
+    Raises:
+        ValueError: ``opset`` below :data:`MIN_OPSET`.
+        ExportError: The exporter cannot express a layer at this opset (the message names the opset and the cause).
+    """
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f'opset must be an integer >= {MIN_OPSET}, got {opset!r}')
+    module = module.eval()
+    with torch.no_grad():
+        count = len(module(inputs))
+    names = [f'output_{index}' for index in range(count)]
+    try:
+        torch.onnx.export(module, (inputs,), str(path), opset_version=opset, input_names=['inputs'],
+                          output_names=names, dynamo=True, verbose=False)
+    except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs one message
+        raise ExportError(f'the configuration cannot be exported to ONNX opset {opset} ({type(error).__name__}: '
+                          f'{str(error).splitlines()[0][:300] if str(error) else ""}); try a newer --opset, or '
+                          'export with --no-onnx (the safetensors artifact alone)') from error
+    return names
+
+
+def onnx_max_abs_diff(path: str | os.PathLike, module: TensorPathModule, inputs: torch.Tensor) -> float:
+    """Largest absolute difference between onnxruntime's outputs (CPU) and PyTorch's on ``inputs``."""
+    import numpy as np
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    outputs = session.run(None, {session.get_inputs()[0].name: inputs.detach().cpu().numpy()})
+    with torch.no_grad():
+        reference = [tensor.detach().cpu().numpy() for tensor in module(inputs)]
+    if len(outputs) != len(reference):
+        raise ExportError(f'the ONNX model has {len(outputs)} outputs, PyTorch {len(reference)}')
+    return max((float(np.abs(out.astype(np.float64) - ref.astype(np.float64)).max()) if out.size else 0.0)
+               for out, ref in zip(outputs, reference))
