@@ -162,14 +162,18 @@ def _plot(rows: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> N
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     times = [row['time_s'] for row in rows]
+    # Steps hold until the next one: the last step is drawn for one more (median) interval so it shows.
+    gaps = sorted(b - a for a, b in zip(times, times[1:])) or [1.0]
+    end = times[-1] + (gaps[len(gaps) // 2] or 1.0)
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     for ax, key, unit in ((axes[0], 'memory_mb', 'memory (MB)'), (axes[1], 'latency_ms', 'latency (ms)')):
         field = 'memory_mb' if key == 'memory_mb' else 'estimated_latency_ms'
-        stacks = [[row[f'{name}/{field}'] for row in rows] for name in names]
-        ax.stackplot(times, *stacks, labels=[f'{name} (estimate)' for name in names], alpha=0.6, step='post')
+        stacks = [[row[f'{name}/{field}'] for row in rows] + [rows[-1][f'{name}/{field}']] for name in names]
+        ax.stackplot(times + [end], *stacks, labels=[f'{name} (estimate)' for name in names], alpha=0.6, step='post')
         budgets = [row[f'budget_{key}'] for row in rows]
         if any(b is not None for b in budgets):
-            ax.step(times, [math.nan if b is None else b for b in budgets], 'k-', where='post', label='budget')
+            ax.step(times + [end], [math.nan if b is None else b for b in budgets + budgets[-1:]], 'k-', where='post',
+                    label='budget')
         if key == 'latency_ms' and any(row['measured_latency_ms'] is not None for row in rows):
             ax.plot(times, [row['measured_latency_ms'] for row in rows], 'rs-', label='measured total (median)')
         ax.set_ylabel(unit)
@@ -177,7 +181,8 @@ def _plot(rows: Sequence[dict[str, Any]], names: Sequence[str], path: Path) -> N
         ax.legend(fontsize=8, loc='upper right')
     for name, color in zip(names, plt.rcParams['axes.prop_cycle'].by_key()['color']):
         teacher = rows[0][f'{name}/teacher_metric'] or 1.0
-        axes[2].step(times, [row[f'{name}/estimated_metric'] / teacher for row in rows], '--', where='post',
+        axes[2].step(times + [end], [row[f'{name}/estimated_metric'] / teacher for row in rows + rows[-1:]], '--',
+                     where='post',
                      color=color, label=f'{name} estimated')
         measured = [row[f'{name}/measured_metric'] for row in rows]
         if any(m is not None for m in measured):

@@ -14,7 +14,6 @@ recorded structure and loads the weights (safetensors, no pickle).
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..block_bank.bank import _file_sha256
 from .onnx_export import DEFAULT_OPSET, ExportError, TensorPathModule, export_onnx, onnx_max_abs_diff
 
 __all__ = ['ARTIFACT_FORMAT', 'ONNX_TOLERANCE', 'composite_copy', 'export_configuration', 'load_configuration']
@@ -32,14 +32,6 @@ ARTIFACT_FORMAT = 1
 ONNX_TOLERANCE = 1e-4
 _CONFIGURATION = 'configuration.json'
 _WEIGHTS = 'weights.safetensors'
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        for chunk in iter(lambda: file.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def composite_copy(model) -> nn.Module:
@@ -119,7 +111,7 @@ def export_configuration(model, out: str | Path, inputs: torch.Tensor, extra: di
         meta = dict(format_version=ARTIFACT_FORMAT, teacher_fingerprint=bank.fingerprint,
                     composite_fingerprint=teacher_fingerprint(composite), selection=selection,
                     estimates=estimates, tensor_path=tensor_path, blocks=blocks,
-                    weights=dict(file=_WEIGHTS, sha256=_sha256(staged / _WEIGHTS)),
+                    weights=dict(file=_WEIGHTS, sha256=_file_sha256(staged / _WEIGHTS)),
                     input_shape=list(inputs.shape), **(extra or {}))
         if onnx:
             module = TensorPathModule(composite, TENSOR_PATHS[tensor_path]).eval()
@@ -163,7 +155,7 @@ def load_configuration(directory: str | Path, device: str | torch.device = 'cpu'
         raise ValueError(f'{meta_path} has artifact format {found}, this mmlego reads {ARTIFACT_FORMAT}; export it '
                          'again with this version')
     weights = directory / meta['weights']['file']
-    if not weights.is_file() or _sha256(weights) != meta['weights']['sha256']:
+    if not weights.is_file() or _file_sha256(weights) != meta['weights']['sha256']:
         raise ValueError(f'{weights} is missing or corrupted (its SHA-256 differs from {_CONFIGURATION}); export '
                          'the configuration again')
     model = build_model(Config.fromfile(str(directory / 'config.py')))
