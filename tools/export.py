@@ -15,14 +15,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-
-def parse_budget_arg(text: str) -> dict:
-    """``'memory=20MB,latency=30ms'`` -> ``{'memory_mb': 20.0, 'latency_ms': 30.0}`` (the one budget parser)."""
-    from mmlego.scaling_optimizer.budget import parse_budget
-    try:
-        return parse_budget(text, where='--budget')
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+from mmlego.utils.launch import parse_budget_arg  # noqa: E402  (the one --budget parser, shared with tools/test.py)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -34,20 +34,10 @@ from pathlib import Path
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmlego.apis.sweep import format_sweep_table, sweep_row  # noqa: E402
-from mmlego.utils.launch import build_runner, load_config, parse_common_args  # noqa: E402
+from mmlego.utils.launch import build_runner, load_config, parse_budget_arg, parse_common_args  # noqa: E402
 
 _BUDGET_HELP = ("memory and/or latency, comma-separated, e.g. --budget memory=12.5MB,latency=30ms (units optional; "
                 "'60%%' is a share of the full model)")
-
-
-def parse_budget_arg(text: str) -> dict:
-    """``'memory=12.5MB,latency=30ms'`` -> ``{'memory_mb': 12.5, 'latency_ms': 30.0}`` (the one budget parser)."""
-    from mmlego.scaling_optimizer.budget import parse_budget
-    try:
-        budget = parse_budget(text, where='--budget')
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return {key: value for key, value in budget.items() if value is not None}
 
 
 def _sweep_count(text: str) -> int:

@@ -22,6 +22,16 @@ def parse_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def parse_budget_arg(text: str) -> dict:
+    """``'memory=12.5MB,latency=30ms'`` -> ``{'memory_mb': 12.5, 'latency_ms': 30.0}`` (the one budget parser)."""
+    from mmlego.scaling_optimizer.budget import parse_budget
+    try:
+        budget = parse_budget(text, where='--budget')
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return {key: value for key, value in budget.items() if value is not None}
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` with ``--cfg-options``, the launcher and the work dir applied."""
     if 'LOCAL_RANK' not in os.environ:
