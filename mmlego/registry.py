@@ -2,8 +2,10 @@
 
 mmengine auto-imports a scope's modules only for the packages in its ``MODULE2PACKAGE`` table, and mmlego is not
 in it. Every registry therefore names the modules that fill it in ``locations``: building anything with
-``default_scope='mmlego'`` (or a ``mmlego.`` type prefix) imports them first. ``custom_imports=dict(
-imports=['mmlego'])`` works too, since importing :mod:`mmlego` imports the same modules.
+``default_scope='mmlego'`` (or a ``mmlego.`` type prefix, as every mmlego config uses) imports them first, so
+``custom_imports=dict(imports=['mmlego'])`` only has to make the ``mmlego`` scope known. The model-side registries
+name :mod:`mmlego.models` alone: building a ``mmlego.LegoDNN`` to serve it never imports the training stack
+(:mod:`mmlego.engine`: retraining, accuracy profiling; see :mod:`mmlego.runtime`).
 """
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -27,8 +29,10 @@ from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
-# The mmlego modules that register anything; every registry imports all of them on first use, so a module
-# added here is found from any registry whatever its type.
+# The mmlego modules that register anything, imported on a registry's first use: the model side (what serving
+# builds) only imports mmlego.models; every other registry imports both, so a module added to the engine is found
+# from any of them whatever its type.
+_MODEL_LOCATIONS = ['mmlego.models']
 _LOCATIONS = ['mmlego.models', 'mmlego.engine']
 
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, locations=_LOCATIONS)
@@ -43,10 +47,10 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, locations=_LOCATIONS)
 PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMENGINE_PARAM_SCHEDULERS, locations=_LOCATIONS)
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, locations=_LOCATIONS)
-MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, locations=_LOCATIONS)
-WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS, locations=_LOCATIONS)
-TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, locations=_LOCATIONS)
+MODELS = Registry('model', parent=MMENGINE_MODELS, locations=_MODEL_LOCATIONS)
+MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, locations=_MODEL_LOCATIONS)
+WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS, locations=_MODEL_LOCATIONS)
+TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, locations=_MODEL_LOCATIONS)
 
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=_LOCATIONS)
 DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS, locations=_LOCATIONS)

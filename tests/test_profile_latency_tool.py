@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import torch
 
 from .conftest import CONFIGS, TEACHER_CONFIGS, run_tool
@@ -61,3 +62,63 @@ def test_measure_copy_apply(workspace, tmp_path, monkeypatch):
         assert 'another teacher' in str(error)
     else:
         raise AssertionError('applying a table of another teacher must fail')
+
+
+
+def test_onnx_latency_on_a_device_with_only_onnxruntime(workspace, tmp_path, monkeypatch):
+    """Export the suite here, time it where torch cannot be imported, build the table here; a mixed configuration
+    timed whole in onnxruntime matches the table's estimate (loosely: the machine is shared)."""
+    import subprocess
+    import sys
+
+    from mmengine.config import Config
+
+    from mmlego.block_bank import BlockBank
+    from mmlego.block_switcher import BlockSwitcher
+    from mmlego.export import TensorPathModule, export_onnx
+    from mmlego.models import TENSOR_PATHS, build_model, example_batch
+    from mmlego.profiling import LatencyTable
+    from mmlego.profiling.onnx_timing import time_suite
+    from .conftest import ROOT, load_tool
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    config = str(CONFIGS / TEACHER_CONFIGS['simplebaseline'])
+    bank_dir = tmp_path / 'bank'
+    checkpoint = _bank_for_config(config, bank_dir, seed=0)
+    suite, table_path = tmp_path / 'suite', tmp_path / 'table.json'
+    tool = load_tool('profile_latency')
+    common = [config, str(bank_dir), '--checkpoint', str(checkpoint), '--onnx-suite', str(suite)]
+    tool.main(common + ['--onnx', '--export-only'])
+    assert not (suite / 'timings.json').exists()
+    code = ('import runpy, sys\n'
+            "sys.modules['torch'] = None\nsys.modules['mmlego'] = None  # importing either now fails\n"
+            f"sys.argv = ['onnx_timing.py', {str(suite)!r}, '--threads', '1', '--repeats', '12']\n"
+            f"runpy.run_path({str(ROOT / 'mmlego' / 'profiling' / 'onnx_timing.py')!r}, run_name='__main__')\n")
+    subprocess.run([sys.executable, '-c', code], check=True, capture_output=True, text=True)
+    tool.main(common + ['--onnx-timings', str(suite / 'timings.json'), '--out', str(table_path)])
+    table = LatencyTable.load(table_path)
+    timings = json.loads((suite / 'timings.json').read_text())['ms']
+    assert table.device.startswith('cpu (onnxruntime') and table.model_latency_ms == timings['composite@0']
+    assert set(table.composites) == {'0', '0.8'} and all(len(v) == 2 for v in table.blocks.values())
+
+    # A configuration the suite never timed: half the blocks pruned, exported and timed whole.
+    cfg = Config.fromfile(config)
+    model = build_model(cfg, str(checkpoint))
+    bank = BlockBank.load(bank_dir, model)
+    inputs = example_batch(cfg, model, batch_size=1)
+    names = [spec.name for spec in bank.blocks]
+    mixed = {name: (0.8 if i % 2 else 0.0) for i, name in enumerate(names)}
+    switcher = BlockSwitcher(model, bank, guard_forward=False)
+    switcher.switch(mixed)
+    probe = tmp_path / 'probe'
+    probe.mkdir()
+    export_onnx(TensorPathModule(model, TENSOR_PATHS[bank.meta['tensor_path']]), inputs, probe / 'mixed.onnx')
+    np.save(probe / 'inputs.npy', inputs.numpy(), allow_pickle=False)
+    (probe / 'suite.json').write_text(json.dumps(dict(format=1, entries=[
+        dict(id='mixed', file='mixed.onnx', input='inputs.npy')])))
+    measured = time_suite(str(probe), threads=1, repeats=12)['ms']['mixed']
+    frame = table.model_latency_ms - sum(table.blocks[name]['0'] for name in names)
+    estimate = max(0.0, frame) + sum(table.blocks[name][f'{s:g}'] for name, s in mixed.items())
+    assert abs(estimate - measured) / measured < 0.5, (estimate, measured)
+    # Between the two composites it was anchored on.
+    assert timings['composite@0.8'] * 0.8 < measured < timings['composite@0'] * 1.25

@@ -59,9 +59,16 @@ def test_custom_imports_config_imports_mmlego(tmp_path):
         'import sys\n'
         'from mmengine.config import Config\n'
         f'cfg = Config.fromfile({str(cfg_file)!r})\n'
-        "assert 'mmlego' in sys.modules and 'mmlego.engine' in sys.modules\n"
-        'from mmengine.registry import MODELS\n'
-        "assert MODELS.children['mmlego'] is sys.modules['mmlego.registry'].MODELS\n")
+        "assert 'mmlego' in sys.modules\n"
+        'from mmengine.registry import HOOKS, LOOPS, MODELS, RUNNERS\n'
+        "assert MODELS.children['mmlego'] is sys.modules['mmlego.registry'].MODELS\n"
+        # What the legodnn configs name, found from mmengine's roots by their mmlego. prefix (the registries'
+        # locations import the modules on first use).
+        "assert MODELS.get('mmlego.LegoDNN').__name__ == 'LegoDNN'\n"
+        "assert 'mmlego.engine' not in sys.modules  # building a model does not import the training stack\n"
+        "assert HOOKS.get('mmlego.OnlineScalingHook').__name__ == 'OnlineScalingHook'\n"
+        "assert LOOPS.get('mmlego.LegoDNNPipelineLoop').__name__ == 'LegoDNNPipelineLoop'\n"
+        "assert RUNNERS.get('mmlego.LegoRunner').__name__ == 'LegoRunner'\n")
     subprocess.run([sys.executable, '-c', code], check=True)
 
 

@@ -11,6 +11,17 @@ Then, wherever the bank is optimized (copy table.json there):
 The table holds only latencies, the teacher's fingerprint and the block names; applying it to a bank of another
 teacher fails with a clear error. With ``--apply``, ``--device`` names where the bank will run: a table measured on
 another device type is refused unless ``--allow-other-device`` is given.
+
+With onnxruntime instead of PyTorch (the same table; see mmlego/profiling/onnx_latency.py for how standalone block
+times are anchored on the whole composites):
+
+    python tools/profile_latency.py CONFIG BANK_DIR --onnx [--provider CUDAExecutionProvider] [--onnx-suite DIR]
+
+On a device that has only onnxruntime: export the suite here, time it there, build the table here:
+
+    python tools/profile_latency.py CONFIG BANK_DIR --onnx --onnx-suite DIR --export-only
+    python mmlego/profiling/onnx_timing.py DIR          # on the device (numpy + onnxruntime only)
+    python tools/profile_latency.py CONFIG BANK_DIR --onnx-suite DIR --onnx-timings DIR/timings.json --out table.json
 """
 import argparse
 import os.path as osp
@@ -33,6 +44,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
+    onnx = parser.add_argument_group('onnxruntime')
+    onnx.add_argument('--onnx', action='store_true', help='export every composite and descendant block to ONNX and '
+                      'time them in onnxruntime instead of PyTorch')
+    onnx.add_argument('--onnx-suite', metavar='DIR', help='where the exported suite goes (default: a temporary '
+                      'directory, removed after timing)')
+    onnx.add_argument('--export-only', action='store_true', help='with --onnx --onnx-suite: only export (time it '
+                      'on the device with mmlego/profiling/onnx_timing.py)')
+    onnx.add_argument('--onnx-timings', metavar='FILE', help='build the table from the suite in --onnx-suite and '
+                      'these timings (measured elsewhere)')
+    onnx.add_argument('--provider', default='CPUExecutionProvider', help='onnxruntime execution provider')
+    onnx.add_argument('--opset', type=int, default=18, help='ONNX opset of the suite (>= 17)')
     return parser.parse_args(argv)
 
 
@@ -87,13 +109,44 @@ def measure(args: argparse.Namespace) -> str:
     bank = BlockBank.load(bank_dir, model, map_location=args.device)
     inputs = example_batch(cfg, model, batch_size=args.batch_size).to(args.device)
     forward = TENSOR_PATHS[bank.meta.get('tensor_path', 'tensor')]
-    check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
-    table = LatencyTable.from_bank(bank)
-    out = args.out or osp.join(bank_dir, f'latency_{args.device.replace(":", "")}.json')
+    if args.onnx or args.onnx_timings:
+        table, check = _onnx_table(args, bank, model, inputs, forward)
+        if table is None:
+            return args.onnx_suite
+        default_name = f'latency_onnxruntime_{table.device.split()[0]}.json'
+    else:
+        check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
+        table = LatencyTable.from_bank(bank)
+        default_name = f'latency_{args.device.replace(":", "")}.json'
+    out = args.out or osp.join(bank_dir, default_name)
     table.save(out)
     print(f'wrote {out}: model {table.model_latency_ms:.2f} ms on {table.device}; frame + blocks vs measured '
           'composites: ' + ', '.join(f's={key}: {error:+.1%}' for key, error in check.items()))
     return out
+
+
+def _onnx_table(args: argparse.Namespace, bank, model, inputs, forward):
+    """(table, check) from onnxruntime timings of the bank's suite; (None, None) with --export-only."""
+    import tempfile
+
+    from mmlego.profiling.onnx_latency import apply_onnx_timings, export_latency_suite
+    from mmlego.profiling.onnx_timing import time_suite
+    if (args.export_only or args.onnx_timings) and not args.onnx_suite:
+        raise SystemExit('--export-only and --onnx-timings need --onnx-suite DIR (where the suite is)')
+    if args.onnx_timings:
+        try:
+            return apply_onnx_timings(bank, args.onnx_suite, args.onnx_timings)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+    with tempfile.TemporaryDirectory() as scratch:
+        suite = args.onnx_suite or osp.join(scratch, 'suite')
+        export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
+        if args.export_only:
+            print(f'wrote the ONNX latency suite to {suite}; time it on the device with '
+                  f'python mmlego/profiling/onnx_timing.py {suite}')
+            return None, None
+        timings = time_suite(suite, args.provider, warmup=args.warmup, repeats=args.repeats)
+        return apply_onnx_timings(bank, suite, timings)
 
 
 def main(argv=None) -> None:

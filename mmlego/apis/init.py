@@ -19,8 +19,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 
 from ..block_bank.bank import MANIFEST, BankError
-from ..engine.runner import resolve_bank_placeholder
-from ..models.legodnn import LegoDNN
+from ..models.legodnn import LegoDNN, resolve_bank_placeholder
 from ..utils.checkpoint import load_checkpoint
 
 
@@ -116,7 +115,7 @@ def init_lego_model(config: str | os.PathLike | Config, bank_or_checkpoint: str 
         FileNotFoundError: A checkpoint path (argument, ``load_from`` or the bank's) does not exist.
         ValueError: A bank is given but no teacher weights are.
     """
-    import mmlego  # noqa: F401  (registers mmlego.LegoDNN)
+    import mmlego  # noqa: F401  (the mmlego scope: mmlego.LegoDNN is found through the registry's locations)
     if isinstance(config, (str, os.PathLike)):
         cfg = Config.fromfile(str(config))
     elif isinstance(config, Config):

@@ -26,7 +26,7 @@ from torch import nn
 from ..block_extraction import BlockExtraction, BlockSpec, extract_blocks
 from ..block_extraction.block_module import BlockModule, block_module_of
 from ..descendant_generation import (DEFAULT_SPARSITIES, Descendant, PruningPlan, build_block, check_sparsities,
-                                     generate_descendants, module_tensors)
+                                     module_tensors)
 from ..utils.atomic_io import atomic_save_tensors, atomic_write_json, replace_durably
 from ..version import __version__
 from .profiles import BankProfiles, sparsity_key
@@ -111,6 +111,7 @@ class BlockBank:
                              'single-input/single-output piece with 2..max convs and a prunable conv; try a larger '
                              'max_ratio or trace a larger part of the model')
         sparsities = check_sparsities(sparsities)
+        from ..descendant_generation.generation import generate_descendants  # torch-pruning: creating banks only
         descendants = generate_descendants(model, extraction.blocks, sparsities, show_progress=show_progress)
         blocks = {spec.name: teacher_fingerprint(block_module_of(model, spec, copy_modules=False))
                   for spec in extraction.blocks}

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+
 
 import torch
 import torch_pruning as tp
@@ -21,40 +20,9 @@ from torch import nn
 
 from ..block_extraction import BlockSpec
 from ..block_extraction.block_module import BlockModule
+from .descendant import PruningPlan
 
-DEFAULT_SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)
 _DIMS = {'prune_out_channels': 'out', 'prune_in_channels': 'in'}
-
-
-@dataclass
-class PruningPlan:
-    """Kept channels per layer of one descendant, in the teacher's numbering.
-
-    Attributes:
-        sparsity: Fraction of filters removed from every prunable conv.
-        channels: Model module name -> ``{'out': kept, 'in': kept}`` (only the pruned dimensions), with
-            ``'out_total'``/``'in_total'`` the teacher's sizes.
-        unpruned_reason: Why nothing was pruned although ``sparsity > 0`` (None otherwise).
-        structure: Model module name -> the plain attributes pruning changed (``out_channels``, ``num_features``...,
-            see :func:`mmlego.descendant_generation.structure.record_structure`): with the tensor shapes of a bank
-            file, what rebuilds the descendant from the teacher's block without torch-pruning.
-    """
-
-    sparsity: float
-    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
-    unpruned_reason: str | None = None
-    structure: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(sparsity=self.sparsity, channels=self.channels, unpruned_reason=self.unpruned_reason,
-                    structure=self.structure)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> 'PruningPlan':
-        """Inverse of :meth:`to_dict`."""
-        return cls(sparsity=float(data['sparsity']), channels=dict(data.get('channels') or {}),
-                   unpruned_reason=data.get('unpruned_reason'), structure=dict(data.get('structure') or {}))
 
 
 class _FilterL1(tp.importance.MagnitudeImportance):

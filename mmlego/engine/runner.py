@@ -19,18 +19,9 @@ from typing import Any
 from mmengine.runner import Runner
 
 from ..registry import RUNNERS
-from ..models.legodnn import WORK_DIR_PLACEHOLDER
+from ..models.legodnn import resolve_bank_placeholder
 from ..utils.checkpoint import allow_mmengine_checkpoints, check_teacher_checkpoint
 
-
-
-def resolve_bank_placeholder(model_cfg: Any, work_dir: str) -> Any:
-    """``model_cfg`` with ``{work_dir}`` in its ``bank`` replaced (a copy; other configs are returned as given)."""
-    if isinstance(model_cfg, dict) and isinstance(model_cfg.get('bank'), str) \
-            and WORK_DIR_PLACEHOLDER in model_cfg['bank']:
-        model_cfg = copy.copy(model_cfg)
-        model_cfg['bank'] = model_cfg['bank'].replace(WORK_DIR_PLACEHOLDER, str(work_dir))
-    return model_cfg
 
 
 def check_pipeline_cfg(train_cfg: Any) -> None:

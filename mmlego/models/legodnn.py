@@ -1,6 +1,7 @@
 """``mmlego.LegoDNN``: wraps any OpenMMLab task model and makes it scalable with a block bank."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -24,6 +25,15 @@ from .tensor_path import TENSOR_PATHS
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
 #: What ``bank`` may hold in place of the run's work dir (filled in by ``mmlego.LegoRunner`` or the scaling hook).
 WORK_DIR_PLACEHOLDER = '{work_dir}'
+
+
+def resolve_bank_placeholder(model_cfg: Any, work_dir: str) -> Any:
+    """``model_cfg`` with ``{work_dir}`` in its ``bank`` replaced (a copy; other configs are returned as given)."""
+    if isinstance(model_cfg, dict) and isinstance(model_cfg.get('bank'), str) \
+            and WORK_DIR_PLACEHOLDER in model_cfg['bank']:
+        model_cfg = copy.copy(model_cfg)
+        model_cfg['bank'] = model_cfg['bank'].replace(WORK_DIR_PLACEHOLDER, str(work_dir))
+    return model_cfg
 
 
 @MODELS.register_module()

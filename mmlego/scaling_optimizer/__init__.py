@@ -13,7 +13,15 @@ See :func:`solve` for the model of the problem, the shared budget of several mod
 from .budget import BUDGET_KEYS, format_budget, parse_budget, resolve_budget
 from .problem import REL_TOL, TIE_TOL, BlockOption, ModelProblem, ScalingResult, budget_range
 from .exact import ExactSolver, PreparedProblems
-from .solvers import SOLVERS, BruteForceSolver, PulpSolver, Solver, solve
+from .solvers import SOLVERS, BruteForceSolver, Solver, solve
+
+
+def __getattr__(name: str):
+    if name == 'PulpSolver':  # imports pulp: on first use only, the runtime serves without it
+        from .pulp_solver import PulpSolver
+        return PulpSolver
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 __all__ = ['BlockOption', 'ModelProblem', 'ScalingResult', 'Solver', 'ExactSolver', 'PreparedProblems', 'PulpSolver',
            'BruteForceSolver', 'SOLVERS', 'solve', 'budget_range', 'REL_TOL', 'TIE_TOL',

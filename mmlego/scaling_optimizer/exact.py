@@ -143,7 +143,7 @@ class PreparedProblems:
                 if self._fits(selection, latency_ms, memory_bytes):
                     return make_result(self.problems, selection, 'optimal', ExactSolver.name, start)
         # The search gave up, or rounding in the float sums put its answer a hair over a budget: the reference.
-        from .solvers import PulpSolver
+        from .pulp_solver import PulpSolver  # only on this rare path: serving needs no pulp
         result = PulpSolver().solve(self.problems, latency_ms, memory_bytes)
         result.solver = f'{ExactSolver.name}/{result.solver}'
         return result
