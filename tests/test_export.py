@@ -76,6 +76,18 @@ def test_bad_exports_are_one_clear_error_and_write_nothing(workspace, tmp_path, 
     with pytest.raises(ValueError, match='opset must be an integer >= 17'):
         export_configuration(model, tmp_path / 'a', inputs, opset=16)
     assert list(tmp_path.iterdir()) == []  # no partial directory left
+    # A layer the ONNX exporter cannot express (bessel_j0 after the tensor path): one error naming it.
+    from mmlego.export import ExportError
+    from mmlego.models import TENSOR_PATHS
+    path = model.bank.meta['tensor_path']
+    plain = TENSOR_PATHS[path]
+    monkeypatch.setitem(TENSOR_PATHS, path, lambda m, x: torch.utils._pytree.tree_map(
+        lambda t: torch.special.bessel_j0(t) if isinstance(t, torch.Tensor) else t, plain(m, x)))
+    with pytest.raises(ExportError, match=r'cannot be exported to ONNX opset 18 \(DispatchError: No ONNX function '
+                                          r'found for .*bessel_j0.*--no-onnx'):
+        export_configuration(model, tmp_path / 'a', inputs)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setitem(TENSOR_PATHS, path, plain)
     (tmp_path / 'b').mkdir()
     with pytest.raises(FileExistsError, match='exists; choose another --out or pass --overwrite'):
         export_configuration(model, tmp_path / 'b', inputs)

@@ -7,6 +7,7 @@ Shapes are static (those of the example input).
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable
 
 import torch
@@ -53,10 +54,17 @@ def export_onnx(module: TensorPathModule, inputs: torch.Tensor, path: str | os.P
         torch.onnx.export(module, (inputs,), str(path), opset_version=opset, input_names=['inputs'],
                           output_names=names, dynamo=True, verbose=False)
     except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs one message
-        raise ExportError(f'the configuration cannot be exported to ONNX opset {opset} ({type(error).__name__}: '
-                          f'{str(error).splitlines()[0][:300] if str(error) else ""}); try a newer --opset, or '
-                          'export with --no-onnx (the safetensors artifact alone)') from error
+        raise ExportError(f'the configuration cannot be exported to ONNX opset {opset} ({_root_cause(error)}); '
+                          'try a newer --opset, or export with --no-onnx (the safetensors artifact alone)') from error
     return names
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost cause of an exporter error, one line (it names the layer: "No ONNX function found for ...")."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = re.sub(r'\x1b\[[0-9;]*m', '', str(error)).strip()
+    return f'{type(error).__name__}: {text.splitlines()[0][:300] if text else ""}'
 
 
 def onnx_max_abs_diff(path: str | os.PathLike, module: TensorPathModule, inputs: torch.Tensor) -> float:
