@@ -84,6 +84,25 @@ def load_tool(name: str):
     return module
 
 
+def run_tool_in_process(tool: str, *args: str, cwd: Path) -> SimpleNamespace:
+    """``tools/<tool>`` run through its ``main(argv)`` in this process (no interpreter start and stack import: many
+    seconds per run); fails like :func:`run_tool` when the tool exits with an error. Use it for tools whose run
+    leaves no state behind that other tests could see (registries and scopes are shared with the test process)."""
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    module = load_tool(Path(tool).stem)
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            result = module.main(list(args))
+        except SystemExit as exit_:
+            if exit_.code not in (None, 0):
+                raise AssertionError(f'{tool} {" ".join(args)} failed:\n{out.getvalue()[-4000:]}\n'
+                                     f'{err.getvalue()[-4000:]}\n{exit_.code}') from None
+            result = None
+    return SimpleNamespace(stdout=out.getvalue(), stderr=err.getvalue(), result=result)
+
+
 TSN_LEGO_CONFIG = CONFIGS / 'action' / 'tsn' / 'tsn_r18_legodnn_synthaction.py'
 
 

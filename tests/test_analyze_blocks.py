@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from .conftest import CONFIGS, TEACHER_CONFIGS, run_tool
+from .conftest import CONFIGS, TEACHER_CONFIGS, run_tool_in_process as run_tool
 
 
 @pytest.mark.parametrize('model', ['fcn', 'tsn'])

@@ -22,6 +22,7 @@ KILLER = r'''
 import os, runpy, signal, sys
 stage, k = sys.argv[1], int(sys.argv[2])
 sys.argv = [sys.argv[3]] + sys.argv[4:]
+import mmlego.block_extraction.detection as detection
 import mmlego.descendant_generation.generation as generation
 import mmlego.block_retraining.retraining as retraining
 import mmlego.block_retraining.state as state
@@ -40,7 +41,9 @@ def plant(module, name, counts=lambda *a, **kw: True):
         return original(*args, **kwargs)
     setattr(module, name, wrapper)
 
-if stage == 'descendants':
+if stage == 'extraction':  # the block search, module by module
+    plant(detection._Detector, 'visit')
+elif stage == 'descendants':
     plant(generation, 'prune_block')
 elif stage == 'retraining':  # inside the second epoch: the first one is saved
     save_epoch = state.RetrainingState.save_epoch
@@ -94,8 +97,9 @@ def test_killed_in_every_stage_and_resumed_equals_an_uninterrupted_run(workspace
     rng = random.Random(int(os.environ.get('MMLEGO_KILL_SEED', '0')))
     work = tmp_path / 'work'
     killed = [config, '--work-dir', str(work), '--resume', '--cfg-options', *options]
-    kills = [('descendants', rng.randint(1, 6)), ('retraining', rng.randint(1, 8)), ('accuracy', rng.randint(1, 3)),
-             ('latency', rng.randint(1, 20)), ('bank', 1)]
+    kills = [('extraction', rng.randint(1, 20)), ('descendants', rng.randint(1, 6)),
+             ('retraining', rng.randint(1, 8)), ('accuracy', rng.randint(1, 3)), ('latency', rng.randint(1, 20)),
+             ('bank', 1)]  # the final bank: killed between its tensors' rename and its manifest's
     for stage, k in kills:
         proc = run_killed(stage, k, killed, workspace)
         assert proc.returncode == -9, f'{stage}@{k} was not killed:\n{proc.stderr[-3000:]}'

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from .conftest import run_tool_one_thread
+from .conftest import run_tool_in_process
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -131,6 +131,16 @@ def test_bad_inputs_of_the_shared_budget(two_models, lego, workspace):
         runtime.scale(memory_mb=-1)
 
 
+def _replay(*args, cwd):
+    """tools/replay_budget_trace.py in this process, on one torch thread (the machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_tool_in_process('replay_budget_trace.py', *args, cwd=cwd)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_replay_tool_writes_the_timeline(lego, pose_lego, workspace, tmp_path):
     full = sum(json.loads((bank / 'manifest.json').read_text())['profiles']['model_memory_bytes']
                for bank in (lego.bank, pose_lego.bank)) / 2 ** 20
@@ -138,11 +148,10 @@ def test_replay_tool_writes_the_timeline(lego, pose_lego, workspace, tmp_path):
     trace.write_text('- {time_s: 0, memory_mb: "100%"}\n- {time_s: 1, memory_mb: "100%"}\n'
                      f'- {{time_s: 2, memory_mb: {full * 0.5}}}\n- {{time_s: 3, memory_mb: "100%"}}\n')
     out = tmp_path / 'out'
-    run_tool_one_thread('replay_budget_trace.py', str(trace),
-                        '--model', str(lego.config), str(lego.bank), str(lego.teacher),
-                        '--model', str(pose_lego.config), str(pose_lego.bank), str(pose_lego.teacher),
-                        '--name', 'action', '--name', 'pose', '--weights', 'action=1,pose=0.5',
-                        '--out', str(out), '--latency-repeats', '2', '--max-batches', '1', cwd=workspace)
+    _replay(str(trace), '--model', str(lego.config), str(lego.bank), str(lego.teacher),
+            '--model', str(pose_lego.config), str(pose_lego.bank), str(pose_lego.teacher),
+            '--name', 'action', '--name', 'pose', '--weights', 'action=1,pose=0.5',
+            '--out', str(out), '--latency-repeats', '2', '--max-batches', '1', cwd=workspace)
     rows = list(csv.DictReader(open(out / 'trace.csv')))
     assert len(rows) == 4 and (out / 'trace.png').stat().st_size > 10_000
     assert [row['solved'] for row in rows] == ['True', 'False', 'True', 'True']
@@ -161,10 +170,8 @@ def test_replay_tool_refuses_an_infeasible_step_before_running(lego, pose_lego, 
     trace = tmp_path / 'trace.json'
     trace.write_text(json.dumps([dict(time_s=0, memory_mb='100%'), dict(time_s=5, memory_mb=0.01)]))
     with pytest.raises(AssertionError, match=r'trace step 1 \(time 5 s\).*smallest joint configuration needs'):
-        run_tool_one_thread('replay_budget_trace.py', str(trace),
-                            '--model', str(lego.config), str(lego.bank), str(lego.teacher),
-                            '--model', str(pose_lego.config), str(pose_lego.bank), str(pose_lego.teacher),
-                            '--name', 'a', '--name', 'b', '--weights', 'a=1,b=1', '--out', str(tmp_path / 'o'),
-                            cwd=workspace)
+        _replay(str(trace), '--model', str(lego.config), str(lego.bank), str(lego.teacher),
+                '--model', str(pose_lego.config), str(pose_lego.bank), str(pose_lego.teacher),
+                '--name', 'a', '--name', 'b', '--weights', 'a=1,b=1', '--out', str(tmp_path / 'o'), cwd=workspace)
     assert not (tmp_path / 'o' / 'trace.csv').exists()
 

@@ -377,8 +377,8 @@ def test_unknown_solver_and_invalid_solver_arguments():
 
 def test_pulp_cuts_off_configurations_its_tolerance_let_over_budget(monkeypatch):
     """Emulate a solver tolerance of 3.5 ms: the ILP's answer (21 ms) is over 18 ms, cut off and re-solved."""
-    from mmlego.scaling_optimizer import solvers
-    monkeypatch.setattr(solvers, 'budget_slack', lambda budget: 3.5)
+    from mmlego.scaling_optimizer import pulp_solver
+    monkeypatch.setattr(pulp_solver, 'budget_slack', lambda budget: 3.5)
     result = solve(hand_problem(), latency_ms=18.0, solver='pulp')
     assert result.status == 'optimal' and result.choice() == {'layer1': 0.5, 'layer2': 0.5}
     assert result.choice() == solve(hand_problem(), latency_ms=18.0, solver='brute_force').choice()

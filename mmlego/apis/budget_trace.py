@@ -64,17 +64,7 @@ class ModelProbe:
         """Median wall time of one tensor-path forward of the running configuration."""
         if not self.latency_repeats:
             return None
-        import torch
-
-        from ..models.tensor_path import TENSOR_PATHS
-        from ..profiling.cost import measure_latency
-        architecture = self.model.architecture
-        device = next(architecture.parameters()).device
-        inputs = self.example.to(device)
-        forward = TENSOR_PATHS[self.model.bank.meta.get('tensor_path') or self.model.tensor_path or 'tensor']
-        with torch.no_grad():
-            return measure_latency(lambda: forward(architecture, inputs), device, self.latency_warmup,
-                                   self.latency_repeats)
+        return self.model.measure_latency_ms(self.example, self.latency_warmup, self.latency_repeats)
 
     def metric(self) -> float | None:
         """The bank's metric (``profiles.metric_name``) on the report split, or None when skipped."""

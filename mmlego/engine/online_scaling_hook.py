@@ -217,21 +217,10 @@ class OnlineScalingHook(Hook):
         return resident_device_bytes(model.architecture, held) / _MB, process_rss_bytes() / _MB
 
     def _measure_latency_ms(self, runner, model) -> float:
-        from ..models.tensor_path import TENSOR_PATHS, example_batch
-        from ..profiling.cost import measure_latency
-        architecture = model.architecture
-        device = next(architecture.parameters()).device
+        from ..models.tensor_path import example_batch
         if self._example is None:
-            self._example = example_batch(runner.cfg, architecture, batch_size=1)
-        inputs = self._example.to(device)
-        forward = TENSOR_PATHS[model.bank.meta.get('tensor_path') or model.tensor_path or 'tensor']
-        was_training = architecture.training
-        architecture.eval()
-        try:
-            return measure_latency(lambda: forward(architecture, inputs), device, self.latency_warmup,
-                                   self.latency_repeats)
-        finally:
-            architecture.train(was_training)
+            self._example = example_batch(runner.cfg, model.architecture, batch_size=1)
+        return model.measure_latency_ms(self._example, self.latency_warmup, self.latency_repeats)
 
     # -- scaling ---------------------------------------------------------------------------------------------
     def _apply(self, runner, mode: str, epoch_start: bool) -> None:

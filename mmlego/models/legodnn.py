@@ -230,6 +230,22 @@ class LegoDNN(BaseModel):
                     latency_ms=problem.frame_latency_ms + sum(o.latency_ms for o in options.values()),
                     memory_bytes=problem.frame_memory_bytes + sum(o.memory_bytes for o in options.values()))
 
+    def measure_latency_ms(self, inputs: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
+        """Median wall time (ms) of one tensor-path forward of the running configuration on ``inputs``: the
+        measurement the latency estimates are checked against (eval mode meanwhile, no gradients)."""
+        from ..profiling.cost import measure_latency
+        architecture = self.architecture
+        device = next(architecture.parameters()).device
+        inputs = inputs.to(device)
+        path = (self.bank.meta.get('tensor_path') if self.bank is not None else None) or self.tensor_path or 'tensor'
+        forward = TENSOR_PATHS[path]
+        was_training = architecture.training
+        architecture.eval()
+        try:
+            return measure_latency(lambda: forward(architecture, inputs), device, warmup, repeats)
+        finally:
+            architecture.train(was_training)
+
     # -- scaling ---------------------------------------------------------------------------------------------
     @property
     def budget(self) -> dict[str, float | None] | None:
