@@ -100,6 +100,13 @@ def test_bad_exports_are_one_clear_error_and_write_nothing(workspace, tmp_path, 
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match='missing or corrupted'):
         load_configuration(tmp_path / 'c')
+    # A configuration.json edited into inconsistency with its (intact) weights: one message, not a KeyError.
+    export_configuration(model, tmp_path / 'd', inputs, onnx=False)
+    meta = json.loads((tmp_path / 'd' / 'configuration.json').read_text())
+    meta['blocks'][0]['spec']['members'] = ['no.such.module']
+    (tmp_path / 'd' / 'configuration.json').write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match='does not describe weights.safetensors'):
+        load_configuration(tmp_path / 'd')
 
 
 def test_export_tool_on_a_profiled_bank(lego, workspace, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from .conftest import CONFIGS, TEACHER_CONFIGS, run_tool_in_process as run_tool
@@ -100,6 +101,20 @@ def test_onnx_latency_on_a_device_with_only_onnxruntime(workspace, tmp_path, mon
     timings = json.loads((suite / 'timings.json').read_text())['ms']
     assert table.device.startswith('cpu (onnxruntime') and table.model_latency_ms == timings['composite@0']
     assert set(table.composites) == {'0', '0.8'} and all(len(v) == 2 for v in table.blocks.values())
+
+    # Timings that miss a model of the suite, a suite of another teacher: one error each, the table untouched.
+    from mmlego.profiling.onnx_latency import apply_onnx_timings
+    partial = dict(json.loads((suite / 'timings.json').read_text()))
+    partial['ms'] = {key: value for key, value in partial['ms'].items() if key != 'block0@0.8'}
+    with pytest.raises(SystemExit, match=r'the timings lack block0@0.8; time the whole suite'):
+        (suite / 'partial.json').write_text(json.dumps(partial))
+        tool.main(common + ['--onnx-timings', str(suite / 'partial.json'), '--out', str(table_path)])
+    assert LatencyTable.load(table_path).blocks == table.blocks
+    foreign = json.loads((suite / 'suite.json').read_text())
+    foreign['teacher_fingerprint'] = 'another'
+    (suite / 'suite.json').write_text(json.dumps(foreign))
+    with pytest.raises(ValueError, match='exported from another teacher than this bank'):
+        apply_onnx_timings(BlockBank.load(bank_dir, build_model(Config.fromfile(config), str(checkpoint))), suite)
 
     # A configuration the suite never timed: half the blocks pruned, exported and timed whole.
     cfg = Config.fromfile(config)

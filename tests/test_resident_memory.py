@@ -254,3 +254,40 @@ def test_saving_a_changed_original_warns(trained, tmp_path, monkeypatch):
     assert logged[0][1]['level'] == logging.WARNING
     bank.save(tmp_path / 'other')
     assert len(logged) == 1
+
+
+
+def _mapped_rss_bytes(address: int) -> int:
+    """Resident bytes of the memory mapping of this process that holds ``address`` (/proc/self/smaps)."""
+    found = False
+    for line in open('/proc/self/smaps'):
+        head = line.split()
+        if '-' in head[0] and len(head) >= 5 and all(c in '0123456789abcdef-' for c in head[0]):
+            start, end = (int(x, 16) for x in head[0].split('-'))
+            found = start <= address < end
+        elif found and head[0] == 'Rss:':
+            return int(head[1]) * 1024
+    raise AssertionError(f'no mapping holds {address:#x}')
+
+
+@pytest.mark.parametrize('syscall', [True, False], ids=['madvise', 'per-page read'])
+def test_switching_in_pays_the_page_faults_not_the_next_forward(tmp_path, monkeypatch, syscall):
+    """touch_all_pages maps a descendant's file pages into the process (one madvise per contiguous run, or a read
+    per page), so the first forward after a switch does not fault them in: a fresh mapping holds (almost) none."""
+    import mmap
+
+    from mmlego.block_bank import storage
+    if not syscall:
+        monkeypatch.setattr(storage, '_madvise', False)
+    size = 8 * 64 * 64 * 9 * 4  # 8 tensors of 144 KiB, as a bank file holds a descendant's tensors
+    path = tmp_path / 'tensors.bin'
+    path.write_bytes(torch.randn(size // 4).numpy().tobytes())
+    with open(path, 'r+b') as file:  # a private file mapping, like the bank's, that nothing has read yet
+        mapping = mmap.mmap(file.fileno(), 0, flags=mmap.MAP_PRIVATE)
+    whole = torch.frombuffer(mapping, dtype=torch.float32)
+    views = list(whole.view(8, -1))
+    before = _mapped_rss_bytes(whole.data_ptr())
+    storage.touch_all_pages(views)
+    after = _mapped_rss_bytes(whole.data_ptr())
+    assert before < size / 2 and after >= size, (before, after, size)
+    assert (storage._madvise is not False) == syscall  # the path under test was the one taken

@@ -67,6 +67,32 @@ def open_mapped(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 _PAGE = 4096
+_MADV_POPULATE_READ = 22  # Linux >= 5.14: fault a range's pages in for reading, one system call
+_madvise = None  # libc's madvise once it worked; False where it does not (other OS, older kernel)
+
+
+def _populate(start: int, end: int) -> bool:
+    """Faults the pages of the address range [start, end) in with one madvise call; False if unavailable."""
+    global _madvise
+    if _madvise is False:
+        return False
+    if _madvise is None:
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _madvise = libc.madvise
+        except (OSError, AttributeError):
+            _madvise = False
+            return False
+    import ctypes
+    import errno
+    aligned = start - start % _PAGE
+    if _madvise(aligned, end - aligned, _MADV_POPULATE_READ) == 0:
+        return True
+    if ctypes.get_errno() == errno.EINVAL:  # a kernel without it: the per-tensor touch from now on
+        _madvise = False
+    return False
 
 
 def _touch_pages(tensor: torch.Tensor) -> None:
@@ -74,6 +100,22 @@ def _touch_pages(tensor: torch.Tensor) -> None:
     storage = tensor.untyped_storage()
     if storage.nbytes():
         torch.empty(0, dtype=torch.uint8).set_(storage)[::_PAGE].sum()
+
+
+def touch_all_pages(tensors) -> None:
+    """Faults in the pages of CPU tensors, so the next forward does not: one madvise per contiguous run of their
+    memory (the tensors of a descendant sit together in the bank file), else one read per page and tensor."""
+    storages = [t.untyped_storage() for t in tensors]
+    spans = sorted((s.data_ptr(), s.data_ptr() + s.nbytes()) for s in storages if s.nbytes())
+    runs: list[list[int]] = []
+    for start, end in spans:
+        if runs and start - runs[-1][1] <= _PAGE:
+            runs[-1][1] = max(runs[-1][1], end)
+        else:
+            runs.append([start, end])
+    if not all(_populate(start, end) for start, end in runs):
+        for tensor in tensors:
+            _touch_pages(tensor)
 
 
 class TensorSlots:
@@ -186,8 +228,7 @@ class MappedDescendant(Descendant):
             self.release()
         if device.type == 'cpu':
             self._slots.set(self._views)
-            for view in self._views.values():
-                _touch_pages(view)
+            touch_all_pages(list(self._views.values()))
         else:
             self._slots.set({name: view.to(device, copy=True) for name, view in self._views.items()})
         self._stamp, self._on = self._slots.stamp(), device

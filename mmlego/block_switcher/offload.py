@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..block_bank.storage import TensorSlots, _touch_pages, normalize_device, open_mapped
+from ..block_bank.storage import TensorSlots, normalize_device, open_mapped, touch_all_pages
 from ..block_extraction.block_module import BlockModule
 
 
@@ -114,8 +114,7 @@ class TeacherOffload:
         else:
             views = self._views[name]
             slots.set(views)
-            for view in views.values():
-                _touch_pages(view)
+            touch_all_pages(list(views.values()))
             self._stamps[name] = slots.stamp()
         self._offloaded.discard(name)
 

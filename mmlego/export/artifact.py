@@ -160,11 +160,16 @@ def load_configuration(directory: str | Path, device: str | torch.device = 'cpu'
                          'the configuration again')
     model = build_model(Config.fromfile(str(directory / 'config.py')))
     state = load_file(str(weights))
-    for block in meta['blocks']:  # each pruned block rebuilt at its recorded shapes, holding its saved tensors
-        spec = BlockSpec.from_dict(block['spec'])
-        template = apply_structure(structure_copy(model, spec), block['structure'])
-        tensors = {local: state[template.model_name(local)] for local in tensor_names(template)}
-        put_block(model, build_block(model, spec, block['structure'], tensors))
-    model.load_state_dict(state, strict=True)
+    try:
+        for block in meta['blocks']:  # each pruned block rebuilt at its recorded shapes, holding its saved tensors
+            spec = BlockSpec.from_dict(block['spec'])
+            template = apply_structure(structure_copy(model, spec), block['structure'])
+            tensors = {local: state[template.model_name(local)] for local in tensor_names(template)}
+            put_block(model, build_block(model, spec, block['structure'], tensors))
+        model.load_state_dict(state, strict=True)
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as error:  # edited by hand
+        raise ValueError(f'{meta_path} does not describe {weights.name} ({type(error).__name__}: '
+                         f'{str(error).splitlines()[0][:200] if str(error) else ""}); export the configuration '
+                         'again') from None
     return model.to(device).eval(), meta
 
