@@ -4,7 +4,7 @@ import re
 
 import torch
 
-from .conftest import CONFIGS, ROOT, run_tool
+from .conftest import CONFIGS, ROOT, run_tool, run_tool_in_process
 from .test_pipeline import tiny_pipeline_options
 
 
@@ -38,7 +38,8 @@ def test_guide_turns_pspnet_into_a_lego_model(workspace, tmp_path):
                            .replace('epoch_12.pth', 'iter_600.pth')
                            .replace("load_from = 'work_dirs", f"load_from = '{tmp_path}/work_dirs"))
     # Step 2: the blocks.
-    proc = run_tool('analyze_blocks.py', str(lego_config.parent / 'pspnet_r18-d8_synthseg.py'), cwd=workspace)
+    proc = run_tool_in_process('analyze_blocks.py', str(lego_config.parent / 'pspnet_r18-d8_synthseg.py'),
+                               cwd=workspace)
     assert 'blocks covering' in proc.stdout
     # Step 3: the pipeline (tiny settings for the test; the guide runs it with the config's own).
     options = [o for o in tiny_pipeline_options(checkpoint) if not o.startswith('load_from')]

@@ -76,10 +76,10 @@ def assert_profiled_bank(work_dir):
     assert stage == 'done'
 
 
-def test_pipeline_without_teacher_is_a_clear_error(workspace, tmp_path):
-    with pytest.raises(AssertionError, match='needs the trained teacher'):
-        run_tool('train.py', str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir', str(tmp_path / 'w'),
-                 '--cfg-options', 'load_from=None', *fast_loader_options(), cwd=workspace)
+def test_pipeline_without_teacher_is_a_clear_error(workspace, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match='needs the trained teacher'):
+        _train_in_process(monkeypatch, workspace, str(CONFIGS / LEGO_CONFIGS['tsn']), '--work-dir',
+                          str(tmp_path / 'w'), '--cfg-options', 'load_from=None', *fast_loader_options())
     assert not (tmp_path / 'w' / 'bank').exists()
 
 
