@@ -195,6 +195,7 @@ class MappedDescendant(Descendant):
         self._views = self._slots.get()
         self._stamp: _Stamp | None = None
         self._on: torch.device | None = None
+        self._views_placed = True  # the module holds the views (built so, and put back by every release)
 
     @property
     def module(self) -> BlockModule:
@@ -227,10 +228,12 @@ class MappedDescendant(Descendant):
                 return self._module
             self.release()
         if device.type == 'cpu':
-            self._slots.set(self._views)
+            if not self._views_placed:
+                self._slots.set(self._views)
             touch_all_pages(list(self._views.values()))
         else:
             self._slots.set({name: view.to(device, copy=True) for name, view in self._views.items()})
+            self._views_placed = False
         self._stamp, self._on = self._slots.stamp(), device
         return self._module
 
@@ -255,6 +258,8 @@ class MappedDescendant(Descendant):
             print_log(f'descendant {self.spec.name}@{self.sparsity:g} was modified while materialized '
                       f'({", ".join(changed[:3])}{"..." if len(changed) > 3 else ""}); the changes are kept in '
                       'process memory, not in the bank file', logger='current', level=logging.WARNING)
-        self._slots.set(self._views)
+        if changed or self._on.type != 'cpu':  # on the CPU the module ran on the views themselves
+            self._slots.set(self._views)
         self._stamp = self._on = None
+        self._views_placed = True
         return True

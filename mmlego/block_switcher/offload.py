@@ -64,6 +64,7 @@ class TeacherOffload:
         self._files: dict[str, Path] = {}
         self._stamps: dict[str, dict] = {}  # CPU: block -> tensor stamps after it was switched in
         self._offloaded: set[str] = set()
+        self._slots: dict[str, tuple[BlockModule, TensorSlots]] = {}  # block -> (its module, its tensor slots)
         self._count = 0
 
     @property
@@ -90,11 +91,18 @@ class TeacherOffload:
         self._files[name] = path
         return open_mapped(path)
 
+    def _slots_of(self, name: str, block: BlockModule) -> TensorSlots:
+        """The tensor slots of ``block`` (built once per block module: a switch should not walk its modules)."""
+        cached = self._slots.get(name)
+        if cached is None or cached[0] is not block:
+            cached = self._slots[name] = (block, TensorSlots(block))
+        return cached[1]
+
     def offload(self, name: str, block: BlockModule) -> None:
         """Takes ``block``'s tensors off the device (call after it left the model)."""
         if name in self._offloaded:
             return
-        slots = TensorSlots(block)
+        slots = self._slots_of(name, block)
         if self.device.type != 'cpu':
             slots.set({key: tensor.to('cpu') for key, tensor in slots.get().items()})
         else:
@@ -108,13 +116,11 @@ class TeacherOffload:
         """Puts ``block``'s tensors back on the device (call before it enters the model)."""
         if name not in self._offloaded:
             return
-        slots = TensorSlots(block)
+        slots = self._slots_of(name, block)
         if self.device.type != 'cpu':
             slots.set({key: tensor.to(self.device) for key, tensor in slots.get().items()})
-        else:
-            views = self._views[name]
-            slots.set(views)
-            touch_all_pages(list(views.values()))
+        else:  # the block has held its spilled views since offload(): fault their pages in, nothing to swap
+            touch_all_pages(list(self._views[name].values()))
             self._stamps[name] = slots.stamp()
         self._offloaded.discard(name)
 
