@@ -74,7 +74,9 @@ def run(quick: bool = False, seed: int = 0) -> dict:
         files, modules = {}, {}
         for spec in bank.blocks:
             for sparsity in bank.sparsities:
-                module = bank.descendant(spec.name, sparsity).module
+                # LegoDNN's own module objects (a copy): loading into the bank's descendants would write into the
+                # switcher's zero-copy views (and materialize all of them)
+                module = copy.deepcopy(bank.descendant(spec.name, sparsity).get_module(materialize=False))
                 modules[spec.name, sparsity] = module
                 files[spec.name, sparsity] = path = osp.join(tmp, f'{spec.name}@{sparsity}.pth')
                 torch.save(module.state_dict(), path)
