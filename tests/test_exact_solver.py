@@ -42,6 +42,24 @@ def test_pareto_filter_matches_the_quadratic_definition(seed):
     assert keys == sorted(keys)  # best key first: the lookup takes the first point within the budgets
 
 
+@pytest.mark.parametrize('seed', range(6))
+def test_one_resource_filter_keeps_every_state_that_can_still_win(seed):
+    """With one budget, a state is dropped iff a state of strictly better key uses at most as much of the budgeted
+    resource; states of equal key are all kept (their tie-breaks stay those of the full filter)."""
+    from mmlego.scaling_optimizer.branch_and_bound import pareto_one_resource
+    rng = np.random.default_rng(seed)
+    n = 300
+    latency, memory = rng.integers(0, 12, n).astype(float), rng.integers(0, 12, n).astype(float)
+    loss, sparsity = rng.integers(0, 6, n) * 0.01, rng.integers(0, 4, n) * 0.2
+    key = list(zip(np.round(loss, KEY_DECIMALS), np.round(sparsity, KEY_DECIMALS)))
+    for budgeted in (latency, memory):
+        got = pareto_one_resource(budgeted, latency, memory, loss, sparsity)
+        want = [i for i in range(n) if not any(key[j] < key[i] and budgeted[j] <= budgeted[i] for j in range(n))]
+        assert sorted(got.tolist()) == want
+        kept_keys = [key[i] for i in got]
+        assert kept_keys == sorted(kept_keys)  # key order, as the search's final pick expects
+
+
 def random_problem(rng, name, n_blocks, zero_drops=0, weight=1.0):
     """Monotone options (less latency and memory, more drop as sparsity grows), the first ``zero_drops`` free."""
     blocks = {}
@@ -96,6 +114,22 @@ def test_branch_and_bound_matches_cbc_beyond_brute_force(zero_drops):
                 assert weighted[0] == pytest.approx(weighted[1], abs=1e-9), budgets
                 assert sum(s for c in got.choices.values() for s in c.values()) == pytest.approx(
                     sum(s for c in reference.choices.values() for s in c.values()), abs=1e-9), budgets
+
+
+def test_single_budget_search_with_its_filter_on_every_layer_matches_brute_force(monkeypatch):
+    """The one-resource dominance filter run at every layer (threshold 1 state) keeps the optimum."""
+    from mmlego.scaling_optimizer import branch_and_bound
+    monkeypatch.setattr(branch_and_bound, 'DOMINANCE_FROM_ONE_RESOURCE', 1)
+    rng = random.Random(5)
+    for zero_drops in (0, 2):
+        problem = random_problem(rng, 'net', 7, zero_drops)
+        budgets = [b for b in budgets_across([problem], rng, 40) if (b[0] is None) != (b[1] is None)][:12]
+        for latency_ms, memory_bytes in budgets:
+            got = ExactSolver(max_frontier=1).solve(problem, latency_ms, memory_bytes)
+            want = solve(problem, latency_ms, memory_bytes, solver='brute_force')
+            assert got.solver == 'exact' and got.status == want.status
+            assert got.estimated_metric == pytest.approx(want.estimated_metric, abs=1e-12)
+            assert sum(got.choice().values()) == pytest.approx(sum(want.choice().values()), abs=1e-9)
 
 
 def test_a_search_that_grows_too_large_falls_back_to_cbc():

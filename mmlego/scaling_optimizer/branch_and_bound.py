@@ -26,10 +26,31 @@ import numpy as np
 from .frontier import KEY_DECIMALS, OptionGroup, build_frontier, key_order, pareto_indices
 from .problem import budget_slack, tie_slack
 
-__all__ = ['branch_and_bound', 'SearchData', 'SearchTooLarge', 'block_budget']
+__all__ = ['branch_and_bound', 'SearchData', 'SearchTooLarge', 'block_budget', 'pareto_one_resource']
 
 #: States above which the dominance filter runs on a layer (below it, the bound alone prunes cheaply).
 DOMINANCE_FROM = 20000
+#: The same with one budget only: the filter is then one vectorized pass (see :func:`pareto_one_resource`).
+DOMINANCE_FROM_ONE_RESOURCE = 1000
+
+
+def pareto_one_resource(resource: np.ndarray, latency: np.ndarray, memory: np.ndarray, loss: np.ndarray,
+                        sparsity: np.ndarray) -> np.ndarray:
+    """Indices of the states not dominated in (``resource``, key) by a state of strictly better key, in key order.
+
+    With one budget the other resource cannot make a state win: a state with a strictly better key that uses at
+    most as much of the budgeted resource fits wherever this one fits. States of equal (rounded) key are all kept,
+    so the tie-breaks among them (latency, then memory) are those of the full filter.
+    """
+    order = key_order(latency, memory, loss, sparsity)
+    used = resource[order]
+    key_loss, key_sparsity = np.round(loss[order], KEY_DECIMALS), np.round(sparsity[order], KEY_DECIMALS)
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (key_loss[1:] != key_loss[:-1]) | (key_sparsity[1:] != key_sparsity[:-1])
+    group = np.cumsum(starts) - 1
+    least = np.minimum.accumulate(np.minimum.reduceat(used, np.flatnonzero(starts)))
+    before = np.concatenate([[math.inf], least[:-1]])  # least use among the strictly better keys
+    return order[used < before[group]]
 
 
 class SearchTooLarge(RuntimeError):
@@ -258,8 +279,13 @@ def _search(data: SearchData, latency_left: float, memory_left: float, relaxatio
         loss, sparsity = new_loss[index], new_sparsity[index]
         costs = [c[index] for c in new_costs]
         parents, options = parents[index], options[index]
-        if beam is None and len(loss) > DOMINANCE_FROM:
-            kept = pareto_indices(latency, memory, loss, sparsity)
+        one_resource = math.isinf(latency_left) != math.isinf(memory_left)
+        if beam is None and len(loss) > (DOMINANCE_FROM_ONE_RESOURCE if one_resource else DOMINANCE_FROM):
+            if one_resource:
+                budgeted = memory if math.isinf(latency_left) else latency
+                kept = pareto_one_resource(budgeted, latency, memory, loss, sparsity)
+            else:
+                kept = pareto_indices(latency, memory, loss, sparsity)
             latency, memory, loss, sparsity = latency[kept], memory[kept], loss[kept], sparsity[kept]
             costs = [c[kept] for c in costs]
             parents, options = parents[kept], options[kept]

@@ -74,6 +74,13 @@ class PreparedProblems:
             self._frontier_tried = True
         return self._frontier
 
+    def ready(self) -> 'PreparedProblems':
+        """Does all the budget-independent work now: the frontier, or where it is too large the search's merged
+        groups and LP bounds (otherwise the first :meth:`solve` that needs them builds them)."""
+        if self.frontier is None and self._search_data is None:
+            self._search_data = self._prepare_search()
+        return self
+
     def _prepare_search(self) -> tuple:
         """The search's groups: with several models, each model's own frontier (a few hundred configurations
         at most for real banks) is one group, so the search has one layer per model; else the blocks."""
@@ -129,9 +136,7 @@ class PreparedProblems:
             if self._fits(unconstrained, latency_ms, memory_bytes):
                 return make_result(self.problems, unconstrained, 'optimal', ExactSolver.name, start)
             try:
-                if self._search_data is None:
-                    self._search_data = self._prepare_search()
-                search, expand = self._search_data
+                search, expand = self.ready()._search_data
                 positions = branch_and_bound(search, latency_left, memory_left, max_states=self.max_states)
                 positions = expand(positions) if positions is not None else None
             except SearchTooLarge:
