@@ -89,6 +89,12 @@ def test_onnx_latency_on_a_device_with_only_onnxruntime(workspace, tmp_path, mon
     suite, table_path = tmp_path / 'suite', tmp_path / 'table.json'
     tool = load_tool('profile_latency')
     common = [config, str(bank_dir), '--checkpoint', str(checkpoint), '--onnx-suite', str(suite)]
+    (tmp_path / 'keep').mkdir()
+    (tmp_path / 'keep' / 'notes.txt').write_text('mine')
+    with pytest.raises(SystemExit, match='exists and is not a latency suite'):  # never deletes a user's directory
+        tool.main([config, str(bank_dir), '--checkpoint', str(checkpoint), '--onnx-suite', str(tmp_path / 'keep'),
+                   '--onnx', '--export-only'])
+    assert (tmp_path / 'keep' / 'notes.txt').read_text() == 'mine'
     tool.main(common + ['--onnx', '--export-only'])
     assert not (suite / 'timings.json').exists()
     code = ('import runpy, sys\n'

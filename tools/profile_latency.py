@@ -140,7 +140,10 @@ def _onnx_table(args: argparse.Namespace, bank, model, inputs, forward):
             raise SystemExit(str(error)) from None
     with tempfile.TemporaryDirectory() as scratch:
         suite = args.onnx_suite or osp.join(scratch, 'suite')
-        export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
+        try:
+            export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
+        except FileExistsError as error:
+            raise SystemExit(str(error)) from None
         if args.export_only:
             print(f'wrote the ONNX latency suite to {suite}; time it on the device with '
                   f'python mmlego/profiling/onnx_timing.py {suite}')

@@ -79,7 +79,8 @@ def export_latency_suite(bank: BlockBank, model: nn.Module, inputs: torch.Tensor
         model: The teacher the bank was built from.
         inputs: One input of the tensor path (batch and size of deployment).
         forward_fn: ``forward_fn(model, inputs)`` runs the path the blocks were extracted from.
-        directory: Where to write (replaced if it exists; written under a temporary name, then renamed).
+        directory: Where to write (an earlier suite there is replaced; written under a temporary name, then
+            renamed).
         opset: ONNX opset (>= 17).
         show_progress: Show a progress bar.
 
@@ -87,9 +88,12 @@ def export_latency_suite(bank: BlockBank, model: nn.Module, inputs: torch.Tensor
         The suite directory.
 
     Raises:
+        FileExistsError: ``directory`` exists and is not a suite (nothing of it is touched).
         mmlego.export.ExportError: A composite or block cannot be expressed at ``opset``.
     """
     directory = Path(directory)
+    if directory.exists() and not (directory / SUITE_FILE).is_file():  # replace an old suite, never anything else
+        raise FileExistsError(f'{directory} exists and is not a latency suite; choose another --onnx-suite')
     staging = directory.with_name(f'.{directory.name}.partial')
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
