@@ -104,6 +104,9 @@ def measure(args: argparse.Namespace) -> str:
     from mmlego.profiling import LatencyTable, profile_latency
     config, bank_dir = args.paths
     args.device = args.device or 'cpu'
+    if args.onnx and args.onnx_suite and osp.exists(args.onnx_suite) and \
+            not osp.isfile(osp.join(args.onnx_suite, 'suite.json')):  # before anything is loaded
+        raise SystemExit(f'{args.onnx_suite} exists and is not a latency suite; choose another --onnx-suite')
     cfg = Config.fromfile(config)
     model = build_model(cfg, args.checkpoint or cfg.get('load_from'), device=args.device)
     bank = BlockBank.load(bank_dir, model, map_location=args.device)
