@@ -104,9 +104,12 @@ def measure(args: argparse.Namespace) -> str:
     from mmlego.profiling import LatencyTable, profile_latency
     config, bank_dir = args.paths
     args.device = args.device or 'cpu'
-    if args.onnx and args.onnx_suite and osp.exists(args.onnx_suite) and \
-            not osp.isfile(osp.join(args.onnx_suite, 'suite.json')):  # before anything is loaded
-        raise SystemExit(f'{args.onnx_suite} exists and is not a latency suite; choose another --onnx-suite')
+    if args.onnx and args.onnx_suite:  # before anything is loaded
+        from mmlego.profiling.onnx_latency import check_suite_directory
+        try:
+            check_suite_directory(args.onnx_suite)
+        except FileExistsError as error:
+            raise SystemExit(str(error)) from None
     cfg = Config.fromfile(config)
     model = build_model(cfg, args.checkpoint or cfg.get('load_from'), device=args.device)
     bank = BlockBank.load(bank_dir, model, map_location=args.device)
@@ -143,10 +146,7 @@ def _onnx_table(args: argparse.Namespace, bank, model, inputs, forward):
             raise SystemExit(str(error)) from None
     with tempfile.TemporaryDirectory() as scratch:
         suite = args.onnx_suite or osp.join(scratch, 'suite')
-        try:
-            export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
-        except FileExistsError as error:
-            raise SystemExit(str(error)) from None
+        export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
         if args.export_only:
             print(f'wrote the ONNX latency suite to {suite}; time it on the device with '
                   f'python mmlego/profiling/onnx_timing.py {suite}')

@@ -10,6 +10,8 @@ objects of the modules, so optimizers and the live model keep their references).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 from typing import Mapping
@@ -78,15 +80,12 @@ def _populate(start: int, end: int) -> bool:
         return False
     if _madvise is None:
         try:
-            import ctypes
             libc = ctypes.CDLL(None, use_errno=True)
             libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
             _madvise = libc.madvise
         except (OSError, AttributeError):
             _madvise = False
             return False
-    import ctypes
-    import errno
     aligned = start - start % _PAGE
     if _madvise(aligned, end - aligned, _MADV_POPULATE_READ) == 0:
         return True

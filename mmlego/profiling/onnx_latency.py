@@ -36,7 +36,7 @@ from .cost import LatencyTable
 from .latency import check_latency_model, fill_latency_drops
 from .onnx_timing import SUITE_FILE, SUITE_FORMAT, TIMINGS_FILE
 
-__all__ = ['export_latency_suite', 'apply_onnx_timings', 'anchor_fit']
+__all__ = ['export_latency_suite', 'apply_onnx_timings', 'anchor_fit', 'check_suite_directory']
 
 
 def _composite_id(sparsity: float) -> str:
@@ -70,6 +70,17 @@ def _capture_block_inputs(model: nn.Module, bank: BlockBank, inputs: torch.Tenso
     return captured
 
 
+def check_suite_directory(directory: str | os.PathLike) -> None:
+    """Refuses to write a suite over an existing directory that is not a suite (an old suite is replaced).
+
+    Raises:
+        FileExistsError: ``directory`` exists and holds no ``suite.json``.
+    """
+    directory = Path(directory)
+    if directory.exists() and not (directory / SUITE_FILE).is_file():
+        raise FileExistsError(f'{directory} exists and is not a latency suite; choose another --onnx-suite')
+
+
 def export_latency_suite(bank: BlockBank, model: nn.Module, inputs: torch.Tensor, forward_fn: Callable[..., Any],
                          directory: str | os.PathLike, opset: int = DEFAULT_OPSET, show_progress: bool = True) -> Path:
     """Writes the ONNX latency suite of ``bank`` on ``model`` (its live teacher) into ``directory``.
@@ -92,8 +103,7 @@ def export_latency_suite(bank: BlockBank, model: nn.Module, inputs: torch.Tensor
         mmlego.export.ExportError: A composite or block cannot be expressed at ``opset``.
     """
     directory = Path(directory)
-    if directory.exists() and not (directory / SUITE_FILE).is_file():  # replace an old suite, never anything else
-        raise FileExistsError(f'{directory} exists and is not a latency suite; choose another --onnx-suite')
+    check_suite_directory(directory)
     staging = directory.with_name(f'.{directory.name}.partial')
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
