@@ -1,6 +1,6 @@
 """Benchmarks side by side: both sides of every comparison in one process, on the same inputs; ratios reported.
 
-    .venv/bin/python bench/run.py [--quick] [--only selection end_to_end switching offline fidelity] [--out bench/results]
+    .venv/bin/python bench/run.py [--quick] [--only selection end_to_end switching offline fidelity latency] [--out bench/results]
 
 * ``selection`` (B1, ``bench/selection.py``): the default exact solver vs LegoDNN's PuLP/CBC formulation.
 * ``end_to_end`` (B1, ``bench/end_to_end.py``): a budget change until the new configuration serves (``LegoDNN.scale``:
@@ -10,6 +10,9 @@
   uniformly pruned models, per model on the same batches (``--quick``: DeepPose only).
 * ``fidelity`` (B5): estimate vs measurement per model, from ``bench/results/pipelines.json`` (measured by
   ``bench/pipelines.py``, which runs the pipelines and sweeps; too long to rerun here).
+* ``latency`` (B5, ``bench/latency_fidelity.py``): the latency estimates of each bank against interleaved
+  measurements (side by side, so the machine's drift touches every configuration alike), before and after online
+  correction, with the bank's own profile and re-profiled here (``--quick``: re-profiled only, fewer rounds).
 
 Writes one JSON per benchmark, ``summary.md`` (every figure against its target; benchmarks not rerun are taken from
 their JSON in ``--out``) and PNG plots into ``--out``.
@@ -30,7 +33,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from machine import cpu_times, steal_share  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-BENCHMARKS = ('selection', 'end_to_end', 'switching', 'offline', 'fidelity')
+BENCHMARKS = ('selection', 'end_to_end', 'switching', 'offline', 'fidelity', 'latency')
 
 
 def _selection(quick: bool) -> dict:
@@ -61,6 +64,16 @@ def _fidelity(quick: bool) -> dict:
     from pipelines import fidelity
     results = json.load(open(osp.join(ROOT, 'bench', 'results', 'pipelines.json')))
     return {name: fidelity(r) for name, r in results.items()}
+
+
+def _latency(quick: bool) -> dict:
+    import latency_fidelity
+    from pipelines import LEGO_CONFIGS
+    names = list(LEGO_CONFIGS)
+    if quick:
+        return dict(reprofiled=latency_fidelity.run(names, 12, 4, 4, reprofile=True))
+    return dict(bank_profile=latency_fidelity.run(names, 20, 8, 10),
+                reprofiled=latency_fidelity.run(names, 20, 8, 10, reprofile=True))
 
 
 def _mark(ok: bool | None) -> str:
@@ -121,6 +134,12 @@ def summary(results: dict) -> str:
                          f"{fmt(f['max_latency_over_budget'], '.3f')} | "
                          f"{fmt(f['resident_over_weights'], '.3f')} | {fmt(f['metric_error_points'], '.2f')} | "
                          f"{fmt(f['full_budget_over_teacher_points'], '+.2f')} |")
+    if 'latency' in results:
+        import latency_fidelity
+        lines += ['', '## B5 Latency fidelity, interleaved measurements (bench/latency_fidelity.py)', '']
+        for key in ('bank_profile', 'reprofiled'):
+            if results['latency'].get(key):
+                lines += [latency_fidelity.markdown(results['latency'][key]), '']
     return '\n'.join(lines) + '\n'
 
 
@@ -165,7 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     runners = dict(selection=_selection, end_to_end=_end_to_end, switching=_switching, offline=_offline,
-                   fidelity=_fidelity)
+                   fidelity=_fidelity, latency=_latency)
     results = {}
     for name in args.only:
         start, cpu_before = time.time(), cpu_times()

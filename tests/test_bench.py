@@ -162,3 +162,17 @@ def test_child_result_round_trip(tmp_path):
                       'child.emit({"args": sys.argv[1:]})\nif "fail" in sys.argv: sys.exit(3)\n')
     assert child.run_child(str(script), ['x'], str(tmp_path))[0] == {'args': ['x']}
     assert child.run_child(str(script), ['fail'], str(tmp_path))[0] is None
+
+
+def test_latency_fidelity_configurations_and_report():
+    import latency_fidelity
+    names, sparsities = ['a', 'b', 'c'], [0.0, 0.4, 0.8]
+    chosen = latency_fidelity.configurations(names, sparsities, 10, seed=0)
+    assert chosen[:3] == [{n: s for n in names} for s in sparsities]  # the composites first, teacher first
+    assert len(chosen) == 10 and len({tuple(c.values()) for c in chosen}) == 10
+    assert len(latency_fidelity.configurations(names, sparsities, 100, seed=0)) == 27  # every one, none twice
+    row = dict(configurations=10, rounds=8, reprofiled=True, teacher_profiled_ms=20.0, teacher_measured_ms=19.0,
+               profiled=0.12, corrected=0.04, remeasured=0.02, over_budget_median=0.97, over_budget_max=1.06)
+    text = latency_fidelity.markdown({'yolov3': row})
+    assert ('| yolov3 | re-profiled | 10 x 8 | 20.00 / 19.00 | 12.0% (**not met**) | 4.0% (met) | 2.0% | '
+            '0.970 / 1.060 (**not met**) |') in text

@@ -1,0 +1,183 @@
+"""B5 latency fidelity, measured side by side: the latency estimates of a bank against interleaved measurements.
+
+    .venv/bin/python bench/latency_fidelity.py [--only yolov3 fcn ...] [--configs 20] [--rounds 8] [--out FILE]
+
+A sweep (``tools/test.py --sweep``) measures each configuration once, in one stretch of 20 forwards, minutes after
+the previous one: on a shared machine whose speed drifts by tens of percent between stretches, its "same
+configuration re-measured" column is as large as the error it is meant to judge. Here each model (loaded as a user
+loads it: ``init_lego_model``, file-backed bank) visits its five all-at-s composites and random mixed
+configurations in ``rounds`` rounds, each round in a new random order; per visit: the switch, 2 untimed forwards,
+the median of 5 timed ones (``LegoDNN.measure_latency_ms``, the served tensor path with the latency hooks). A
+configuration's measurement is the median over its visits, so a slow phase of the machine touches every
+configuration alike instead of the ones measured in it.
+
+Reported per model (targets of issue 8):
+
+* ``profiled``: median over configurations of |profiled estimate - measurement| / measurement (<= 10%). The profile
+  is the bank's, from the pipeline run (another process, often hours earlier), so this includes the drift since;
+  with ``--reprofile`` the child first re-profiles the bank's latencies in the model (``profile_latency``, what
+  ``tools/profile_latency.py`` runs on a new device), so the figure is the estimator's, not the drift's.
+* ``corrected``: per visit, the estimate the model would use at that moment (profile times the online correction,
+  learned only from the forwards served *before* the visit, i.e. of other configurations) against the visit's
+  measurement; median over visits (<= 5%).
+* ``remeasured``: the machine against itself: per configuration, the relative difference of the medians of its odd
+  and its even visits; median over configurations.
+* ``over_budget``: ``budgets`` latency budgets across the range; after ``LegoDNN.scale`` and 5 served forwards with
+  ``rescale_if_needed`` (what ``OnlineScalingHook`` does per iteration), the median of 10 timed forwards over the
+  budget; max and median over budgets (<= 1.05).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import random
+import statistics
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from child import emit, run_child  # noqa: E402
+
+TARGETS = dict(profiled=0.10, corrected=0.05, over_budget=1.05)
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / b
+
+
+def configurations(names: list, sparsities: list, count: int, seed: int) -> list:
+    """The all-at-s composites, then ``count`` - len(sparsities) random mixed selections (no duplicates)."""
+    rng = random.Random(seed)
+    chosen = [{n: s for n in names} for s in sparsities]
+    seen = {tuple(c[n] for n in names) for c in chosen}
+    while len(chosen) < max(count, len(sparsities)) and len(seen) < len(sparsities) ** len(names):
+        pick = tuple(rng.choice(sparsities) for _ in names)
+        if pick not in seen:
+            seen.add(pick)
+            chosen.append(dict(zip(names, pick)))
+    return chosen
+
+
+def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0) -> dict:
+    from mmlego.apis import init_lego_model
+    from mmlego.models.tensor_path import example_batch
+    from pipelines import LEGO_CONFIGS
+    teacher = json.load(open(osp.join(ROOT, 'bench', 'results', 'teachers.json')))[name]['checkpoint']
+    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank'),
+                            device='cpu', checkpoint=teacher)
+    example = example_batch(model.cfg, model.architecture, batch_size=1)
+    if reprofile:
+        from mmlego.models import TENSOR_PATHS
+        from mmlego.profiling import profile_latency
+        model.switcher.reset()
+        model.switcher.detach()
+        model.timer.detach()
+        model.switcher = model.timer = None
+        profile_latency(model.bank, model.architecture, (example,), TENSOR_PATHS[model.bank.meta.get('tensor_path',
+                        'tensor')], show_progress=False)
+        model.attach_bank(model.bank)  # the new profiles: a fresh problem, the correction reset
+    names = [spec.name for spec in model.bank.blocks]
+    chosen = configurations(names, list(model.bank.sparsities), count, seed)
+    rng = random.Random(seed + 1)
+    model.measure_latency_ms(example, warmup=10, repeats=10)  # settle (clock, allocator, the first page faults)
+    visits = {i: [] for i in range(len(chosen))}
+    corrected_errors = []
+    for _ in range(rounds):
+        order = list(range(len(chosen)))
+        rng.shuffle(order)
+        for i in order:
+            model.switch(chosen[i])
+            corrected = model.estimate(chosen[i])['latency_ms']  # ratio from the forwards served before
+            measured = model.measure_latency_ms(example, warmup=2, repeats=5)
+            visits[i].append(measured)
+            corrected_errors.append(_rel(corrected, measured))
+    rows = []
+    for i, selection in enumerate(chosen):
+        measured = statistics.median(visits[i])
+        odd, even = statistics.median(visits[i][1::2]), statistics.median(visits[i][0::2])
+        rows.append(dict(selection=selection, measured_ms=measured,
+                         profiled_ms=model.estimate(selection, corrected=False)['latency_ms'],
+                         remeasured=abs(odd - even) / ((odd + even) / 2)))
+    limits = model.budget_range()
+    over = []
+    for k in range(budgets):
+        budget = limits['min_latency_ms'] + (limits['max_latency_ms'] - limits['min_latency_ms']) * (k + 0.5) / budgets
+        result = model.scale(latency_ms=budget)
+        for _ in range(5):
+            model.measure_latency_ms(example, warmup=0, repeats=1)
+            model.rescale_if_needed()
+        if result.status != 'infeasible':
+            over.append(dict(budget_ms=budget, measured_ms=model.measure_latency_ms(example, warmup=1, repeats=10),
+                             status=result.status))
+    over_ratios = [o['measured_ms'] / o['budget_ms'] for o in over]
+    return dict(model=name, configurations=len(chosen), rounds=rounds, reprofiled=reprofile, teacher_profiled_ms=rows[0]['profiled_ms'],
+                teacher_measured_ms=rows[0]['measured_ms'],
+                profiled=statistics.median(_rel(r['profiled_ms'], r['measured_ms']) for r in rows),
+                corrected=statistics.median(corrected_errors),
+                remeasured=statistics.median(r['remeasured'] for r in rows),
+                composites_profiled=[_rel(r['profiled_ms'], r['measured_ms']) for r in rows[:len(model.bank.sparsities)]],
+                over_budget_max=max(over_ratios) if over_ratios else None,
+                over_budget_median=statistics.median(over_ratios) if over_ratios else None,
+                budgets=over, rows=rows)
+
+
+def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False) -> dict:
+    results = {}
+    for name in names:
+        if not osp.exists(osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank', 'manifest.json')):
+            print(f'[latency_fidelity] {name}: no bank in work_dirs/pipelines (run bench/pipelines.py --only {name})')
+            continue
+        result, stderr = run_child(__file__, ['--child', name, '--configs', str(count), '--rounds', str(rounds),
+                                              '--budgets', str(budgets)] + ['--reprofile'] * reprofile, ROOT)
+        if result is None:
+            raise SystemExit(f'latency fidelity of {name} failed:\n{stderr}')
+        results[name] = result
+        print(f"[latency_fidelity] {name}: profiled {result['profiled']:.1%}, corrected {result['corrected']:.1%}, "
+              f"re-measured {result['remeasured']:.1%}, max over budget {result['over_budget_max']}", flush=True)
+    return results
+
+
+def markdown(results: dict) -> str:
+    def mark(value, target, fmt):
+        if value is None:
+            return '-'
+        return f"{format(value, fmt)} ({'met' if value <= target else '**not met**'})"
+    lines = ['| model | profile | configurations x rounds | teacher profiled / measured ms | error, profiled (<= 10%) | '
+             'corrected online (<= 5%) | same configuration re-measured | measured / budget, median / max (<= 1.05) |',
+             '|---|---|---|---|---|---|---|---|']
+    for name, r in results.items():
+        median_over = '-' if r['over_budget_median'] is None else f"{r['over_budget_median']:.3f}"
+        profile = 're-profiled' if r.get('reprofiled') else "the bank's"
+        lines.append(f"| {name} | {profile} | {r['configurations']} x {r['rounds']} | {r['teacher_profiled_ms']:.2f} / "
+                     f"{r['teacher_measured_ms']:.2f} | {mark(r['profiled'], TARGETS['profiled'], '.1%')} | "
+                     f"{mark(r['corrected'], TARGETS['corrected'], '.1%')} | {r['remeasured']:.1%} | {median_over} / "
+                     f"{mark(r['over_budget_max'], TARGETS['over_budget'], '.3f')} |")
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    from pipelines import LEGO_CONFIGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--only', nargs='+', choices=sorted(LEGO_CONFIGS), default=list(LEGO_CONFIGS))
+    parser.add_argument('--configs', type=int, default=20, help='configurations per model (composites included)')
+    parser.add_argument('--rounds', type=int, default=8)
+    parser.add_argument('--budgets', type=int, default=10)
+    parser.add_argument('--reprofile', action='store_true', help='re-profile the latencies in the model first')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency_fidelity.json'))
+    args = parser.parse_args()
+    if args.child:
+        emit(measure_model(args.child, args.configs, args.rounds, args.budgets, args.reprofile))
+        return
+    results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile)
+    if results and args.out:
+        os.makedirs(osp.dirname(args.out), exist_ok=True)
+        with open(args.out + '.tmp', 'w') as f:
+            json.dump(results, f, indent=2)
+        os.replace(args.out + '.tmp', args.out)
+    print(markdown(results))
+
+
+if __name__ == '__main__':
+    main()
