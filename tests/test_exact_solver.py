@@ -183,3 +183,35 @@ def test_the_wrapper_moves_the_latency_budget_instead_of_rebuilding_its_problem(
         if got.status == 'optimal' and latency is not None:  # the answer fits the scaled budget
             assert sum(o.latency_ms for b, opts in scaled.blocks.items() for o in opts
                        if o.sparsity == got.choice()[b]) + scaled.frame_latency_ms <= latency * (1 + 1e-9)
+
+
+@pytest.mark.parametrize('retry_states', [1, 500])
+def test_search_finds_the_optimum_below_any_incumbent_with_negative_drops(retry_states):
+    """Negative drops in later blocks: the drop so far is no bound (it was, and pruned optima); the search from
+    a worse incumbent (the LP rounding, or the beam after a retry) still ends at brute force's optimum."""
+    from mmlego.scaling_optimizer import branch_and_bound as bb
+    rng = random.Random(7)
+    problem = random_problem(rng, 'net', 6)
+    for options in list(problem.blocks.values())[3:]:  # later blocks gain from pruning a little
+        options[1] = BlockOption(options[1].sparsity, -0.01 * rng.uniform(0.5, 1.5), options[1].latency_ms,
+                                 options[1].memory_bytes)
+    prepared = ExactSolver(max_frontier=1).prepare([problem]).ready()
+    data, _ = prepared._search_data
+    checked = 0
+    for latency_ms, memory_bytes in budgets_across([problem], rng, 30):
+        want = solve(problem, latency_ms, memory_bytes, solver='brute_force')
+        if want.status == 'infeasible':
+            continue
+        latency_left = bb.block_budget(latency_ms, prepared.frame_latency)
+        memory_left = bb.block_budget(memory_bytes, prepared.frame_memory)
+        relaxations = data.relaxations(latency_left, memory_left)
+        optimum = bb._search(data, latency_left, memory_left, relaxations, None, None, 10 ** 6)
+        worse = (optimum[0] + 0.005, optimum[1])  # an incumbent the optimum beats
+        again = bb._search(data, latency_left, memory_left, relaxations, worse, None, 10 ** 6)
+        assert again is not None and again[0] == pytest.approx(optimum[0], abs=1e-12)
+        positions = bb.branch_and_bound(data, latency_left, memory_left, retry_states=retry_states)
+        got = ExactSolver(max_frontier=1).solve(problem, latency_ms, memory_bytes)
+        assert positions is not None and got.solver == 'exact'
+        assert got.estimated_metric == pytest.approx(want.estimated_metric, abs=1e-12)
+        checked += 1
+    assert checked >= 15

@@ -13,8 +13,11 @@ next block and kept only while it can still win:
   saved first, so the bound of every state is one interpolation in a precomputed piecewise-linear function;
 * no other state dominates it (at most as slow, as large, and at least as good), filtered when states pile up.
 
-The multipliers come from subgradient ascent on the Lagrangian dual, the incumbent from a beam search ranked by
-the same bound. Neither affects exactness, only how much is pruned.
+The multipliers come from subgradient ascent on the Lagrangian dual. The first incumbent is the LP's own solution
+rounded (its hull segments taken whole until both budgets hold) and improved one block at a time: a few vectorized
+steps, where a beam search over the ~30 layers costs as much as the exact pass itself. Only when the exact pass then
+keeps too many states does a beam search (ranked by the same bound) look for a better incumbent and the pass
+restart. None of this affects exactness, only how much is pruned.
 """
 from __future__ import annotations
 
@@ -121,9 +124,9 @@ class _Layers:
         return picked[::-1]
 
 
-def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tuple[float, float]]]:
-    """One block's LP: the least-drop option and the hull segments (cost saved, drop added) from it toward less
-    cost, cheapest per unit saved first."""
+def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tuple[float, float, int]]]:
+    """One block's LP: the least-drop option and the hull segments (cost saved, drop added, option reached) from it
+    toward less cost, cheapest per unit saved first."""
     start = min(range(len(cost)), key=lambda i: (loss[i], cost[i]))
     segments, at = [], start
     while True:
@@ -135,7 +138,7 @@ def _hull_segments(cost: List[float], loss: List[float]) -> Tuple[int, List[Tupl
                     best, best_slope = i, slope
         if best is None:
             return start, segments
-        segments.append((cost[at] - cost[best], loss[best] - loss[at]))
+        segments.append((cost[at] - cost[best], loss[best] - loss[at], best))
         at = best
 
 
@@ -153,19 +156,26 @@ class _SurrogateBound:
         self.saved: List[np.ndarray] = [np.zeros(1)] * (blocks + 1)
         self.added: List[np.ndarray] = [np.zeros(1)] * (blocks + 1)
         slopes, saved, added = np.zeros(0), np.zeros(0), np.zeros(0)
+        block, reached = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        self.start_options = np.zeros(blocks, dtype=np.int64)
         for k in reversed(range(blocks)):
             count = int(p.count[k])
             start, segments = _hull_segments(cost[k, :count].tolist(), objective[k, :count].tolist())
+            self.start_options[k] = start
             if segments:
-                ds, dl = np.array(segments).T
+                ds, dl, to = np.array(segments).T
                 slopes, saved, added = (np.concatenate([slopes, dl / ds]), np.concatenate([saved, ds]),
                                         np.concatenate([added, dl]))
-                order = np.argsort(slopes, kind='stable')
-                slopes, saved, added = slopes[order], saved[order], added[order]
+                block = np.concatenate([block, np.full(len(segments), k)])
+                reached = np.concatenate([reached, to.astype(np.int64)])
+                order = np.argsort(slopes, kind='stable')  # a block's own segments keep their (convex) order
+                slopes, saved, added, block, reached = (slopes[order], saved[order], added[order], block[order],
+                                                        reached[order])
             self.base[k] = self.base[k + 1] + objective[k, start]
             self.start[k] = self.start[k + 1] + cost[k, start]
             self.saved[k] = np.concatenate([[0.0], np.cumsum(saved)])
             self.added[k] = np.concatenate([[0.0], np.cumsum(added)])
+        self.segment_block, self.segment_option = block, reached  # of all blocks (k = 0), in the LP's order
 
     def __call__(self, k: int, left: np.ndarray) -> np.ndarray:
         """Lower bound on the objective of blocks ``k..`` with surrogate cost ``left`` (``inf``: cannot fit)."""
@@ -181,11 +191,67 @@ class _Relaxation:
 
     def __init__(self, p: _Padded, weights: np.ndarray) -> None:
         self.weights = weights
+        self._path: Optional[tuple] = None
         self.loss = _SurrogateBound(p, weights, p.loss)
         self.sparsity = _SurrogateBound(p, weights, p.sparsity)
 
     def left(self, latency_left: float, memory_left: float) -> float:
         return sum(w * left for w, left in zip(self.weights, (latency_left, memory_left)) if w)
+
+    def rounded(self, p: _Padded, latency_left: float, memory_left: float) -> Optional[Tuple[float, float, List[int]]]:
+        """The LP's solution rounded to the first integral point of its path that fits both budgets: the
+        hull segments are taken whole, cheapest per unit saved first, until the configuration fits (``None`` if
+        it never does). An incumbent for the exact pass, found in a few vectorized steps (no search)."""
+        if self._path is None:
+            self._path = self._build_path(p)
+        latency, memory, loss, sparsity = self._path
+        fits = np.flatnonzero((latency <= latency_left) & (memory <= memory_left))
+        if not len(fits):
+            return None
+        taken = int(fits[0])  # the fewest segments: the least drop along the path
+        chosen = self.loss.start_options.copy()
+        blocks, reached = self.loss.segment_block[:taken], self.loss.segment_option[:taken]
+        if taken:  # per block, the last option its segments reached
+            last = taken - 1 - np.unique(blocks[::-1], return_index=True)[1]
+            chosen[blocks[last]] = reached[last]
+        return _improve(p, chosen, latency_left, memory_left)
+
+    def _build_path(self, p: _Padded) -> tuple:
+        """Totals (latency, memory, drop, sparsity) after taking 0, 1, ... segments of the drop's LP path."""
+        bound = self.loss
+        rows = np.arange(len(bound.start_options))
+        first = bound.start_options
+        previous = first.copy()
+        before = np.empty(len(bound.segment_block), dtype=np.int64)
+        for i, (b, o) in enumerate(zip(bound.segment_block.tolist(), bound.segment_option.tolist())):
+            before[i], previous[b] = previous[b], o
+        b, to = bound.segment_block, bound.segment_option
+        totals = []
+        for values in (p.latency, p.memory, p.loss, p.sparsity):
+            steps = values[b, to] - values[b, before]
+            totals.append(np.concatenate([[values[rows, first].sum()], values[rows, first].sum() + np.cumsum(steps)]))
+        return tuple(totals)
+
+
+def _improve(p: _Padded, chosen: np.ndarray, latency_left: float, memory_left: float,
+             rounds: int = 64) -> Tuple[float, float, List[int]]:
+    """A fitting configuration improved by single-block changes: each round applies the change of one block's
+    option that lowers the drop most and still fits both budgets, until none does."""
+    rows = np.arange(len(chosen))
+    width = p.loss.shape[1]
+    valid = np.arange(width)[None, :] < p.count[:, None]
+    for _ in range(rounds):
+        latency = p.latency[rows, chosen]
+        memory = p.memory[rows, chosen]
+        loss = p.loss[rows, chosen]
+        gain = loss[:, None] - p.loss  # drop saved by switching block i to option j
+        fits = (valid & (p.latency - latency[:, None] <= latency_left - latency.sum())
+                & (p.memory - memory[:, None] <= memory_left - memory.sum()) & (gain > 1e-12))
+        if not fits.any():
+            break
+        best = int(np.argmax(np.where(fits, gain, -np.inf)))
+        chosen[best // width] = best % width
+    return float(p.loss[rows, chosen].sum()), float(p.sparsity[rows, chosen].sum()), chosen.tolist()
 
 
 class SearchData:
@@ -248,37 +314,41 @@ def _search(data: SearchData, latency_left: float, memory_left: float, relaxatio
         parents, options = np.nonzero(fits)
         if not len(parents):
             return None
+        # The bounds on the survivors of the previous relaxation only; the sparsity's bound (the tie-break) only
+        # on the states whose drop bound ties the incumbent's.
         new_loss = loss[parents] + p.loss[k, options]
-        new_sparsity = sparsity[parents] + p.sparsity[k, options]
-        new_costs = [c[parents] + r.loss.cost[k, options] for c, r in zip(costs, relaxations)]
-        bound, sparsity_bound = new_loss.copy(), new_sparsity.copy()
-        alive = np.arange(len(parents))
-        for relaxation, cost, left in zip(relaxations, new_costs, lefts):
-            rest = relaxation.loss(k + 1, left - cost[alive])
-            bound[alive] = np.maximum(bound[alive], new_loss[alive] + rest)
-            rest_sparsity = relaxation.sparsity(k + 1, left - cost[alive])
-            sparsity_bound[alive] = np.maximum(sparsity_bound[alive], new_sparsity[alive] + rest_sparsity)
-            keep = np.isfinite(bound[alive])
+        # Not the drop so far: with negative drops (a pruned block that scored above the teacher) the blocks
+        # left can lower it. Only the relaxations bound the final drop.
+        bound = np.full(len(parents), -math.inf)
+        for j, (relaxation, left) in enumerate(zip(relaxations, lefts)):
+            cost = costs[j][parents] + relaxation.loss.cost[k, options]
+            bound = np.maximum(bound, new_loss + relaxation.loss(k + 1, left - cost))
+            keep = np.isfinite(bound)
             if incumbent is not None:
                 best_loss, best_sparsity = incumbent
                 slack = tie_slack(best_loss) + 1e-12 * max(abs(best_loss), 1.0)
-                b, sb = bound[alive], sparsity_bound[alive]
-                keep &= (b < best_loss - slack) | ((b <= best_loss + slack) & (sb < best_sparsity - 1e-9))
-            alive = alive[keep]
-            if not len(alive):
+                keep &= bound <= best_loss + slack
+                tie = np.flatnonzero(keep & (bound >= best_loss - slack))
+                if len(tie):
+                    tied = sparsity[parents[tie]] + p.sparsity[k, options[tie]]
+                    tied = tied + relaxation.sparsity(k + 1, left - cost[tie])
+                    keep[tie] = tied < best_sparsity - 1e-9
+            if not keep.all():
+                parents, options, new_loss, bound = parents[keep], options[keep], new_loss[keep], bound[keep]
+            if not len(parents):
                 return None
-        index = alive
-        if beam is not None and len(index) > beam:  # best bound first; on equal bounds, the least resources used
-            used = np.zeros(len(index))
+        if beam is not None and len(parents) > beam:  # best bound first; on equal bounds, the least resources used
+            used = np.zeros(len(parents))
             for parent_total, step, left in ((latency, p.latency, latency_left), (memory, p.memory, memory_left)):
                 if math.isfinite(left) and left > 0:
-                    used += (parent_total[parents[index]] + step[k, options[index]]) / left
-            index = index[np.lexsort((used, sparsity_bound[index], bound[index]))[:beam]]
-        latency = latency[parents[index]] + p.latency[k, options[index]]
-        memory = memory[parents[index]] + p.memory[k, options[index]]
-        loss, sparsity = new_loss[index], new_sparsity[index]
-        costs = [c[index] for c in new_costs]
-        parents, options = parents[index], options[index]
+                    used += (parent_total[parents] + step[k, options]) / left
+            new_sparsity = sparsity[parents] + p.sparsity[k, options]
+            index = np.lexsort((used, new_sparsity, bound))[:beam]
+            parents, options, new_loss = parents[index], options[index], new_loss[index]
+        latency = latency[parents] + p.latency[k, options]
+        memory = memory[parents] + p.memory[k, options]
+        loss, sparsity = new_loss, sparsity[parents] + p.sparsity[k, options]
+        costs = [c[parents] + r.loss.cost[k, options] for c, r in zip(costs, relaxations)]
         one_resource = math.isinf(latency_left) != math.isinf(memory_left)
         if beam is None and len(loss) > (DOMINANCE_FROM_ONE_RESOURCE if one_resource else DOMINANCE_FROM):
             if one_resource:
@@ -297,7 +367,7 @@ def _search(data: SearchData, latency_left: float, memory_left: float, relaxatio
 
 
 def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, beam: int = 8,
-                     max_states: int = 200_000) -> Optional[List[int]]:
+                     max_states: int = 200_000, retry_states: int = 500) -> Optional[List[int]]:
     """The best configuration within the block budgets (``inf``: none), or ``None`` if none fits.
 
     Args:
@@ -306,18 +376,44 @@ def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, 
         memory_left: Memory budget left for the blocks.
         beam: Width of the beam search that finds the first incumbent.
         max_states: States per layer beyond which :class:`SearchTooLarge` is raised.
+        retry_states: States per layer beyond which the pass with the rounded incumbent restarts with the beam
+            search's incumbent.
 
     Returns:
         Per group the position of the chosen option in the group, or ``None`` if no configuration fits.
     """
     relaxations = data.relaxations(latency_left, memory_left)
-    found = _search(data, latency_left, memory_left, relaxations, None, beam, max_states)
+    # The first incumbent: the best LP rounding of the relaxations, improved block by block (microseconds). Where
+    # it prunes too little (the exact pass grows past ``retry_states``), a beam search finds a better one first.
+    rounded = [r.rounded(data.padded, latency_left, memory_left) for r in relaxations]
+    rounded = [r for r in rounded if r is not None]
+    found = min(rounded, key=_key) if rounded else None
+    exact = None
+    if found is not None:
+        try:
+            exact = _search(data, latency_left, memory_left, relaxations, found[:2], None,
+                            min(max_states, retry_states))
+        except SearchTooLarge:
+            pass
+        else:
+            return _better(data, found, exact)
+    searched = _search(data, latency_left, memory_left, relaxations, None, beam, max_states)
+    if searched is not None and (found is None or _key(searched) < _key(found)):
+        found = searched
     incumbent = None if found is None else found[:2]
     exact = _search(data, latency_left, memory_left, relaxations, incumbent, None, max_states)
+    return _better(data, found, exact)
+
+
+def _key(found: Tuple[float, float, List[int]]) -> Tuple[float, float]:
+    return round(found[0], KEY_DECIMALS), round(found[1], KEY_DECIMALS)
+
+
+def _better(data: SearchData, found: Optional[tuple], exact: Optional[tuple]) -> Optional[List[int]]:
+    """The exact pass's answer, or the incumbent where the pass found nothing better (it prunes ties)."""
     if exact is None:
         return None if found is None else data.positions(found[2])
-    if found is not None and (round(found[0], KEY_DECIMALS), round(found[1], KEY_DECIMALS)) <= \
-            (round(exact[0], KEY_DECIMALS), round(exact[1], KEY_DECIMALS)):
+    if found is not None and _key(found) <= _key(exact):
         return data.positions(found[2])
     return data.positions(exact[2])
 
