@@ -106,6 +106,15 @@ def fidelity(r):
     metric_error = _median(abs(row['estimated_metric'] - row['measured_metric']) * points for row in rows
                            if row.get('measured_metric') is not None)
     full = (r['sweep'][-1]['estimated_metric'] - r['teacher_metric']) * points
+    # The drop alone: estimated (val) drop vs the drop measured on the report split from the teacher measured there
+    # (the full budget's row, which runs the teacher): what the profile predicts apart from the val/test gap; over
+    # the rows that run a pruned configuration.
+    teacher_rows = [row for row in rows if row.get('choice') and row.get('measured_metric') is not None
+                    and not any(row['choice'].values())]
+    teacher_test = teacher_rows[0]['measured_metric'] if teacher_rows else None
+    drop_error = None if teacher_test is None else _median(
+        abs((r['teacher_metric'] - row['estimated_metric']) - (teacher_test - row['measured_metric'])) * points
+        for row in rows if row.get('measured_metric') is not None and row not in teacher_rows)
     # The machine's own noise: the same configuration measured twice (in both sweeps, or twice in one).
     seen: dict[str, list[float]] = {}
     for row in rows:
@@ -115,7 +124,8 @@ def fidelity(r):
     return dict(latency_error_profiled=rel('profiled_latency_ms'), latency_error_corrected=rel('corrected_latency_ms'),
                 latency_remeasured_spread=_median(spread),
                 max_latency_over_budget=max(over) if over else None, resident_over_weights=resident,
-                metric_error_points=metric_error, full_budget_over_teacher_points=full)
+                metric_error_points=metric_error, full_budget_over_teacher_points=full,
+                teacher_report_metric=teacher_test, drop_error_points=drop_error)
 
 
 def markdown(results):
@@ -134,12 +144,15 @@ def markdown(results):
         return '-' if value is None else format(value, spec)
     lines += ['', '| model | latency error, profiled | after online correction | same configuration re-measured | '
               'max measured / latency budget | resident / weights (smallest) | metric error (points) | '
-              'full-budget estimate - teacher (points) |', '|---|---|---|---|---|---|---|---|']
+              'full-budget estimate - teacher (points) | teacher val / test | drop error (points) |',
+              '|---|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         f = fidelity(r)
         lines.append(f"| {name} | {fmt(f['latency_error_profiled'], '.1%')} | {fmt(f['latency_error_corrected'], '.1%')} "
                      f"| {fmt(f.get('latency_remeasured_spread'), '.1%')} | {fmt(f['max_latency_over_budget'], '.3f')} | {fmt(f['resident_over_weights'], '.3f')} | "
-                     f"{fmt(f['metric_error_points'], '.2f')} | {fmt(f['full_budget_over_teacher_points'], '+.2f')} |")
+                     f"{fmt(f['metric_error_points'], '.2f')} | {fmt(f['full_budget_over_teacher_points'], '+.2f')} | "
+                     f"{r['teacher_metric']:.3f} / {fmt(f['teacher_report_metric'], '.3f')} | "
+                     f"{fmt(f['drop_error_points'], '.2f')} |")
     return '\n'.join(lines)
 
 
