@@ -11,6 +11,7 @@ Target (issue 9): median <= 1 ms.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import random
 import statistics
@@ -88,11 +89,20 @@ def main(argv=None):
     parser.add_argument('--only', nargs='+', choices=sorted(LEGO_CONFIGS), default=list(LEGO_CONFIGS))
     parser.add_argument('--budgets', type=int, default=50)
     parser.add_argument('--child', help=argparse.SUPPRESS)
+    parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'end_to_end.json'),
+                        help="merged into (bench/run.py's format: the models measured now replace their entries)")
     args = parser.parse_args(argv)
     if args.child:
         emit(measure_model(args.child, args.budgets))
         return
-    print(markdown(run(args.only, args.budgets)))
+    results = run(args.only, args.budgets)
+    if results and args.out:
+        merged = json.load(open(args.out)) if osp.exists(args.out) else dict(quick=False, results={})
+        merged['results'].update(results)
+        with open(args.out + '.tmp', 'w') as f:
+            json.dump(merged, f, indent=1)
+        os.replace(args.out + '.tmp', args.out)
+    print(markdown(results))
 
 
 if __name__ == '__main__':

@@ -1,6 +1,9 @@
 """B5 latency fidelity, measured side by side: the latency estimates of a bank against interleaved measurements.
 
-    .venv/bin/python bench/latency_fidelity.py [--only yolov3 fcn ...] [--configs 20] [--rounds 8] [--out FILE]
+    .venv/bin/python bench/latency_fidelity.py [--only yolov3 fcn ...] [--reprofile] [--configs 20] [--rounds 8]
+
+(``bench/run.py --only latency`` runs it for every bank, with the bank's profile and re-profiled; run alone, the
+models measured are merged into ``bench/results/latency.json``.)
 
 A sweep (``tools/test.py --sweep``) measures each configuration once, in one stretch of 20 forwards, minutes after
 the previous one: on a shared machine whose speed drifts by tens of percent between stretches, its "same
@@ -165,16 +168,20 @@ def main() -> None:
     parser.add_argument('--budgets', type=int, default=10)
     parser.add_argument('--reprofile', action='store_true', help='re-profile the latencies in the model first')
     parser.add_argument('--child', help=argparse.SUPPRESS)
-    parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency_fidelity.json'))
+    parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency.json'),
+                        help="merged into (bench/run.py's format: the models measured now replace their entries)")
     args = parser.parse_args()
     if args.child:
         emit(measure_model(args.child, args.configs, args.rounds, args.budgets, args.reprofile))
         return
     results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile)
     if results and args.out:
+        merged = json.load(open(args.out)) if osp.exists(args.out) else dict(quick=False, results={})
+        variant = 'reprofiled' if args.reprofile else 'bank_profile'
+        merged['results'].setdefault(variant, {}).update(results)
         os.makedirs(osp.dirname(args.out), exist_ok=True)
         with open(args.out + '.tmp', 'w') as f:
-            json.dump(results, f, indent=2)
+            json.dump(merged, f, indent=1)
         os.replace(args.out + '.tmp', args.out)
     print(markdown(results))
 
