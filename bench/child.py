@@ -6,9 +6,11 @@ back (:func:`run_child`), so logs and warnings on the child's stdout do not get 
 from __future__ import annotations
 
 import json
+import os
+import os.path as osp
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 _PREFIX = 'RESULT '
 
@@ -25,3 +27,14 @@ def run_child(script: str, args: list[str], cwd: str) -> tuple[Any | None, str]:
     if proc.returncode != 0 or line is None:
         return None, proc.stderr[-3000:]
     return json.loads(line[len(_PREFIX):]), proc.stderr[-3000:]
+
+
+def merge_results(path: str, update: Callable[[dict], None]) -> None:
+    """Applies ``update`` to the ``results`` of a benchmark JSON in bench/run.py's format (created if missing) and
+    writes it back atomically, so a benchmark run for a few models keeps the others' entries."""
+    merged = json.load(open(path)) if osp.exists(path) else dict(quick=False, results={})
+    update(merged['results'])
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(merged, f, indent=1)
+    os.replace(path + '.tmp', path)

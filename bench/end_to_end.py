@@ -11,7 +11,6 @@ Target (issue 9): median <= 1 ms.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import random
 import statistics
@@ -21,7 +20,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from child import emit, run_child  # noqa: E402
+from child import emit, merge_results, run_child  # noqa: E402
 
 TARGET_MS = 1.0
 
@@ -97,11 +96,7 @@ def main(argv=None):
         return
     results = run(args.only, args.budgets)
     if results and args.out:
-        merged = json.load(open(args.out)) if osp.exists(args.out) else dict(quick=False, results={})
-        merged['results'].update(results)
-        with open(args.out + '.tmp', 'w') as f:
-            json.dump(merged, f, indent=1)
-        os.replace(args.out + '.tmp', args.out)
+        merge_results(args.out, lambda merged: merged.update(results))
     print(markdown(results))
 
 

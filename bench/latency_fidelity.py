@@ -31,7 +31,6 @@ Reported per model (targets of issue 8):
 """
 import argparse
 import json
-import os
 import os.path as osp
 import random
 import statistics
@@ -40,7 +39,7 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from child import emit, run_child  # noqa: E402
+from child import emit, merge_results, run_child  # noqa: E402
 
 TARGETS = dict(profiled=0.10, corrected=0.05, over_budget=1.05)
 
@@ -176,13 +175,8 @@ def main() -> None:
         return
     results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile)
     if results and args.out:
-        merged = json.load(open(args.out)) if osp.exists(args.out) else dict(quick=False, results={})
         variant = 'reprofiled' if args.reprofile else 'bank_profile'
-        merged['results'].setdefault(variant, {}).update(results)
-        os.makedirs(osp.dirname(args.out), exist_ok=True)
-        with open(args.out + '.tmp', 'w') as f:
-            json.dump(merged, f, indent=1)
-        os.replace(args.out + '.tmp', args.out)
+        merge_results(args.out, lambda merged: merged.setdefault(variant, {}).update(results))
     print(markdown(results))
 
 

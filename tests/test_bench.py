@@ -176,3 +176,12 @@ def test_latency_fidelity_configurations_and_report():
     text = latency_fidelity.markdown({'yolov3': row})
     assert ('| yolov3 | re-profiled | 10 x 8 | 20.00 / 19.00 | 12.0% (**not met**) | 4.0% (met) | 2.0% | '
             '0.970 / 1.060 (**not met**) |') in text
+
+
+def test_merge_results_keeps_the_models_not_measured_now(tmp_path):
+    import child
+    path = str(tmp_path / 'results' / 'end_to_end.json')
+    child.merge_results(path, lambda results: results.update(tsn=dict(median_ms=1.0), trn=dict(median_ms=2.0)))
+    child.merge_results(path, lambda results: results.update(tsn=dict(median_ms=0.5)))
+    import json
+    assert json.load(open(path)) == dict(quick=False, results=dict(tsn=dict(median_ms=0.5), trn=dict(median_ms=2.0)))

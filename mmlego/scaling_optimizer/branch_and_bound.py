@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .frontier import KEY_DECIMALS, OptionGroup, build_frontier, key_order, pareto_indices
+from .incumbent import lp_path, rounded_incumbent
 from .problem import budget_slack, tie_slack
 
 __all__ = ['branch_and_bound', 'SearchData', 'SearchTooLarge', 'block_budget', 'pareto_one_resource']
@@ -199,59 +200,10 @@ class _Relaxation:
         return sum(w * left for w, left in zip(self.weights, (latency_left, memory_left)) if w)
 
     def rounded(self, p: _Padded, latency_left: float, memory_left: float) -> Optional[Tuple[float, float, List[int]]]:
-        """The LP's solution rounded to the first integral point of its path that fits both budgets: the
-        hull segments are taken whole, cheapest per unit saved first, until the configuration fits (``None`` if
-        it never does). An incumbent for the exact pass, found in a few vectorized steps (no search)."""
+        """This relaxation's LP solution rounded and improved (:func:`.incumbent.rounded_incumbent`)."""
         if self._path is None:
-            self._path = self._build_path(p)
-        latency, memory, loss, sparsity = self._path
-        fits = np.flatnonzero((latency <= latency_left) & (memory <= memory_left))
-        if not len(fits):
-            return None
-        taken = int(fits[0])  # the fewest segments: the least drop along the path
-        chosen = self.loss.start_options.copy()
-        blocks, reached = self.loss.segment_block[:taken], self.loss.segment_option[:taken]
-        if taken:  # per block, the last option its segments reached
-            last = taken - 1 - np.unique(blocks[::-1], return_index=True)[1]
-            chosen[blocks[last]] = reached[last]
-        return _improve(p, chosen, latency_left, memory_left)
-
-    def _build_path(self, p: _Padded) -> tuple:
-        """Totals (latency, memory, drop, sparsity) after taking 0, 1, ... segments of the drop's LP path."""
-        bound = self.loss
-        rows = np.arange(len(bound.start_options))
-        first = bound.start_options
-        previous = first.copy()
-        before = np.empty(len(bound.segment_block), dtype=np.int64)
-        for i, (b, o) in enumerate(zip(bound.segment_block.tolist(), bound.segment_option.tolist())):
-            before[i], previous[b] = previous[b], o
-        b, to = bound.segment_block, bound.segment_option
-        totals = []
-        for values in (p.latency, p.memory, p.loss, p.sparsity):
-            steps = values[b, to] - values[b, before]
-            totals.append(np.concatenate([[values[rows, first].sum()], values[rows, first].sum() + np.cumsum(steps)]))
-        return tuple(totals)
-
-
-def _improve(p: _Padded, chosen: np.ndarray, latency_left: float, memory_left: float,
-             rounds: int = 64) -> Tuple[float, float, List[int]]:
-    """A fitting configuration improved by single-block changes: each round applies the change of one block's
-    option that lowers the drop most and still fits both budgets, until none does."""
-    rows = np.arange(len(chosen))
-    width = p.loss.shape[1]
-    valid = np.arange(width)[None, :] < p.count[:, None]
-    for _ in range(rounds):
-        latency = p.latency[rows, chosen]
-        memory = p.memory[rows, chosen]
-        loss = p.loss[rows, chosen]
-        gain = loss[:, None] - p.loss  # drop saved by switching block i to option j
-        fits = (valid & (p.latency - latency[:, None] <= latency_left - latency.sum())
-                & (p.memory - memory[:, None] <= memory_left - memory.sum()) & (gain > 1e-12))
-        if not fits.any():
-            break
-        best = int(np.argmax(np.where(fits, gain, -np.inf)))
-        chosen[best // width] = best % width
-    return float(p.loss[rows, chosen].sum()), float(p.sparsity[rows, chosen].sum()), chosen.tolist()
+            self._path = lp_path(p, self.loss)
+        return rounded_incumbent(p, self.loss, self._path, latency_left, memory_left)
 
 
 class SearchData:
