@@ -113,12 +113,13 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
             over.append(dict(budget_ms=budget, measured_ms=model.measure_latency_ms(example, warmup=1, repeats=10),
                              status=result.status))
     over_ratios = [o['measured_ms'] / o['budget_ms'] for o in over]
-    return dict(model=name, configurations=len(chosen), rounds=rounds, reprofiled=reprofile, teacher_profiled_ms=rows[0]['profiled_ms'],
-                teacher_measured_ms=rows[0]['measured_ms'],
+    return dict(model=name, configurations=len(chosen), rounds=rounds, reprofiled=reprofile,
+                teacher_profiled_ms=rows[0]['profiled_ms'], teacher_measured_ms=rows[0]['measured_ms'],
                 profiled=statistics.median(_rel(r['profiled_ms'], r['measured_ms']) for r in rows),
                 corrected=statistics.median(corrected_errors),
                 remeasured=statistics.median(r['remeasured'] for r in rows),
-                composites_profiled=[_rel(r['profiled_ms'], r['measured_ms']) for r in rows[:len(model.bank.sparsities)]],
+                composites_profiled=[_rel(r['profiled_ms'], r['measured_ms'])
+                                     for r in rows[:len(model.bank.sparsities)]],
                 over_budget_max=max(over_ratios) if over_ratios else None,
                 over_budget_median=statistics.median(over_ratios) if over_ratios else None,
                 budgets=over, rows=rows)

@@ -125,7 +125,26 @@ def fidelity(r):
                 latency_remeasured_spread=_median(spread),
                 max_latency_over_budget=max(over) if over else None, resident_over_weights=resident,
                 metric_error_points=metric_error, full_budget_over_teacher_points=full,
-                teacher_report_metric=teacher_test, drop_error_points=drop_error)
+                teacher_profiling_metric=r['teacher_metric'], teacher_report_metric=teacher_test,
+                drop_error_points=drop_error)
+
+
+def fidelity_markdown(fidelities: dict) -> str:
+    """The fidelity table (issue 8's figures per model, from :func:`fidelity`)."""
+    def fmt(value, spec):
+        return '-' if value is None else format(value, spec)
+    lines = ['| model | latency error, profiled | after online correction | same configuration re-measured | '
+             'max measured / latency budget | resident / weights (smallest) | metric error (points) | '
+             'full-budget estimate - teacher (points) | teacher val / test | drop error (points) |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for name, f in fidelities.items():
+        lines.append(f"| {name} | {fmt(f['latency_error_profiled'], '.1%')} | {fmt(f['latency_error_corrected'], '.1%')} "
+                     f"| {fmt(f.get('latency_remeasured_spread'), '.1%')} | {fmt(f['max_latency_over_budget'], '.3f')} | "
+                     f"{fmt(f['resident_over_weights'], '.3f')} | {fmt(f['metric_error_points'], '.2f')} | "
+                     f"{fmt(f['full_budget_over_teacher_points'], '+.2f')} | "
+                     f"{fmt(f.get('teacher_profiling_metric'), '.3f')} / {fmt(f.get('teacher_report_metric'), '.3f')} | "
+                     f"{fmt(f.get('drop_error_points'), '.2f')} |")
+    return '\n'.join(lines)
 
 
 def markdown(results):
@@ -140,19 +159,7 @@ def markdown(results):
                      f"{r['pipeline_minutes']} min | {cell(sweep[0])} | {cell(sweep[len(sweep) // 2])} | "
                      f"{cell(sweep[-1])} |")
 
-    def fmt(value, spec):
-        return '-' if value is None else format(value, spec)
-    lines += ['', '| model | latency error, profiled | after online correction | same configuration re-measured | '
-              'max measured / latency budget | resident / weights (smallest) | metric error (points) | '
-              'full-budget estimate - teacher (points) | teacher val / test | drop error (points) |',
-              '|---|---|---|---|---|---|---|---|---|---|']
-    for name, r in results.items():
-        f = fidelity(r)
-        lines.append(f"| {name} | {fmt(f['latency_error_profiled'], '.1%')} | {fmt(f['latency_error_corrected'], '.1%')} "
-                     f"| {fmt(f.get('latency_remeasured_spread'), '.1%')} | {fmt(f['max_latency_over_budget'], '.3f')} | {fmt(f['resident_over_weights'], '.3f')} | "
-                     f"{fmt(f['metric_error_points'], '.2f')} | {fmt(f['full_budget_over_teacher_points'], '+.2f')} | "
-                     f"{r['teacher_metric']:.3f} / {fmt(f['teacher_report_metric'], '.3f')} | "
-                     f"{fmt(f['drop_error_points'], '.2f')} |")
+    lines += ['', fidelity_markdown({name: fidelity(r) for name, r in results.items()})]
     return '\n'.join(lines)
 
 

@@ -120,21 +120,10 @@ def summary(results: dict) -> str:
         lines += ['', '## B3 Offline cost (per training batch, same batches; target: retraining <= 3x teacher)', '',
                   offline_cost.markdown(results['offline'])]
     if 'fidelity' in results:
-        def fmt(value, spec):
-            return '-' if value is None else format(value, spec)
+        from pipelines import fidelity_markdown
         lines += ['', '## B5 Fidelity (from bench/results/pipelines.json; targets: latency error <= 10% profiled, '
                   '<= 5% corrected, measured <= 1.05 x budget, resident <= 1.1 x weights, metric error <= 2 points, '
-                  'full-budget estimate <= teacher + 1)', '',
-                  '| model | latency error profiled | corrected | same configuration re-measured | max measured / budget | '
-                  'resident / weights | metric error (points) | full budget - teacher | drop error (points) |',
-                  '|---|---|---|---|---|---|---|---|---|']
-        for name, f in results['fidelity'].items():
-            lines.append(f"| {name} | {fmt(f['latency_error_profiled'], '.1%')} | "
-                         f"{fmt(f['latency_error_corrected'], '.1%')} | {fmt(f.get('latency_remeasured_spread'), '.1%')} | "
-                         f"{fmt(f['max_latency_over_budget'], '.3f')} | "
-                         f"{fmt(f['resident_over_weights'], '.3f')} | {fmt(f['metric_error_points'], '.2f')} | "
-                         f"{fmt(f['full_budget_over_teacher_points'], '+.2f')} | "
-                         f"{fmt(f.get('drop_error_points'), '.2f')} |")
+                  'full-budget estimate <= teacher + 1)', '', fidelity_markdown(results['fidelity'])]
     if 'latency' in results:
         import latency_fidelity
         lines += ['', '## B5 Latency fidelity, interleaved measurements (bench/latency_fidelity.py)', '']

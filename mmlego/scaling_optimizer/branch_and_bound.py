@@ -340,7 +340,6 @@ def branch_and_bound(data: SearchData, latency_left: float, memory_left: float, 
     rounded = [r.rounded(data.padded, latency_left, memory_left) for r in relaxations]
     rounded = [r for r in rounded if r is not None]
     found = min(rounded, key=_key) if rounded else None
-    exact = None
     if found is not None:
         try:
             exact = _search(data, latency_left, memory_left, relaxations, found[:2], None,
