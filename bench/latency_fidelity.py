@@ -20,6 +20,8 @@ Reported per model (targets of issue 8):
   is the bank's, from the pipeline run (another process, often hours earlier), so this includes the drift since;
   with ``--reprofile`` the child first re-profiles the bank's latencies in the model (``profile_latency``, what
   ``tools/profile_latency.py`` runs on a new device), so the figure is the estimator's, not the drift's.
+* ``profiled_uncalibrated``: the same without the per-sparsity calibration of the block latencies (frame + the
+  blocks' in-model timings as measured): what the calibration buys, on the same measurements.
 * ``corrected``: per visit, the estimate the model would use at that moment (profile times the online correction,
   learned only from the forwards served *before* the visit, i.e. of other configurations) against the visit's
   measurement; median over visits (<= 5%).
@@ -42,6 +44,10 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from child import emit, merge_results, run_child  # noqa: E402
 
 TARGETS = dict(profiled=0.10, corrected=0.05, over_budget=1.05)
+#: Where the banks and their teachers are by default: those of bench/pipelines.py (``--banks`` / ``--teachers``:
+#: e.g. the latency-only banks of bench/latency_banks.py).
+BANKS = osp.join(ROOT, 'work_dirs', 'pipelines')
+TEACHERS = osp.join(ROOT, 'bench', 'results', 'teachers.json')
 
 
 def _rel(a: float, b: float) -> float:
@@ -61,13 +67,14 @@ def configurations(names: list, sparsities: list, count: int, seed: int) -> list
     return chosen
 
 
-def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0) -> dict:
+def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
+                  banks: str = BANKS, teachers: str = TEACHERS) -> dict:
     from mmlego.apis import init_lego_model
     from mmlego.models.tensor_path import example_batch
     from pipelines import LEGO_CONFIGS
-    teacher = json.load(open(osp.join(ROOT, 'bench', 'results', 'teachers.json')))[name]['checkpoint']
-    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank'),
-                            device='cpu', checkpoint=teacher)
+    teacher = json.load(open(teachers))[name]['checkpoint']
+    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
+                            checkpoint=teacher)
     example = example_batch(model.cfg, model.architecture, batch_size=1)
     if reprofile:
         from mmlego.models import TENSOR_PATHS
@@ -95,11 +102,15 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
             visits[i].append(measured)
             corrected_errors.append(_rel(corrected, measured))
     rows = []
+    from mmlego.block_bank import problem_from_bank
+    frame_ms = problem_from_bank(model.bank).frame_latency_ms
     for i, selection in enumerate(chosen):
         measured = statistics.median(visits[i])
         odd, even = statistics.median(visits[i][1::2]), statistics.median(visits[i][0::2])
         rows.append(dict(selection=selection, measured_ms=measured,
                          profiled_ms=model.estimate(selection, corrected=False)['latency_ms'],
+                         # frame + in-model block timings without the per-sparsity calibration
+                         uncalibrated_ms=frame_ms + model._block_latency_ms(selection),
                          remeasured=abs(odd - even) / ((odd + even) / 2)))
     limits = model.budget_range()
     over = []
@@ -116,6 +127,8 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
     return dict(model=name, configurations=len(chosen), rounds=rounds, reprofiled=reprofile,
                 teacher_profiled_ms=rows[0]['profiled_ms'], teacher_measured_ms=rows[0]['measured_ms'],
                 profiled=statistics.median(_rel(r['profiled_ms'], r['measured_ms']) for r in rows),
+                profiled_uncalibrated=statistics.median(_rel(r['uncalibrated_ms'], r['measured_ms']) for r in rows),
+                calibration=dict(model.bank.profiles.latency_calibration or {}),
                 corrected=statistics.median(corrected_errors),
                 remeasured=statistics.median(r['remeasured'] for r in rows),
                 composites_profiled=[_rel(r['profiled_ms'], r['measured_ms'])
@@ -125,16 +138,20 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
                 budgets=over, rows=rows)
 
 
-def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False) -> dict:
+def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False, banks: str = BANKS,
+        teachers: str = TEACHERS) -> dict:
     results = {}
     for name in names:
-        if not osp.exists(osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank', 'manifest.json')):
-            print(f'[latency_fidelity] {name}: no bank in work_dirs/pipelines (run bench/pipelines.py --only {name})')
+        if not osp.exists(osp.join(banks, name, 'bank', 'manifest.json')):
+            print(f'[latency_fidelity] {name}: no bank in {banks} (run bench/pipelines.py --only {name}, or '
+                  f'bench/latency_banks.py --only {name} and pass --banks work_dirs/latency_banks)')
             continue
         result, stderr = run_child(__file__, ['--child', name, '--configs', str(count), '--rounds', str(rounds),
-                                              '--budgets', str(budgets)] + ['--reprofile'] * reprofile, ROOT)
+                                              '--budgets', str(budgets), '--banks', banks, '--teachers', teachers]
+                                   + ['--reprofile'] * reprofile, ROOT)
         if result is None:
             raise SystemExit(f'latency fidelity of {name} failed:\n{stderr}')
+        result['banks'] = osp.relpath(banks, ROOT)
         results[name] = result
         print(f"[latency_fidelity] {name}: profiled {result['profiled']:.1%}, corrected {result['corrected']:.1%}, "
               f"re-measured {result['remeasured']:.1%}, max over budget {result['over_budget_max']}", flush=True)
@@ -147,13 +164,16 @@ def markdown(results: dict) -> str:
             return '-'
         return f"{format(value, fmt)} ({'met' if value <= target else '**not met**'})"
     lines = ['| model | profile | configurations x rounds | teacher profiled / measured ms | error, profiled (<= 10%) | '
-             'corrected online (<= 5%) | same configuration re-measured | measured / budget, median / max (<= 1.05) |',
-             '|---|---|---|---|---|---|---|---|']
+             'uncalibrated | corrected online (<= 5%) | same configuration re-measured | '
+             'measured / budget, median / max (<= 1.05) |',
+             '|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         median_over = '-' if r['over_budget_median'] is None else f"{r['over_budget_median']:.3f}"
         profile = 're-profiled' if r.get('reprofiled') else "the bank's"
+        raw = '-' if r.get('profiled_uncalibrated') is None else f"{r['profiled_uncalibrated']:.1%}"
         lines.append(f"| {name} | {profile} | {r['configurations']} x {r['rounds']} | {r['teacher_profiled_ms']:.2f} / "
                      f"{r['teacher_measured_ms']:.2f} | {mark(r['profiled'], TARGETS['profiled'], '.1%')} | "
+                     f"{raw} | "
                      f"{mark(r['corrected'], TARGETS['corrected'], '.1%')} | {r['remeasured']:.1%} | {median_over} / "
                      f"{mark(r['over_budget_max'], TARGETS['over_budget'], '.3f')} |")
     return '\n'.join(lines)
@@ -167,14 +187,17 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=8)
     parser.add_argument('--budgets', type=int, default=10)
     parser.add_argument('--reprofile', action='store_true', help='re-profile the latencies in the model first')
+    parser.add_argument('--banks', default=BANKS, help='directory of <model>/bank (default: bench/pipelines.py\'s)')
+    parser.add_argument('--teachers', default=TEACHERS, help='model -> checkpoint JSON of those banks\' teachers')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency.json'),
                         help="merged into (bench/run.py's format: the models measured now replace their entries)")
     args = parser.parse_args()
     if args.child:
-        emit(measure_model(args.child, args.configs, args.rounds, args.budgets, args.reprofile))
+        emit(measure_model(args.child, args.configs, args.rounds, args.budgets, args.reprofile, banks=args.banks,
+                           teachers=args.teachers))
         return
-    results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile)
+    results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile, args.banks, args.teachers)
     if results and args.out:
         variant = 'reprofiled' if args.reprofile else 'bank_profile'
         merge_results(args.out, lambda merged: merged.setdefault(variant, {}).update(results))

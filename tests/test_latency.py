@@ -135,6 +135,39 @@ def test_inconsistent_latency_model_warns(profiled, monkeypatch):
     assert check['0.8'] > 0.9 and abs(check['0']) < 1e-9
 
 
+def test_latency_calibration_fits_every_composite_keeps_the_teacher_and_the_raw_timings(profiled):
+    import copy
+
+    from mmlego.block_bank.profiles import problem_from_profiles
+    _, bank, _ = profiled
+    names = [spec.name for spec in bank.blocks]
+    profiles = copy.deepcopy(bank.profiles)
+    teacher_blocks = sum(profiles.get(name, 0.0).latency_ms for name in names)
+    frame = profiles.model_latency_ms - teacher_blocks
+    assert frame > 0
+    raw = {(name, s): profiles.get(name, s).latency_ms for name in names for s in bank.sparsities}
+    # Composites as on the action models: pruning saves 25% more time than the blocks' own timings fall.
+    for sparsity in bank.sparsities:
+        saved = teacher_blocks - sum(raw[name, sparsity] for name in names)
+        profiles.composite_latency_ms[sparsity_key(sparsity)] = profiles.model_latency_ms - 1.25 * saved
+    check_latency_model(profiles, names, bank.sparsities)
+    assert profiles.calibration(0.0) == pytest.approx(1.0)
+    assert profiles.calibration(0.8) < 1.0
+    problem = problem_from_profiles(profiles, names, bank.sparsities)
+    for sparsity in bank.sparsities:
+        estimate = problem.frame_latency_ms + sum(next(o for o in problem.blocks[name] if o.sparsity == sparsity)
+                                                  .latency_ms for name in names)
+        assert estimate == pytest.approx(profiles.composite_latency_ms[sparsity_key(sparsity)])
+    assert problem.frame_latency_ms == pytest.approx(frame)
+    mixed = {name: (0.8 if i % 2 else 0.4) for i, name in enumerate(names)}
+    option = {name: next(o for o in problem.blocks[name] if o.sparsity == s) for name, s in mixed.items()}
+    assert sum(o.latency_ms for o in option.values()) == pytest.approx(
+        sum(profiles.calibration(s) * raw[name, s] for name, s in mixed.items()))
+    assert all(profiles.get(name, s).latency_ms == value for (name, s), value in raw.items())  # raw kept
+    restored = type(profiles).from_dict(profiles.to_dict())
+    assert restored.calibration(0.8) == pytest.approx(profiles.calibration(0.8))
+
+
 def test_estimated_latency_of_random_selections_agrees_with_measured_forwards(profiled):
     model, bank, x = profiled
     wrapper = LegoDNN(model, latency_correction=False)

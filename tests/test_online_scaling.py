@@ -269,6 +269,15 @@ def test_tool_sweep(lego, workspace, tmp_path):
     assert data['rows'][0]['estimated_memory_mb'] == pytest.approx(smallest)
     estimated = [r['estimated_metric'] for r in data['rows']]
     assert all(b >= a - 1e-9 for a, b in zip(estimated, estimated[1:]))
+    # Estimates on the report split: the teacher measured there minus the drops profiled on val.
+    report_teacher = data['report_teacher_metric']
+    assert report_teacher is not None
+    teacher_rows = [r for r in data['rows'] if not any(r['choice'].values())]
+    if teacher_rows:
+        assert report_teacher == teacher_rows[-1]['measured_metric']
+    for row in data['rows']:
+        assert row['estimated_drop'] == pytest.approx(data['teacher_metric'] - row['estimated_metric_profiling'])
+        assert row['estimated_metric'] == pytest.approx(report_teacher - row['estimated_drop'])
     assert float(rows[1]['estimated_memory_mb']) == pytest.approx(data['rows'][1]['estimated_memory_mb'])
     assert 'sweep.csv' in proc.stdout and 'budget MB' in proc.stdout
     # The sweep's numbers reach the visualizer backend (the local one: vis_data/scalars.json), one step per budget.
@@ -369,3 +378,29 @@ def test_bank_profiled_on_another_device_type_warns(lego, workspace, tmp_path, m
     logged.clear()
     init_lego_model(str(LEGO_CONFIG), str(lego.bank), checkpoint=str(lego.teacher))  # profiled here: no warning
     assert not any('latencies were measured on' in m for m in logged)
+
+
+def test_sweep_anchors_on_the_teacher_row_or_evaluates_the_teacher_once():
+    from mmlego.apis.sweep import anchor_metric_estimates
+    from mmlego.engine.budget_sweep_loop import BudgetSweepLoop
+    loop = BudgetSweepLoop.__new__(BudgetSweepLoop)
+    loop._runner = SimpleNamespace(logger=SimpleNamespace(info=lambda message: None))
+    epochs, switched, budgets = [], [], []
+    loop._run_epoch = lambda: epochs.append(1) or {'acc/top1': 0.5}
+    bank = SimpleNamespace(blocks=[SimpleNamespace(name='a'), SimpleNamespace(name='b')],
+                           profiles=SimpleNamespace(metric_name='acc/top1'))
+    model = SimpleNamespace(bank=bank, switch=switched.append)
+    hook = SimpleNamespace(set_budget=budgets.append)
+    loop.rows = [dict(measured_metric=0.4, choice={'a': 0.2, 'b': 0.0}, estimated_metric=0.65)]
+    assert loop._report_teacher_metric(model, hook) == 0.5  # no row ran the teacher: one more epoch with it
+    assert epochs == [1] and switched == [{'a': 0.0, 'b': 0.0}] and budgets == [None]
+    loop.rows.append(dict(measured_metric=0.6, choice={'a': 0.0, 'b': 0.0}, estimated_metric=0.7))
+    assert loop._report_teacher_metric(model, hook) == 0.6 and epochs == [1]  # the teacher's row, no extra epoch
+    anchor_metric_estimates(loop.rows, 0.7, 0.6)
+    assert [row['estimated_drop'] for row in loop.rows] == pytest.approx([0.05, 0.0])
+    assert [row['estimated_metric'] for row in loop.rows] == pytest.approx([0.55, 0.6])
+    assert [row['estimated_metric_profiling'] for row in loop.rows] == pytest.approx([0.65, 0.7])
+    anchor_metric_estimates(loop.rows, 0.7, 0.6)  # idempotent: the profiling estimate is kept, not re-based twice
+    assert [row['estimated_metric'] for row in loop.rows] == pytest.approx([0.55, 0.6])
+    loop.rows = [dict(measured_metric=None, choice={'a': 0.2, 'b': 0.0})]
+    assert loop._report_teacher_metric(model, hook) is None and epochs == [1]  # no metric to anchor on

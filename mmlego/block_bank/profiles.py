@@ -55,7 +55,14 @@ class BankProfiles:
         latency_input_shape: Input shape of the latency measurements.
         latency_method: How descendant latencies were measured (``'in-model'``: inside the running composite).
         composite_latency_ms: Sparsity (as text) -> measured latency of the composite with every block at it.
-        latency_check: Sparsity (as text) -> relative error of frame + blocks against that composite.
+        latency_check: Sparsity (as text) -> relative error of frame + blocks (as measured, uncalibrated) against
+            that composite.
+        latency_calibration: Sparsity (as text) -> factor on the in-model block latencies at that sparsity that
+            makes frame + blocks equal the measured all-at-that-sparsity composite (1.0 at 0.0). Pruned blocks also
+            save time outside themselves (the frame runs faster next to smaller blocks: caches, allocator, thread
+            scheduling), which their own in-model timing misses; the factor gives that saving to the blocks in
+            proportion to their time. Mixed configurations are estimated with each block's factor; the raw
+            timings stay in ``latency_ms`` (the online correction compares served block timings with them).
         descendants: Block -> sparsity -> profile.
     """
 
@@ -70,11 +77,16 @@ class BankProfiles:
     latency_method: str | None = None
     composite_latency_ms: dict[str, float] | None = None
     latency_check: dict[str, float] | None = None
+    latency_calibration: dict[str, float] | None = None
     descendants: dict[str, dict[float, DescendantProfile]] = field(default_factory=dict)
 
     def get(self, block: str, sparsity: float) -> DescendantProfile:
         """The profile of one descendant (created empty if missing)."""
         return self.descendants.setdefault(block, {}).setdefault(float(sparsity), DescendantProfile())
+
+    def calibration(self, sparsity: float) -> float:
+        """The latency calibration factor of block latencies at ``sparsity`` (1.0 where none was fitted)."""
+        return float((self.latency_calibration or {}).get(sparsity_key(sparsity), 1.0))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (sparsities as strings)."""
@@ -98,7 +110,9 @@ def problem_from_bank(bank: 'BlockBank', name: str = 'model', weight: float = 1.
                       latency_scale: float = 1.0) -> ModelProblem:
     """The scaling problem of one model from its bank's profiles.
 
-    The frame (everything outside blocks) costs the teacher's total minus its original blocks.
+    The frame (everything outside blocks) costs the teacher's total minus its original blocks; a descendant's
+    latency is its in-model latency times the calibration factor of its sparsity
+    (:attr:`BankProfiles.latency_calibration`).
 
     Args:
         bank: A fully profiled bank.
@@ -140,7 +154,8 @@ def problem_from_profiles(profiles: BankProfiles, blocks: Sequence[str], sparsit
                 missing.append(f'{block}@{sparsity:g}')
                 continue
             options.append(BlockOption(sparsity=sparsity, accuracy_drop=float(profile.accuracy_drop),
-                                       latency_ms=float(profile.latency_ms) * latency_scale,
+                                       latency_ms=float(profile.latency_ms) * profiles.calibration(sparsity)
+                                       * latency_scale,
                                        memory_bytes=int(profile.memory_bytes)))
         options_of[block] = options
         original = profiles.get(block, 0.0)

@@ -25,7 +25,7 @@ from .online_scaling_hook import OnlineScalingHook
 
 _MB = 2 ** 20
 #: Row fields of every budget written as scalars (``sweep{i}/legodnn_<key>`` and ``sweep/legodnn_<key>`` by step).
-SWEEP_SCALARS = ('budget_memory_mb', 'budget_latency_ms', 'estimated_metric', 'measured_metric',
+SWEEP_SCALARS = ('budget_memory_mb', 'budget_latency_ms', 'estimated_metric', 'measured_metric', 'estimated_drop',
                  'estimated_memory_mb', 'resident_memory_mb', 'corrected_latency_ms', 'measured_latency_ms')
 
 
@@ -91,9 +91,42 @@ class BudgetSweepLoop(TestLoop):
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         return metrics
 
+    def _report_teacher_metric(self, model, hook: OnlineScalingHook) -> float | None:
+        """The teacher's metric on this loop's split: from a row that ran it, else one more epoch with it."""
+        from ..apis.sweep import runs_teacher
+        if all(row['measured_metric'] is None for row in self.rows):
+            return None  # the evaluator gave no metric to anchor on
+        teacher_rows = [row for row in self.rows if row['measured_metric'] is not None and runs_teacher(row)]
+        if teacher_rows:
+            return teacher_rows[-1]['measured_metric']
+        self.runner.logger.info('BudgetSweepLoop: no budget ran the teacher; evaluating it once as the metric '
+                                'estimates\' reference')
+        hook.set_budget(None)
+        model.switch({spec.name: 0.0 for spec in model.bank.blocks})
+        metrics = self._run_epoch()
+        from .task_metrics import pick_metric
+        name = model.bank.profiles.metric_name
+        name = name if name in metrics else pick_metric(dict(metrics))
+        return float(metrics[name])
+
+    def _publish(self, epoch_metrics: list[dict]) -> dict:
+        """Every budget's metrics and row figures as ``sweep{i}/...`` results, message-hub and visualizer scalars."""
+        runner, results = self.runner, {}
+        for index, (metrics, row) in enumerate(zip(epoch_metrics, self.rows)):
+            scalars = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+            scalars.update({f'legodnn_{key}': row[key] for key in SWEEP_SCALARS
+                            if isinstance(row.get(key), (int, float))})
+            results.update({f'sweep{index}/{key}': value for key, value in metrics.items()})
+            results.update({f'sweep{index}/{key}': value for key, value in scalars.items()})
+            for key, value in scalars.items():
+                runner.message_hub.update_scalar(f'test/sweep{index}/{key}', value)
+            # One step per budget: a visualizer backend (TensorBoard, local scalars.json) plots the sweep.
+            runner.visualizer.add_scalars({f'sweep/{key}': value for key, value in scalars.items()}, step=index)
+        return results
+
     def run(self) -> dict:
         """Evaluates every budget; returns ``{'sweep{i}/<metric>': value}`` over all of them."""
-        from ..apis.sweep import sweep_row, write_sweep
+        from ..apis.sweep import anchor_metric_estimates, sweep_row, write_sweep
         runner = self.runner
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         hook = self._hook()
@@ -106,33 +139,26 @@ class BudgetSweepLoop(TestLoop):
         limits = model.budget_range()
         source = hook.budget_source
         hook.set_budget(budgets)
-        results: dict = {}
+        epoch_metrics: list[dict] = []
         self.rows = []
         try:
             for index in range(len(budgets)):
                 before = len(hook.records)
                 runner.logger.info(f'BudgetSweepLoop: budget {index + 1}/{len(budgets)}')
-                metrics = self._run_epoch()
-                record = hook.records[before:][-1]
-                row = sweep_row(record, index)
-                self.rows.append(row)
-                scalars = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
-                scalars.update({f'legodnn_{key}': row[key] for key in SWEEP_SCALARS
-                                if isinstance(row.get(key), (int, float))})
-                results.update({f'sweep{index}/{key}': value for key, value in metrics.items()})
-                results.update({f'sweep{index}/{key}': value for key, value in scalars.items()})
-                for key, value in scalars.items():
-                    runner.message_hub.update_scalar(f'test/sweep{index}/{key}', value)
-                # One step per budget: a visualizer backend (TensorBoard, local scalars.json) plots the sweep.
-                runner.visualizer.add_scalars({f'sweep/{key}': value for key, value in scalars.items()}, step=index)
+                epoch_metrics.append(self._run_epoch())
+                self.rows.append(sweep_row(hook.records[before:][-1], index))
+            report_teacher = self._report_teacher_metric(model, hook)
         finally:
             hook.set_budget(source)
+        profiles = model.bank.profiles
+        anchor_metric_estimates(self.rows, profiles.teacher_metric, report_teacher)
+        results = self._publish(epoch_metrics)
         if self.out_dir is not None and is_main_process():
-            profiles = model.bank.profiles
             info = dict(config=Path(runner.cfg.filename).name if runner.cfg.filename else None,
                         bank=str(getattr(model, '_bank_dir', None)), metric_name=profiles.metric_name,
                         sweep_by=self.sweep_by, report_split='test', profiling_split='val',
-                        teacher_metric=profiles.teacher_metric, budget_range=limits,
+                        teacher_metric=profiles.teacher_metric, report_teacher_metric=report_teacher,
+                        budget_range=limits,
                         latency_device=profiles.device)
             paths = write_sweep(self.rows, info, self.out_dir)
             runner.logger.info('BudgetSweepLoop wrote ' + ', '.join(str(path) for path in paths))
