@@ -168,6 +168,27 @@ def test_latency_calibration_fits_every_composite_keeps_the_teacher_and_the_raw_
     assert restored.calibration(0.8) == pytest.approx(profiles.calibration(0.8))
 
 
+def test_served_and_timed_forwards_see_contiguous_inputs(profiled):
+    model, bank, x = profiled
+    wrapper = LegoDNN(model, latency_correction=False)
+    wrapper.attach_bank(bank)
+    seen = []
+    first = model.get_submodule(bank.blocks[0].members[0])
+    handle = first.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    permuted = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # an HWC image viewed as NCHW (mmaction's)
+    assert not permuted.is_contiguous()
+    try:
+        with torch.no_grad():
+            out = wrapper(permuted)
+        wrapper.measure_latency_ms(permuted, warmup=0, repeats=1)
+    finally:
+        handle.remove()
+        wrapper.switcher.detach()
+    assert seen == [True, True]
+    with torch.no_grad():
+        assert torch.allclose(out, model(x), atol=1e-5)
+
+
 def test_estimated_latency_of_random_selections_agrees_with_measured_forwards(profiled):
     model, bank, x = profiled
     wrapper = LegoDNN(model, latency_correction=False)

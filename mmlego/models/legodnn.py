@@ -20,7 +20,7 @@ from ..latency_estimation import BlockTimer, BlockTiming, LatencyCorrection
 from ..registry import MODELS
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
 from ..scaling_optimizer.budget import is_relative, parse_budget, resolve_budget
-from .tensor_path import TENSOR_PATHS
+from .tensor_path import TENSOR_PATHS, contiguous_inputs
 
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
 #: What ``bank`` may hold in place of the run's work dir (filled in by ``mmlego.LegoRunner`` or the scaling hook).
@@ -129,8 +129,9 @@ class LegoDNN(BaseModel):
 
     # -- forward ---------------------------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = 'tensor') -> Any:
-        """Delegates to the architecture (which holds the current composite)."""
-        return self.architecture(inputs, data_samples, mode=mode)
+        """Delegates to the architecture (which holds the current composite), the inputs made contiguous (the
+        layout the latencies were profiled in: see :func:`mmlego.models.tensor_path.contiguous_inputs`)."""
+        return self.architecture(contiguous_inputs(inputs), data_samples, mode=mode)
 
     # -- bank and scaling ------------------------------------------------------------------------------------
     def attach_bank(self, bank: BlockBank | str) -> BlockBank:
@@ -236,7 +237,7 @@ class LegoDNN(BaseModel):
         from ..profiling.cost import measure_latency
         architecture = self.architecture
         device = next(architecture.parameters()).device
-        inputs = inputs.to(device)
+        inputs = contiguous_inputs(inputs.to(device))
         path = (self.bank.meta.get('tensor_path') if self.bank is not None else None) or self.tensor_path or 'tensor'
         forward = TENSOR_PATHS[path]
         was_training = architecture.training

@@ -16,6 +16,19 @@ from torch import nn
 from ..block_extraction import ModelGraph, trace_model
 
 
+def contiguous_inputs(inputs: Any) -> Any:
+    """A tensor batch in the standard contiguous (NCHW) layout; anything else as given.
+
+    mmaction's clip pipelines hand over a permuted HWC view (strides of channels-last), and a convolution keeps its
+    input's layout, so the whole network then runs channels-last: on the CPU the synthetic TSN took 35 ms per
+    forward that way and 17 ms contiguous (``bench/latency_fidelity.py``, 2026-12-05). Every path that times or
+    serves the model (profiling, the latency measurements, ``LegoDNN.forward``) feeds this layout, so the profiled
+    latency is the served one.
+    """
+    if isinstance(inputs, torch.Tensor) and not inputs.is_contiguous():
+        return inputs.contiguous()
+    return inputs
+
 
 def tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
     """``model(inputs, None, mode='tensor')``."""
@@ -92,4 +105,4 @@ def example_batch(cfg: Config, model: nn.Module, batch_size: int = 1, split: str
     except StopIteration:
         raise ValueError(f'the {split} dataloader is empty; check data_root and ann_file of the config') from None
     with torch.no_grad():
-        return model.data_preprocessor(batch, False)['inputs']
+        return contiguous_inputs(model.data_preprocessor(batch, False)['inputs'])
