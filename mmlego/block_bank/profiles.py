@@ -58,11 +58,10 @@ class BankProfiles:
         latency_check: Sparsity (as text) -> relative error of frame + blocks (as measured, uncalibrated) against
             that composite.
         latency_calibration: Sparsity (as text) -> factor on the in-model block latencies at that sparsity that
-            makes frame + blocks equal the measured all-at-that-sparsity composite (1.0 at 0.0). Pruned blocks also
-            save time outside themselves (the frame runs faster next to smaller blocks: caches, allocator, thread
-            scheduling), which their own in-model timing misses; the factor gives that saving to the blocks in
-            proportion to their time. Mixed configurations are estimated with each block's factor; the raw
-            timings stay in ``latency_ms`` (the online correction compares served block timings with them).
+            makes frame + blocks equal the measured all-at-that-sparsity composite, where they missed it by more than
+            the timing noise (1.0 elsewhere and at 0.0): pruned blocks can change the time of the frame around them,
+            which their own in-model timing misses. Mixed configurations are estimated with each block's factor;
+            the raw timings stay in ``latency_ms`` (the online correction compares served block timings with them).
         descendants: Block -> sparsity -> profile.
     """
 
