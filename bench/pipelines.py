@@ -122,7 +122,7 @@ def fidelity(r):
             if row.get('measured_metric') is not None and row not in teachers:
                 errors.append(abs(teachers[-1]['measured_metric'] - drop(row) - row['measured_metric']) * points)
                 errors_val.append(abs(r['teacher_metric'] - drop(row) - row['measured_metric']) * points)
-    full = -drop(r['sweep'][-1]) * points
+    full = round(-drop(r['sweep'][-1]) * points, 9) + 0.0  # + 0.0: no negative zero for an exact estimate
     # The machine's own noise: the same configuration measured twice (in both sweeps, or twice in one).
     seen: dict[str, list[float]] = {}
     for row in rows:
