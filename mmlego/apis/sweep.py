@@ -99,10 +99,12 @@ def plot_sweep(rows: Sequence[dict[str, Any]], info: dict[str, Any], out: Path) 
     metric_name = info.get('metric_name') or 'metric'
     teacher = next((row for row in rows if not any(row['choice'].values())), None)
     key, label, budgets = _budget_axis(rows)
+    estimated_label = ('estimated (report-split teacher - drops)' if info.get('report_teacher_metric') is not None
+                       else 'estimated')
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = [
-        (axes[0], metric_name, [('estimated', 'estimated_metric', 'o--'), ('measured (report split)',
-                                                                          'measured_metric', 's-')]),
+        (axes[0], metric_name, [(estimated_label, 'estimated_metric', 'o--'), ('measured (report split)',
+                                                                              'measured_metric', 's-')]),
         (axes[1], 'memory (MB)', [('weights (estimate)', 'estimated_memory_mb', 'o--'),
                                   ('resident on device (measured)', 'resident_memory_mb', 's-')]),
         (axes[2], 'latency (ms)', [('profiled estimate', 'profiled_latency_ms', 'o:'),
