@@ -332,7 +332,8 @@ class OnlineScalingHook(Hook):
         runner.logger.info(
             f'OnlineScalingHook [{mode} epoch {last["epoch"]}]: measured {name} {_fmt(measured, "", 4)}{mixed} vs '
             f'estimated {last["estimated_metric"]:.4f} (the profiling split\'s teacher - drops); resident '
-            f'{last["resident_memory_mb"]:.2f} MB (RSS {last["rss_mb"]:.0f} MB) vs weights {last["estimated_memory_mb"]:.2f} MB; latency measured '
+            f'{last["resident_memory_mb"]:.2f} MB (RSS {last["rss_mb"]:.0f} MB) vs weights '
+            f'{last["estimated_memory_mb"]:.2f} MB; latency measured '
             f'{_fmt(last["measured_latency_ms"], " ms")} vs estimated {last["corrected_latency_ms"]:.2f} ms '
             f'(profiled {last["profiled_latency_ms"]:.2f} ms x{last["latency_ratio"]:.2f} online)')
         for key in SCALAR_KEYS:
