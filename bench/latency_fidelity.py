@@ -103,15 +103,19 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
             visits[i].append(measured)
             corrected_errors.append(_rel(corrected, measured))
     rows = []
-    from mmlego.block_bank import problem_from_bank
-    frame_ms = problem_from_bank(model.bank).frame_latency_ms
+    import dataclasses
+
+    from mmlego.block_bank.profiles import problem_from_profiles
+    # The same profiles without the per-sparsity calibration: frame + the blocks' in-model timings as measured.
+    uncalibrated = problem_from_profiles(dataclasses.replace(model.bank.profiles, latency_calibration=None), names,
+                                         model.bank.sparsities)
     for i, selection in enumerate(chosen):
         measured = statistics.median(visits[i])
         odd, even = statistics.median(visits[i][1::2]), statistics.median(visits[i][0::2])
         rows.append(dict(selection=selection, measured_ms=measured,
                          profiled_ms=model.estimate(selection, corrected=False)['latency_ms'],
                          # frame + in-model block timings without the per-sparsity calibration
-                         uncalibrated_ms=frame_ms + model._block_latency_ms(selection),
+                         uncalibrated_ms=uncalibrated.estimate(selection)['latency_ms'],
                          remeasured=abs(odd - even) / ((odd + even) / 2)))
     limits = model.budget_range()
     over = []

@@ -23,6 +23,7 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from machine import cpu_times, steal_share  # noqa: E402
 
 LEGO_CONFIGS = {
@@ -103,26 +104,26 @@ def fidelity(r):
     smallest = r['sweep'][0]
     resident = (smallest['resident_memory_mb'] / smallest['estimated_memory_mb']
                 if smallest.get('resident_memory_mb') else None)
-    # Metric: a configuration's estimate on the report split is the teacher measured there minus the estimated drop
-    # (what tools/test.py --sweep shows; rows of sweeps made before it showed the val teacher minus the drop are
-    # re-based the same way, each sweep on its own teacher row); over the rows that run a pruned configuration
-    # (the teacher's own row is exact by construction). Beside it the estimate from the val split's teacher.
-    def drop(row):
-        if row.get('estimated_drop') is not None:
-            return row['estimated_drop']
-        return r['teacher_metric'] - row['estimated_metric']
+    # Metric: a configuration's estimate on the report split is the teacher measured there minus the estimated drop,
+    # what tools/test.py --sweep shows (anchor_metric_estimates; rows of sweeps made before it showed the val teacher
+    # minus the drop and are re-based the same way, each sweep on its own teacher row); over the rows that run a
+    # pruned configuration (the teacher's own row is exact by construction). Beside it the val teacher's estimate.
+    from mmlego.apis.sweep import anchor_metric_estimates, runs_teacher
     errors, errors_val, teacher_test = [], [], None
     for sweep in (r['sweep'], r.get('latency_sweep', [])):
-        teachers = [row for row in sweep if row.get('measured_metric') is not None and row.get('choice')
-                    and not any(row['choice'].values())]
+        sweep = [dict(row) for row in sweep]  # re-based copies; the stored rows stay as measured
+        teachers = [row for row in sweep if row.get('measured_metric') is not None and runs_teacher(row)]
+        anchor_metric_estimates(sweep, r['teacher_metric'], teachers[-1]['measured_metric'] if teachers else None)
         if not teachers:
             continue
         teacher_test = teachers[-1]['measured_metric'] if teacher_test is None else teacher_test
         for row in sweep:
             if row.get('measured_metric') is not None and row not in teachers:
-                errors.append(abs(teachers[-1]['measured_metric'] - drop(row) - row['measured_metric']) * points)
-                errors_val.append(abs(r['teacher_metric'] - drop(row) - row['measured_metric']) * points)
-    full = round(-drop(r['sweep'][-1]) * points, 9) + 0.0  # + 0.0: no negative zero for an exact estimate
+                errors.append(abs(row['estimated_metric'] - row['measured_metric']) * points)
+                errors_val.append(abs(row['estimated_metric_profiling'] - row['measured_metric']) * points)
+    last = dict(r['sweep'][-1])
+    anchor_metric_estimates([last], r['teacher_metric'], None)
+    full = round(-last['estimated_drop'] * points, 9) + 0.0  # + 0.0: no negative zero for an exact estimate
     # The machine's own noise: the same configuration measured twice (in both sweeps, or twice in one).
     seen: dict[str, list[float]] = {}
     for row in rows:

@@ -225,11 +225,7 @@ class LegoDNN(BaseModel):
         bank = self._require_bank()
         selection = self.switcher.validate(selection or {})
         scale = self.latency_ratio if corrected else 1.0
-        problem = problem_from_bank(bank, latency_scale=self.latency_scale * scale)
-        options = {name: next(o for o in problem.blocks[name] if o.sparsity == s) for name, s in selection.items()}
-        return dict(metric=problem.teacher_metric - sum(o.accuracy_drop for o in options.values()),
-                    latency_ms=problem.frame_latency_ms + sum(o.latency_ms for o in options.values()),
-                    memory_bytes=problem.frame_memory_bytes + sum(o.memory_bytes for o in options.values()))
+        return problem_from_bank(bank, latency_scale=self.latency_scale * scale).estimate(selection)
 
     def measure_latency_ms(self, inputs: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
         """Median wall time (ms) of one tensor-path forward of the running configuration on ``inputs``: the

@@ -145,7 +145,9 @@ def fill_latency_drops(profiles: BankProfiles, names: Sequence[str], sparsities:
 
 
 def check_latency_model(profiles: BankProfiles, names: Sequence[str], sparsities: Sequence[float]) -> dict[str, float]:
-    """Compares frame + blocks with every measured composite; warns when the cost model is inconsistent.
+    """Compares frame + blocks with every measured composite, warns when the cost model is inconsistent, and fits
+    ``profiles.latency_calibration`` to the composites (:func:`fit_latency_calibration`): the one step every writer
+    of latencies (in-model profiling, latency tables, onnxruntime timings) runs after filling them.
 
     Args:
         profiles: A bank's profiles with in-model latencies (:func:`profile_latency` or a latency table).

@@ -106,6 +106,13 @@ class ModelProblem:
         for block, options in self.blocks.items():
             self._validate_block(where, block, options)
 
+    def estimate(self, selection: Dict[str, float]) -> Dict[str, float]:
+        """``metric``, ``latency_ms`` and ``memory_bytes`` of one descendant per block (block -> sparsity)."""
+        options = [next(o for o in self.blocks[name] if o.sparsity == s) for name, s in selection.items()]
+        return dict(metric=self.teacher_metric - sum(o.accuracy_drop for o in options),
+                    latency_ms=self.frame_latency_ms + sum(o.latency_ms for o in options),
+                    memory_bytes=self.frame_memory_bytes + sum(o.memory_bytes for o in options))
+
     @staticmethod
     def _validate_block(where: str, block, options) -> None:
         if not isinstance(block, str) or not block:
