@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency.json'),
                         help="merged into (bench/run.py's format: the models measured now replace their entries)")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error('--rounds must be >= 2 (odd and even visits are compared for the re-measured column)')
     if args.child:
         emit(measure_model(args.child, args.configs, args.rounds, args.budgets, args.reprofile, banks=args.banks,
                            teachers=args.teachers))
