@@ -135,6 +135,39 @@ def test_fixed_budget_switches_and_records_measured(lego, workspace, tmp_path, m
     assert 'INFEASIBLE' in _log_text(runner)
 
 
+def test_corrected_latency_follows_conditions_that_change_before_the_measurement(lego, workspace, tmp_path,
+                                                                                monkeypatch):
+    """The epoch's forwards ran under other conditions than the measurement (in a sweep: the data loader's workers
+    on the same cores); the warm-up forwards before the measurement re-teach the online correction first."""
+    import time
+    from mmlego.engine import OnlineScalingHook
+    monkeypatch.chdir(workspace)
+    smallest, _ = _limits(lego)
+    hook = OnlineScalingHook(budget=dict(memory_mb=smallest * 1.001), latency_repeats=5, latency_warmup=0)
+    runner = _runner(lego, tmp_path, hook, 'conditions')
+    loaded = []
+    conv_forward = torch.nn.Conv2d._conv_forward
+
+    def slowed_conv(self, *args):  # the device slows down once the epoch is over: every conv 2 ms longer
+        if loaded:
+            time.sleep(0.002)
+        return conv_forward(self, *args)
+
+    finish = hook._finish_epoch
+
+    def finish_under_load(*args):
+        loaded.append(True)
+        finish(*args)
+
+    monkeypatch.setattr(torch.nn.Conv2d, '_conv_forward', slowed_conv)
+    monkeypatch.setattr(hook, '_finish_epoch', finish_under_load)
+    runner.test()
+    record, = hook.records
+    assert record["latency_ratio"] > 1.5  # learned from the forwards before the measurement, under load
+    assert 1 / 1.5 < record['corrected_latency_ms'] / record['measured_latency_ms'] < 1.5
+    assert record['corrected_latency_ms'] == pytest.approx(record['profiled_latency_ms'] * record['latency_ratio'])
+
+
 def test_shares_of_the_full_model_and_a_device_move(lego, workspace, monkeypatch):
     from mmlego.apis import init_lego_model, scale_model
     from mmlego.models.tensor_path import TENSOR_PATHS, example_batch

@@ -67,7 +67,8 @@ class OnlineScalingHook(Hook):
         log_measured: Measure after each epoch (metric from the evaluator, memory of the live architecture, and
             latency if ``latency_repeats > 0``) and log it next to the estimates.
         latency_repeats: Timed runs of the tensor path on one example batch per epoch (0: latency not measured).
-        latency_warmup: Untimed runs before them.
+        latency_warmup: Untimed runs before them; then the online correction's window of untimed forwards,
+            served like any other, so the corrected estimate read after them describes the measurement's conditions.
         rescale_tolerance: Re-solve when the corrected latency estimate of the running configuration exceeds the
             latency budget by more than this (relative).
         rescale_drift: Re-solve when the online latency correction moved by more than this since the last solve.
@@ -85,8 +86,9 @@ class OnlineScalingHook(Hook):
         records: One dict per configuration run: ``epoch``, ``mode`` (val/test), ``budget``, ``status``,
             ``choice`` (block -> sparsity), ``estimated_metric``, ``measured_metric``, ``metric_name``,
             ``profiled_latency_ms`` (the profiles' estimate, no online correction), ``estimated_latency_ms`` (with
-            the correction in force when solved), ``corrected_latency_ms`` (with the correction learned during the
-            epoch, taken before the latency measurement), ``latency_ratio``, ``measured_latency_ms``,
+            the correction in force when solved), ``corrected_latency_ms`` (with the correction learned from the
+            forwards served before the latency measurement: the epoch's, then the warm-up ones, never the timed
+            ones), ``latency_ratio``, ``measured_latency_ms``,
             ``estimated_memory_mb`` (the configuration's weight bytes: frame + chosen descendants),
             ``resident_memory_mb`` (tensors on the compute device), ``rss_mb`` (the process), ``resolved``
             (whether the optimizer ran for it) and ``reason`` (``budget``, ``latency correction`` or the hysteresis
@@ -216,11 +218,26 @@ class OnlineScalingHook(Hook):
         held = model.switcher.held_modules() if model.switcher is not None else ()
         return resident_device_bytes(model.architecture, held) / _MB, process_rss_bytes() / _MB
 
-    def _measure_latency_ms(self, runner, model) -> float:
+    def _example_batch(self, runner, model):
         from ..models.tensor_path import example_batch
         if self._example is None:
             self._example = example_batch(runner.cfg, model.architecture, batch_size=1)
-        return model.measure_latency_ms(self._example, self.latency_warmup, self.latency_repeats)
+        return self._example
+
+    def _warm_up(self, runner, model) -> None:
+        """Untimed forwards before a latency measurement, served like any other: they feed the online correction.
+
+        The test epoch's forwards ran beside the data loader's workers; the measurement runs without them. After
+        ``latency_warmup`` forwards (the first ones on a new input are slow: allocations, kernel choices), a whole
+        correction window of forwards runs, so the corrected estimate read next is learned in the measurement's
+        conditions only (and none of the timed forwards feed it).
+        """
+        count = self.latency_warmup + (model.correction.window if model.correction is not None else 0)
+        if count:
+            model.measure_latency_ms(self._example_batch(runner, model), warmup=0, repeats=count)
+
+    def _measure_latency_ms(self, runner, model) -> float:
+        return model.measure_latency_ms(self._example_batch(runner, model), warmup=0, repeats=self.latency_repeats)
 
     # -- scaling ---------------------------------------------------------------------------------------------
     def _apply(self, runner, mode: str, epoch_start: bool) -> None:
@@ -323,6 +340,8 @@ class OnlineScalingHook(Hook):
             record['measured_metric'] = measured
             record['measured_metric_name'] = name
         last = records[-1]
+        if self.latency_repeats > 0:
+            self._warm_up(runner, model)  # the correction read next follows the measurement's conditions
         last['corrected_latency_ms'] = model.estimate()['latency_ms']
         last['latency_ratio'] = model.latency_ratio
         last['resident_memory_mb'], last['rss_mb'] = self._measure_memory_mb(model)
