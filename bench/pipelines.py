@@ -1,6 +1,6 @@
 """Run the LegoDNN pipeline and a budget sweep for each synthetic teacher; record README's table.
 
-    .venv/bin/python bench/pipelines.py [--only tsn fcn ...] [--cfg-options k=v ...] [--sweep 5]
+    .venv/bin/python bench/pipelines.py [--only tsn fcn ...] [--cfg-options k=v ...] [--sweep 5] [--latency-threads 1]
     .venv/bin/python bench/pipelines.py --markdown
 
 For each model: ``tools/train.py <legodnn config> --cfg-options load_from=<teacher from bench/results/teachers.json>``
@@ -49,7 +49,10 @@ def measure(name, teachers, args, previous):
     config = LEGO_CONFIGS[name]
     checkpoint = teachers[name]['checkpoint']
     work_dir = osp.join(ROOT, 'work_dirs', 'pipelines', name)
-    options = [f'load_from={checkpoint}', *args.cfg_options]
+    # The model's options apply to the sweeps too (e.g. model.latency_threads: profiled and served alike).
+    model_options = [f'load_from={checkpoint}'] + ([f'model.latency_threads={args.latency_threads}']
+                                                   if args.latency_threads else [])
+    options = [*model_options, *args.cfg_options]
     bank = osp.join(work_dir, 'bank')
     start, cpu_before = time.time(), cpu_times()
     if args.sweeps_only and osp.exists(osp.join(bank, 'manifest.json')):
@@ -63,7 +66,7 @@ def measure(name, teachers, args, previous):
     for by in ('memory', 'latency'):
         out = osp.join(work_dir, f'sweep_{by}')
         run([sys.executable, 'tools/test.py', config, bank, '--work-dir', osp.join(work_dir, 'test'), '--sweep',
-             str(args.sweep), '--sweep-by', by, '--sweep-dir', out, '--cfg-options', f'load_from={checkpoint}'],
+             str(args.sweep), '--sweep-by', by, '--sweep-dir', out, '--cfg-options', *model_options],
             osp.join(ROOT, 'work_dirs', 'pipelines', f'{name}_sweep_{by}.log'))
         sweeps[by] = json.load(open(osp.join(out, 'sweep.json')))['rows']
     manifest = json.load(open(osp.join(bank, 'manifest.json')))
@@ -73,14 +76,17 @@ def measure(name, teachers, args, previous):
     blocks = manifest['extraction']['blocks']
     return dict(
         config=config, teacher=checkpoint, pipeline_options=args.cfg_options, pipeline_minutes=minutes,
+        latency_threads=args.latency_threads, num_threads_profiled=profiles.get('num_threads'),
         metric=profiles['metric_name'], teacher_metric=profiles['teacher_metric'], blocks=len(blocks),
         sparsities=manifest['sparsities'], convs=f"{manifest['extraction']['num_convs_covered']}/"
         f"{manifest['extraction']['num_convs_total']}", teacher_mb=profiles['model_memory_bytes'] / 2 ** 20,
         bank_mb=os.path.getsize(tensors) / 2 ** 20, sweep=rows, latency_sweep=sweeps['latency'],
         latency_check=profiles.get('latency_check'), cpu_steal_share=steal_share(cpu_before, cpu_times()),
         commands=[f'python tools/train.py {config} --cfg-options {" ".join(options)}',
-                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep}',
-                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep} --sweep-by latency'])
+                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep} --cfg-options '
+                  f'{" ".join(model_options)}',
+                  f'python tools/test.py {config} {osp.relpath(bank, ROOT)} --sweep {args.sweep} --sweep-by latency '
+                  f'--cfg-options {" ".join(model_options)}'])
 
 
 def _median(values):
@@ -178,6 +184,8 @@ def main():
     parser.add_argument('--cfg-options', nargs='*', default=[], help='pipeline overrides, e.g. '
                         "train_cfg.references=\"['teacher']\"")
     parser.add_argument('--sweep', type=int, default=5)
+    parser.add_argument('--latency-threads', type=int, help='model.latency_threads for the pipeline and its sweeps '
+                        '(CPU threads the latencies are profiled and served with; default: as the process runs)')
     parser.add_argument('--sweeps-only', action='store_true',
                         help='reuse the bank of an earlier run in work_dirs/pipelines/<model> (only the sweeps run)')
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'pipelines.json'))

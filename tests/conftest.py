@@ -114,7 +114,7 @@ def run_tool_one_thread(tool, *args, cwd):
 
 
 def tiny_bank(name: str, lego_config: Path, root: Path, workspace: Path, sparsities: str = '[0.0,0.8]',
-              seed: int = 0) -> SimpleNamespace:
+              seed: int = 0, options: tuple = ()) -> SimpleNamespace:
     """A random-init teacher checkpoint of ``TEACHER_CONFIGS[name]`` and its bank from tools/train.py (tiny run)."""
     import torch
     from mmengine.config import Config
@@ -129,7 +129,8 @@ def tiny_bank(name: str, lego_config: Path, root: Path, workspace: Path, sparsit
         'train.py', str(lego_config), '--work-dir', str(root / 'pipeline'), '--device', 'cpu', '--cfg-options',
         f'load_from={checkpoint}', 'train_cfg.retrain.max_batches_per_epoch=2', 'train_cfg.retrain.epochs=1',
         "train_cfg.references=['teacher']", 'train_cfg.latency_repeats=2', f'train_cfg.sparsities={sparsities}',
-        'train_cfg.max_val_batches=2', 'train_cfg.heldout_batches=1', *fast_loader_options(), cwd=workspace)
+        'train_cfg.max_val_batches=2', 'train_cfg.heldout_batches=1', *fast_loader_options(), *options,
+        cwd=workspace)
     bank = root / 'pipeline' / 'bank'
     assert (bank / 'manifest.json').is_file()
     manifest = json.loads((bank / 'manifest.json').read_text())
@@ -148,5 +149,7 @@ POSE_LEGO_CONFIG = CONFIGS / 'pose' / 'simplebaseline' / 'simplebaseline_res18_l
 
 @pytest.fixture(scope='session')
 def pose_lego(workspace, tmp_path_factory):
-    """A second tiny bank, of another task family: a random-init SimpleBaseline teacher (sparsities 0.0, 0.8)."""
-    return tiny_bank('simplebaseline', POSE_LEGO_CONFIG, tmp_path_factory.mktemp('pose_lego'), workspace)
+    """A second tiny bank, of another task family: a random-init SimpleBaseline teacher (sparsities 0.0, 0.8),
+    its latencies profiled with ``model.latency_threads=2`` in a process running one thread."""
+    return tiny_bank('simplebaseline', POSE_LEGO_CONFIG, tmp_path_factory.mktemp('pose_lego'), workspace,
+                     options=('model.latency_threads=2',))

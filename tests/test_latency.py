@@ -173,6 +173,42 @@ def test_latency_calibration_fits_composites_beyond_the_noise_keeps_the_teacher_
     assert profiles.calibration(0.4) == 1.0 and profiles.calibration(0.8) < 1.0
 
 
+def test_latencies_record_the_thread_count_the_model_is_served_with(profiled, monkeypatch):
+    from mmlego.block_bank.profiles import BankProfiles
+    from mmlego.models import legodnn
+    from mmlego.profiling import LatencyTable, intra_op_threads
+    model, bank, _ = profiled
+    assert bank.profiles.num_threads == torch.get_num_threads() == 1  # profiled under one_torch_thread
+    assert BankProfiles.from_dict(bank.profiles.to_dict()).num_threads == 1
+    assert LatencyTable.from_bank(bank).num_threads == 1
+    with intra_op_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match='integer >= 1'):
+            with intra_op_threads(bad):
+                pass
+    with pytest.raises(ValueError, match='latency_threads must be an integer >= 1'):
+        LegoDNN(model, latency_threads=0)
+
+    logged = []
+    monkeypatch.setattr(legodnn, 'print_log', lambda message, **kwargs: logged.append(message))
+    try:
+        torch.set_num_threads(2)  # served with another count than profiled: a warning naming the fix
+        wrapper = LegoDNN(model, latency_correction=False)
+        wrapper.attach_bank(bank)
+        wrapper.switcher.detach()
+        assert any('measured with 1 CPU threads, this process runs 2' in m and 'latency_threads=1' in m
+                   for m in logged), logged
+        logged.clear()
+        wrapper = LegoDNN(model, latency_correction=False, latency_threads=1)  # serves with the profiled count
+        wrapper.attach_bank(bank)
+        wrapper.switcher.detach()
+        assert torch.get_num_threads() == 1 and not logged
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_served_and_timed_forwards_see_contiguous_inputs(profiled):
     model, bank, x = profiled
     wrapper = LegoDNN(model, latency_correction=False)

@@ -413,6 +413,12 @@ def test_bank_profiled_on_another_device_type_warns(lego, workspace, tmp_path, m
     assert not any('latencies were measured on' in m for m in logged)
 
 
+def test_the_pipeline_profiles_latency_with_the_configs_thread_count(pose_lego):
+    # Its pipeline ran with one OpenMP thread (run_tool_one_thread) and model.latency_threads=2: the profiling
+    # stage switched to two threads and recorded them for serving.
+    assert pose_lego.profiles['num_threads'] == 2
+
+
 def test_sweep_anchors_on_the_teacher_row_or_evaluates_the_teacher_once():
     from mmlego.apis.sweep import anchor_metric_estimates
     from mmlego.engine.budget_sweep_loop import BudgetSweepLoop

@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
+    parser.add_argument('--threads', type=int, help='CPU intra-op threads to measure with (default: the config\'s '
+                        'model.latency_threads, else as this process runs); serve with the same count')
     onnx = parser.add_argument_group('onnxruntime')
     onnx.add_argument('--onnx', action='store_true', help='export every composite and descendant block to ONNX and '
                       'time them in onnxruntime instead of PyTorch')
@@ -103,6 +105,8 @@ def measure(args: argparse.Namespace) -> str:
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
     from mmlego.profiling import LatencyTable, profile_latency
     config, bank_dir = args.paths
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f'--threads must be >= 1 (CPU intra-op threads), got {args.threads}')
     args.device = args.device or 'cpu'
     if args.onnx and args.onnx_suite:  # before anything is loaded
         from mmlego.profiling.onnx_latency import check_suite_directory
@@ -121,7 +125,11 @@ def measure(args: argparse.Namespace) -> str:
             return args.onnx_suite
         default_name = f'latency_onnxruntime_{table.device.split()[0]}.json'
     else:
-        check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
+        import torch
+        from mmlego.profiling import intra_op_threads
+        threads = args.threads if args.threads is not None else cfg.model.get('latency_threads')
+        with intra_op_threads(threads if torch.device(args.device).type == 'cpu' else None):
+            check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
         table = LatencyTable.from_bank(bank)
         default_name = f'latency_{args.device.replace(":", "")}.json'
     out = args.out or osp.join(bank_dir, default_name)

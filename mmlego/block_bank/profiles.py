@@ -52,6 +52,8 @@ class BankProfiles:
         model_latency_ms: Median latency of the whole teacher's forward.
         model_flops: FLOPs of the teacher's traced forward.
         device: Where latencies were measured (e.g. ``cpu``, ``cuda:0``).
+        num_threads: The CPU intra-op threads they were measured with (``torch.get_num_threads()``; None on a GPU
+            or unknown). A CPU model served with another thread count runs at another speed.
         latency_input_shape: Input shape of the latency measurements.
         latency_method: How descendant latencies were measured (``'in-model'``: inside the running composite).
         composite_latency_ms: Sparsity (as text) -> measured latency of the composite with every block at it.
@@ -72,6 +74,7 @@ class BankProfiles:
     model_latency_ms: float | None = None
     model_flops: int | None = None
     device: str | None = None
+    num_threads: int | None = None
     latency_input_shape: list[int] | None = None
     latency_method: str | None = None
     composite_latency_ms: dict[str, float] | None = None

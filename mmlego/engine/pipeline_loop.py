@@ -22,7 +22,7 @@ from ..block_retraining import RetrainingConfig, retrain_descendants
 from ..block_retraining.state import completed_epochs
 from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
 from ..models.tensor_path import TENSOR_PATHS, example_batch, trace_tensor_path
-from ..profiling import DEFAULT_REFERENCES, profile_accuracy, profile_costs, profile_model
+from ..profiling import DEFAULT_REFERENCES, intra_op_threads, profile_accuracy, profile_costs, profile_model
 from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
 from ..utils.atomic_io import atomic_write_json, read_json
@@ -30,6 +30,10 @@ from ..utils.checkpoint import check_teacher_checkpoint
 from .task_metrics import evaluate_model, pick_metric
 
 STAGES = ('descendants', 'retrained', 'accuracy', 'done')
+
+
+def _on_cpu(teacher: torch.nn.Module) -> bool:
+    return next(teacher.parameters()).device.type == 'cpu'
 
 
 def _rank() -> int:
@@ -320,8 +324,10 @@ class LegoDNNPipelineLoop(BaseLoop):
         if STAGES.index(stage) < STAGES.index('done'):
             example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
             profile_costs(bank, show_progress=_rank() == 0)
-            check = profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats,
-                                  show_progress=_rank() == 0)
+            threads = getattr(wrapper, 'latency_threads', None) if _on_cpu(teacher) else None
+            with intra_op_threads(threads):  # the thread count the model will be served with
+                check = profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats,
+                                      show_progress=_rank() == 0)
             runner.logger.info('in-model latency: teacher {:.2f} ms; frame + blocks vs measured composites: {}'.format(
                 bank.profiles.model_latency_ms, ', '.join(f's={key}: {error:+.1%}' for key, error in check.items())))
             self._finish_stage('done', bank)

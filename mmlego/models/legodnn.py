@@ -55,6 +55,12 @@ class LegoDNN(BaseModel):
             last ``window`` such forwards scales every latency estimate (forwards of other sizes, e.g. batched
             evaluation, are not comparable and are ignored). ``dict(window=5, min_observations=3)`` (the
             defaults), or False to use the profiles as they are.
+        latency_threads: CPU intra-op threads (``torch.set_num_threads``) the latencies are profiled with (the
+            pipeline's profiling stage, ``tools/profile_latency.py``) and the model is served with: set for the
+            whole process when a bank is attached. None (default): as the process runs. A CPU latency is only valid
+            for the thread count it was measured with; with every core busy in intra-op work, anything else on the
+            machine stalls the forwards (on 2 vCPUs with 2 threads, a profile and a measurement seconds apart
+            differed by up to 36%; with 1 thread by up to 6%: ``bench/latency_phases.py``).
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
             top-level ``data_preprocessor`` here, as mmseg configs have one).
@@ -62,8 +68,8 @@ class LegoDNN(BaseModel):
 
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
                  tensor_path: str | None = None, latency_scale: float = 1.0,
-                 latency_correction: dict | bool = True, init_cfg: dict | None = None,
-                 data_preprocessor: dict | None = None) -> None:
+                 latency_correction: dict | bool = True, latency_threads: int | None = None,
+                 init_cfg: dict | None = None, data_preprocessor: dict | None = None) -> None:
         if isinstance(architecture, dict):
             architecture = dict(architecture)
             if data_preprocessor is not None:  # mmengine's Runner passes a config's top-level data_preprocessor
@@ -78,6 +84,11 @@ class LegoDNN(BaseModel):
             raise ValueError(f'tensor_path must be one of {list(TENSOR_PATHS)} or None, got {tensor_path!r}')
         self.tensor_path = tensor_path
         self.latency_scale = latency_scale
+        if latency_threads is not None and (not isinstance(latency_threads, int) or isinstance(latency_threads, bool)
+                                            or latency_threads < 1):
+            raise ValueError(f'latency_threads must be an integer >= 1 (CPU intra-op threads) or None, got '
+                             f'{latency_threads!r}')
+        self.latency_threads = latency_threads
         if latency_correction is True:
             latency_correction = {}
         self.correction = LatencyCorrection(**latency_correction) if latency_correction is not False else None
@@ -148,6 +159,7 @@ class LegoDNN(BaseModel):
         self.tensor_path = bank.meta.get('tensor_path', self.tensor_path)
         self.switcher = BlockSwitcher(self.architecture, bank)
         profiled_on = bank.profiles.device
+        self._check_threads(bank)
         if profiled_on and profiled_on.split(':')[0] != self.switcher.device.type:
             print_log(f'the bank\'s latencies were measured on {profiled_on}, this model runs on '
                       f'{self.switcher.device}: its latency estimates start off (the online correction adapts them); '
@@ -162,6 +174,20 @@ class LegoDNN(BaseModel):
                 self.timer = BlockTimer(self.architecture, bank.blocks).attach()
                 self.timer.listeners.append(self._observe_forward)
         return bank
+
+    def _check_threads(self, bank: BlockBank) -> None:
+        """Serves with ``latency_threads``; warns when a CPU bank was profiled with another thread count."""
+        if self.switcher.device.type != 'cpu':
+            return
+        if self.latency_threads is not None:
+            torch.set_num_threads(self.latency_threads)
+        profiled = bank.profiles.num_threads
+        if profiled is not None and profiled != torch.get_num_threads():
+            print_log(f'the bank\'s latencies were measured with {profiled} CPU threads, this process runs '
+                      f'{torch.get_num_threads()}: its latency estimates start off (the online correction adapts '
+                      f'them); set model.latency_threads={profiled} in the config, or re-profile with this count '
+                      f'(tools/profile_latency.py CONFIG BANK --threads {torch.get_num_threads()})',
+                      logger='current', level=logging.WARNING)
 
     def fill_work_dir(self, work_dir: str) -> None:
         """Replaces ``{work_dir}`` in the configured ``bank`` with the run's work dir."""

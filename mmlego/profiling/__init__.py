@@ -7,7 +7,7 @@ from importlib import import_module
 from typing import Any
 
 from .cost import LatencyTable, count_flops, measure_latency, memory_bytes, profile_costs, profile_model
-from .latency import check_latency_model, profile_latency
+from .latency import check_latency_model, intra_op_threads, profile_latency
 from .memory import process_rss_bytes, resident_device_bytes
 
 _ACCURACY_NAMES = ('DEFAULT_REFERENCES', 'profile_accuracy', 'reference_sparsity')
@@ -19,6 +19,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-__all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'check_latency_model', 'count_flops', 'measure_latency',
+__all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'check_latency_model', 'count_flops', 'intra_op_threads',
+           'measure_latency',
            'memory_bytes', 'process_rss_bytes', 'profile_accuracy', 'profile_costs', 'profile_latency',
            'profile_model', 'reference_sparsity', 'resident_device_bytes']

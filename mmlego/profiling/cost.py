@@ -108,6 +108,7 @@ class LatencyTable:
         model_latency_ms: The whole teacher.
         blocks: Block -> sparsity (as text) -> in-model latency in ms.
         composites: Sparsity (as text) -> measured latency of the composite with every block at it.
+        num_threads: CPU intra-op threads of the measurement (None: a GPU, onnxruntime's own, or unknown).
     """
 
     teacher_fingerprint: str
@@ -115,6 +116,7 @@ class LatencyTable:
     model_latency_ms: float
     blocks: dict[str, dict[str, float]] = field(default_factory=dict)
     composites: dict[str, float] = field(default_factory=dict)
+    num_threads: int | None = None
 
     @classmethod
     def from_bank(cls, bank: BlockBank) -> 'LatencyTable':
@@ -128,7 +130,7 @@ class LatencyTable:
         blocks = {spec.name: {f'{s:g}': bank.profiles.get(spec.name, s).latency_ms for s in bank.sparsities}
                   for spec in bank.blocks}
         return cls(bank.fingerprint, bank.profiles.device or 'unknown', bank.profiles.model_latency_ms, blocks,
-                   dict(bank.profiles.composite_latency_ms or {}))
+                   dict(bank.profiles.composite_latency_ms or {}), bank.profiles.num_threads)
 
     def save(self, path: str | Path) -> None:
         """Writes the table as JSON (atomically)."""
@@ -220,5 +222,6 @@ class LatencyTable:
         profiles.composite_latency_ms = dict(self.composites)
         profiles.latency_method = 'in-model'
         profiles.device = self.device
+        profiles.num_threads = self.num_threads
         fill_latency_drops(profiles, blocks, sparsities)
         check_latency_model(profiles, blocks, sparsities)

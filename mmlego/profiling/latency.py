@@ -22,11 +22,12 @@ against whole forwards of mixed configurations.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -40,6 +41,23 @@ from ..utils.progress import progress
 
 #: A composite whose estimate is further than this from its measurement is reported.
 CONSISTENCY_TOLERANCE = 0.10
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Runs the block with ``torch.set_num_threads(count)`` (None: as is), restoring the thread count after."""
+    if count is None:
+        yield
+        return
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f'the number of threads must be an integer >= 1 (or None: as the process runs), got '
+                         f'{count!r}')
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def synchronize(device: torch.device) -> None:
@@ -119,6 +137,7 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     first = next((x for x in example_inputs if isinstance(x, torch.Tensor)), None)
     profiles.latency_input_shape = list(first.shape) if first is not None else None
     profiles.device = str(device)
+    profiles.num_threads = torch.get_num_threads() if device.type == 'cpu' else None
     fill_latency_drops(profiles, names, bank.sparsities)
     return check_latency_model(profiles, names, bank.sparsities)
 

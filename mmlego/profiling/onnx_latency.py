@@ -197,6 +197,7 @@ def apply_onnx_timings(bank: BlockBank, directory: str | os.PathLike,
     profiles.latency_input_shape = suite.get('input_shape')
     profiles.device = f'{timings.get("device", "cpu")} (onnxruntime {timings.get("onnxruntime", "?")} ' \
                       f'{timings.get("provider", "")})'
+    profiles.num_threads = None  # onnxruntime's own thread pool, not torch's
     fill_latency_drops(profiles, names, bank.sparsities)
     check = check_latency_model(profiles, names, bank.sparsities)
     return LatencyTable.from_bank(bank), check

@@ -1,0 +1,92 @@
+"""Profile and measurement alternated in one process: does the in-model profile describe what is served?
+
+    .venv/bin/python bench/latency_phases.py [--only deeppose yolov3 ...] [--cycles 3] [--banks DIR --teachers JSON]
+
+A model's latency estimate sometimes runs uniformly 18-26% off measurements minutes later (README, B5). Two
+explanations predict different things: if the profiler's method (its own switcher, block timing, visits in
+rounds) measured other than the served forward, the offset would show within one process between a profile and
+a measurement right after it, every time; if the machine changes speed between phases (a shared VM), profile and
+measurement taken back to back agree, and the drift shows only between phases. Each cycle here re-profiles the
+bank in the model (``profile_latency``, as the pipeline does) and then measures every all-at-s composite the way a
+sweep does (``LegoDNN.measure_latency_ms``: 3 warm-up, median of 20), in the same process, seconds apart.
+
+Reported per model and cycle: the profiled and the measured composite latencies and their relative difference;
+``bench/results/latency_phases.json``.
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from child import emit, merge_results, run_child  # noqa: E402
+from latency_fidelity import BANKS, TEACHERS  # noqa: E402
+
+
+def measure_model(name: str, cycles: int, banks: str, teachers: str) -> dict:
+    from mmlego.apis import init_lego_model
+    from mmlego.models import TENSOR_PATHS
+    from mmlego.models.tensor_path import example_batch
+    from mmlego.profiling import profile_latency
+    from pipelines import LEGO_CONFIGS
+    checkpoint = json.load(open(teachers))[name]['checkpoint']
+    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
+                            checkpoint=checkpoint)
+    example = example_batch(model.cfg, model.architecture, batch_size=1)
+    names = [spec.name for spec in model.bank.blocks]
+    forward = TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')]
+    results = []
+    for _ in range(cycles):
+        model.switcher.reset()
+        model.switcher.detach()
+        model.timer.detach()
+        model.switcher = model.timer = None
+        profile_latency(model.bank, model.architecture, (example,), forward, show_progress=False)
+        composites = model.bank.profiles.composite_latency_ms
+        model.attach_bank(model.bank)
+        cycle = []
+        for sparsity in model.bank.sparsities:
+            model.switch({block: sparsity for block in names})
+            measured = model.measure_latency_ms(example, warmup=3, repeats=20)
+            profiled = composites[next(k for k in composites if float(k) == sparsity)]
+            cycle.append(dict(sparsity=sparsity, profiled_ms=profiled, measured_ms=measured,
+                              difference=measured / profiled - 1))
+        results.append(cycle)
+    differences = [abs(row['difference']) for cycle in results for row in cycle]
+    return dict(model=name, cycles=results, median_abs_difference=statistics.median(differences),
+                max_abs_difference=max(differences))
+
+
+def main() -> None:
+    from pipelines import LEGO_CONFIGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--only', nargs='+', choices=sorted(LEGO_CONFIGS), default=list(LEGO_CONFIGS))
+    parser.add_argument('--cycles', type=int, default=3)
+    parser.add_argument('--banks', default=BANKS)
+    parser.add_argument('--teachers', default=TEACHERS)
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency_phases.json'))
+    args = parser.parse_args()
+    if args.cycles < 1:
+        parser.error('--cycles must be >= 1')
+    if args.child:
+        emit(measure_model(args.child, args.cycles, args.banks, args.teachers))
+        return
+    results = {}
+    for name in args.only:
+        result, stderr = run_child(__file__, ['--child', name, '--cycles', str(args.cycles), '--banks', args.banks,
+                                              '--teachers', args.teachers], ROOT)
+        if result is None:
+            raise SystemExit(f'{name} failed:\n{stderr}')
+        results[name] = result
+        print(f'| {name} | ' + ' | '.join(' '.join(f"{row['difference']:+.1%}" for row in cycle)
+                                          for cycle in result['cycles'])
+              + f" | {result['median_abs_difference']:.1%} / {result['max_abs_difference']:.1%} |", flush=True)
+    merge_results(args.out, lambda merged: merged.update(results))
+
+
+if __name__ == '__main__':
+    main()
