@@ -69,7 +69,10 @@ def configurations(names: list, sparsities: list, count: int, seed: int) -> list
 
 
 def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
-                  banks: str = BANKS, teachers: str = TEACHERS) -> dict:
+                  banks: str = BANKS, teachers: str = TEACHERS, threads: int | None = None) -> dict:
+    import torch
+    if threads:
+        torch.set_num_threads(threads)  # the process's; LegoDNN warns if the bank was profiled with another count
     from mmlego.apis import init_lego_model
     from mmlego.models.tensor_path import example_batch
     from pipelines import LEGO_CONFIGS
@@ -134,6 +137,7 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
     over = [o for o in over if o['status'] != 'infeasible']
     over_ratios = [o['measured_ms'] / o['budget_ms'] for o in over]
     return dict(model=name, configurations=len(chosen), rounds=rounds, reprofiled=reprofile,
+                num_threads=torch.get_num_threads(), profiled_num_threads=model.bank.profiles.num_threads,
                 teacher_profiled_ms=rows[0]['profiled_ms'], teacher_measured_ms=rows[0]['measured_ms'],
                 profiled=statistics.median(_rel(r['profiled_ms'], r['measured_ms']) for r in rows),
                 profiled_uncalibrated=statistics.median(_rel(r['uncalibrated_ms'], r['measured_ms']) for r in rows),
@@ -148,7 +152,7 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
 
 
 def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False, banks: str = BANKS,
-        teachers: str = TEACHERS) -> dict:
+        teachers: str = TEACHERS, threads: int | None = None) -> dict:
     results = {}
     for name in names:
         if not osp.exists(osp.join(banks, name, 'bank', 'manifest.json')):
@@ -157,7 +161,8 @@ def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False, b
             continue
         result, stderr = run_child(__file__, ['--child', name, '--configs', str(count), '--rounds', str(rounds),
                                               '--budgets', str(budgets), '--banks', banks, '--teachers', teachers]
-                                   + ['--reprofile'] * reprofile, ROOT)
+                                   + ['--reprofile'] * reprofile
+                                   + (['--threads', str(threads)] if threads else []), ROOT)
         if result is None:
             raise SystemExit(f'latency fidelity of {name} failed:\n{stderr}')
         result['banks'] = osp.relpath(banks, ROOT)
@@ -198,6 +203,8 @@ def main() -> None:
     parser.add_argument('--reprofile', action='store_true', help='re-profile the latencies in the model first')
     parser.add_argument('--banks', default=BANKS, help='directory of <model>/bank (default: bench/pipelines.py\'s)')
     parser.add_argument('--teachers', default=TEACHERS, help='model -> checkpoint JSON of those banks\' teachers')
+    parser.add_argument('--threads', type=int, help='CPU intra-op threads of the measuring process (default: as '
+                        'it runs); a bank profiled with another count is off by that (use --reprofile)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency.json'),
                         help="merged into (bench/run.py's format: the models measured now replace their entries)")
@@ -206,11 +213,13 @@ def main() -> None:
         parser.error('--rounds must be >= 2 (odd and even visits are compared for the re-measured column)')
     if args.child:
         emit(measure_model(args.child, args.configs, args.rounds, args.budgets, args.reprofile, banks=args.banks,
-                           teachers=args.teachers))
+                           teachers=args.teachers, threads=args.threads))
         return
-    results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile, args.banks, args.teachers)
+    results = run(args.only, args.configs, args.rounds, args.budgets, args.reprofile, args.banks, args.teachers,
+                  args.threads)
     if results and args.out:
-        variant = 'reprofiled' if args.reprofile else 'bank_profile'
+        variant = ('reprofiled' if args.reprofile else 'bank_profile') + (f'_{args.threads}_threads'
+                                                                          if args.threads else '')
         merge_results(args.out, lambda merged: merged.setdefault(variant, {}).update(results))
     print(markdown(results))
 

@@ -1,6 +1,7 @@
 """Profile and measurement alternated in one process: does the in-model profile describe what is served?
 
-    .venv/bin/python bench/latency_phases.py [--only deeppose yolov3 ...] [--cycles 3] [--banks DIR --teachers JSON]
+    .venv/bin/python bench/latency_phases.py [--only deeppose yolov3 ...] [--cycles 3] [--threads 1]
+        [--banks DIR --teachers JSON]
 
 A model's latency estimate sometimes runs uniformly 18-26% off measurements minutes later (README, B5). Two
 explanations predict different things: if the profiler's method (its own switcher, block timing, visits in
@@ -11,7 +12,8 @@ bank in the model (``profile_latency``, as the pipeline does) and then measures 
 sweep does (``LegoDNN.measure_latency_ms``: 3 warm-up, median of 20), in the same process, seconds apart.
 
 Reported per model and cycle: the profiled and the measured composite latencies and their relative difference;
-``bench/results/latency_phases.json``.
+``bench/results/latency_phases.json``, under ``threads_<N>``: ``--threads N`` runs both with N CPU intra-op threads
+(default: as the process runs, i.e. every core).
 """
 import argparse
 import json
@@ -26,7 +28,10 @@ from child import emit, merge_results, run_child  # noqa: E402
 from latency_fidelity import BANKS, TEACHERS  # noqa: E402
 
 
-def measure_model(name: str, cycles: int, banks: str, teachers: str) -> dict:
+def measure_model(name: str, cycles: int, banks: str, teachers: str, threads: int | None) -> dict:
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
     from mmlego.apis import init_lego_model
     from mmlego.models import TENSOR_PATHS
     from mmlego.models.tensor_path import example_batch
@@ -56,7 +61,7 @@ def measure_model(name: str, cycles: int, banks: str, teachers: str) -> dict:
                               difference=measured / profiled - 1))
         results.append(cycle)
     differences = [abs(row['difference']) for cycle in results for row in cycle]
-    return dict(model=name, cycles=results, median_abs_difference=statistics.median(differences),
+    return dict(model=name, num_threads=torch.get_num_threads(), cycles=results, median_abs_difference=statistics.median(differences),
                 max_abs_difference=max(differences))
 
 
@@ -65,27 +70,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--only', nargs='+', choices=sorted(LEGO_CONFIGS), default=list(LEGO_CONFIGS))
     parser.add_argument('--cycles', type=int, default=3)
+    parser.add_argument('--threads', type=int, help='CPU intra-op threads (default: as the process runs)')
     parser.add_argument('--banks', default=BANKS)
     parser.add_argument('--teachers', default=TEACHERS)
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency_phases.json'))
     args = parser.parse_args()
-    if args.cycles < 1:
-        parser.error('--cycles must be >= 1')
+    if args.cycles < 1 or (args.threads is not None and args.threads < 1):
+        parser.error('--cycles and --threads must be >= 1')
     if args.child:
-        emit(measure_model(args.child, args.cycles, args.banks, args.teachers))
+        emit(measure_model(args.child, args.cycles, args.banks, args.teachers, args.threads))
         return
     results = {}
     for name in args.only:
         result, stderr = run_child(__file__, ['--child', name, '--cycles', str(args.cycles), '--banks', args.banks,
-                                              '--teachers', args.teachers], ROOT)
+                                              '--teachers', args.teachers]
+                                   + (['--threads', str(args.threads)] if args.threads else []), ROOT)
         if result is None:
             raise SystemExit(f'{name} failed:\n{stderr}')
         results[name] = result
         print(f'| {name} | ' + ' | '.join(' '.join(f"{row['difference']:+.1%}" for row in cycle)
                                           for cycle in result['cycles'])
               + f" | {result['median_abs_difference']:.1%} / {result['max_abs_difference']:.1%} |", flush=True)
-    merge_results(args.out, lambda merged: merged.update(results))
+    threads = next(iter(results.values()))['num_threads'] if results else None
+    merge_results(args.out, lambda merged: merged.setdefault(f'threads_{threads}', {}).update(results))
 
 
 if __name__ == '__main__':
