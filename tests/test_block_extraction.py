@@ -14,6 +14,7 @@ from torch import nn
 
 from mmlego.block_extraction import BlockSpec, extract_blocks, is_conv, trace_model
 from mmlego.block_extraction.block_module import block_module_of
+from mmlego.block_extraction.detection import _Detector
 
 
 # -- tiny models ---------------------------------------------------------------------------------------------------
@@ -167,6 +168,11 @@ def capture(model: nn.Module, x: torch.Tensor, blocks) -> tuple[Counter, dict]:
     return counts, io
 
 
+def stateless(module: nn.Module) -> bool:
+    """No parameters, buffers or children (e.g. a ReLU): the same function wherever it runs."""
+    return not (list(module.parameters()) or list(module.buffers()) or list(module.children()))
+
+
 def fx_output_convs(block: nn.Module) -> set:
     """Independently of the package: the first conv on every path back from the block output (torch.fx)."""
     traced = torch.fx.symbolic_trace(block)
@@ -197,9 +203,11 @@ def check_blocks(model: nn.Module, x: torch.Tensor, extraction) -> dict:
     for spec in extraction.blocks:
         assert BlockSpec.from_dict(spec.to_dict()) == spec
         assert spec.name == '+'.join(spec.members)
-        for member in spec.members:
+        for index, member in enumerate(spec.members):
             assert member, 'the whole model is never a block'
-            assert counts[id(model.get_submodule(member))] == 1, f'{member} not called exactly once'
+            module = model.get_submodule(member)
+            if counts[id(module)] != 1:  # only a stateless inner member may also run outside the block
+                assert 0 < index < len(spec.members) - 1 and stateless(module), f'{member} not called exactly once'
             for other in all_members:  # no member nested in another member
                 assert other == member or not other.startswith(member + '.')
         convs = {f'{member}.{sub}' if sub else member for member in spec.members
@@ -224,10 +232,13 @@ def check_blocks(model: nn.Module, x: torch.Tensor, extraction) -> dict:
         assert list(io[spec.name]['in'].shape) == spec.input_shape
         assert list(out.shape) == spec.output_shape
         assert torch.equal(out, io[spec.name]['out']), f'{spec.name} standalone differs from the model'
-        for local, module in block.named_modules():  # every module inside runs only inside
+        for local, module in block.named_modules():  # every module inside runs only inside ...
             if local.startswith('layers.'):
-                original = model.get_submodule(block.model_name(local))
-                assert local_counts[id(module)] == counts[id(original)], f'{block.model_name(local)} runs outside'
+                name = block.model_name(local)
+                original = model.get_submodule(name)
+                shared_member = name in spec.members and stateless(original)  # ... but a stateless member: once
+                assert local_counts[id(module)] == counts[id(original)] or (
+                    shared_member and local_counts[id(module)] == 1), f'{name} runs outside'
         assert fx_output_convs(block) <= set(spec.protected_convs), spec.name
     assert extraction.num_convs_covered == len(covered) == sum(len(spec.convs) for spec in extraction.blocks)
     assert extraction.num_convs_covered <= extraction.num_convs_total
@@ -272,7 +283,10 @@ def test_toy_blocks_follow_the_rules(toy, max_ratio):
     assert extraction.blocks
     check_blocks(model, x, extraction)
     members = {member for spec in extraction.blocks for member in spec.members}
-    assert not members & {'fuse', 'act', 'stem'}  # two-tensor module, shared ReLU, 1 conv
+    assert 'fuse' not in members  # a two-tensor module
+    assert all(spec.members != ['stem'] for spec in extraction.blocks)  # 1 conv
+    for spec in extraction.blocks:  # the ReLU called twice at the top level: only inside a run, never at its ends
+        assert 'act' not in (spec.members[0], spec.members[-1])
 
 
 def test_toy_special_cases(toy):
@@ -287,9 +301,19 @@ def test_toy_special_cases(toy):
     # conv_a is added to the block input: pruning it would change the input's channels.
     assert 'no prunable conv' in small.skipped['preskip']
 
+    # A downsampling residual block (3 convs) yields its residual branch, through the ReLU it shares with the
+    # output of the add: only the call on the branch belongs to the block.
+    branch = blocks['res_down.conv1+res_down.bn1+res_down.relu+res_down.conv2+res_down.bn2']
+    assert branch.prunable_convs == ['res_down.conv1'] and branch.protected_convs == ['res_down.conv2']
+
     large = by_name(extract_blocks(model, (x,), max_ratio=0.25, graph=graph))
-    assert set(large['res_id+res_down'].protected_convs) == {  # res_id.conv2 is joined with the block input
+    assert large['stem+act+res_id'].prunable_convs == ['res_id.conv1']  # the shared top-level ReLU inside a run
+    detector = _Detector(graph, max_convs=5)  # the run res_id + res_down, checked explicitly
+    assert detector.check(['res_id', 'res_down']) is None
+    detector._take(['res_id', 'res_down'])
+    assert set(detector.blocks[0].protected_convs) == {  # res_id.conv2 is joined with the block input
         'res_id.conv2', 'res_down.conv2', 'res_down.downsample.0'}
+    assert 'another block' in detector.check(['res_down', 'incep'])  # a member is never in two blocks
     assert set(large['incep'].protected_convs) == {'incep.branch_a.1.0', 'incep.branch_b.1.0'}
     assert large['grouped'].protected_convs == ['grouped.2.0']  # grouped conv at the output
     assert large['dwsep+twice'].protected_convs == ['twice.conv_in', 'twice.conv']  # module called twice inside
@@ -300,12 +324,18 @@ def test_resnet18_default_ratio(resnet18):
     model, x, graph = resnet18
     extraction = extract_blocks(model, (x,), graph=graph)
     assert extraction.num_convs_total == 20 and extraction.max_convs_per_block == 2  # max(2, floor(0.125 x 20))
-    names = ['layer1.0', 'layer1.1', 'layer2.1', 'layer3.1', 'layer4.1']  # BasicBlocks without downsample
+    # BasicBlocks without downsample as a whole; with one (3 convs), the residual branch through the ReLU the
+    # block shares with the output of the add (mmdet's and mmpose's BasicBlock): 16 of 20 convs, not 10.
+    def branch(unit):
+        return '+'.join(f'{unit}.{member}' for member in ('conv1', 'bn1', 'relu', 'conv2', 'bn2'))
+    names = ['layer1.0', 'layer1.1'] + [name for stage in (2, 3, 4)
+                                        for name in (branch(f'layer{stage}.0'), f'layer{stage}.1')]
     assert [spec.name for spec in extraction.blocks] == names
     for spec in extraction.blocks:
-        assert spec.prunable_convs == [f'{spec.name}.conv1']
-        assert spec.protected_convs == [f'{spec.name}.conv2']
-    assert extraction.num_convs_covered == 10
+        unit = spec.members[0].rsplit('.', 1)[0] if len(spec.members) > 1 else spec.name
+        assert spec.prunable_convs == [f'{unit}.conv1']
+        assert spec.protected_convs == [f'{unit}.conv2']
+    assert extraction.num_convs_covered == 16
     check_blocks(model, x, extraction)
 
 

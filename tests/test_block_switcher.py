@@ -285,3 +285,55 @@ def test_detach_during_a_forward_does_not_leak_its_lock(setup):
     thread.join(2)
     assert not thread.is_alive(), 'a read lock taken before detach was never released'
     assert not model._forward_pre_hooks and not model._forward_hooks and 'forward' not in model.__dict__
+
+
+def test_blocks_through_a_shared_stateless_module_switch_and_load_exactly(tmp_path):
+    """mmdet's BasicBlock applies one ReLU inside its residual branch and after the add: the branch of a downsampling
+    block is a block whose member ReLU also runs outside it. Switched in, the live model runs each descendant
+    exactly as it runs standalone; switched back, it is the teacher again; a saved and loaded bank does the same."""
+    from .test_block_extraction import make_mmdet
+    teacher = make_mmdet('resnet18')
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    bank = perturb(BlockBank.build(teacher, (x,), sparsities=[0.0, 0.5], show_progress=False))
+    shared = [spec for spec in bank.blocks if any(member.endswith('.relu') for member in spec.members)]
+    assert len(shared) == 3  # layer2.0, layer3.0, layer4.0
+    model = copy.deepcopy(teacher)
+    reference = torch.cat([out.flatten() for out in run(model, x)])  # mmdet's ResNet returns a tuple
+    relus = {m: model.get_submodule(m) for spec in shared for m in spec.members if m.endswith('.relu')}
+    switcher = BlockSwitcher(model, bank, guard_forward=False)
+    switcher.switch(all_at(bank, 0.5))
+    seen = {}
+    handles = []
+    for spec in shared:
+        first, last = model.get_submodule(spec.members[0]), model.get_submodule(spec.members[-1])
+        handles.append(first.register_forward_pre_hook(
+            lambda m, args, key=spec.name: seen.setdefault(key, {}).__setitem__('in', args[0].clone())))
+        handles.append(last.register_forward_hook(
+            lambda m, args, out, key=spec.name: seen.setdefault(key, {}).__setitem__('out', out.clone())))
+    pruned = torch.cat([out.flatten() for out in run(model, x)])
+    for handle in handles:
+        handle.remove()
+    assert not torch.equal(pruned, reference)
+    for spec in shared:
+        descendant = bank.descendant(spec.name, 0.5).module.eval()
+        assert torch.equal(run(descendant, seen[spec.name]['in']), seen[spec.name]['out']), spec.name
+    assert all(model.get_submodule(m) is not relu for m, relu in relus.items())  # the descendants' copies
+    switcher.switch(all_at(bank, 0.0))
+    assert torch.equal(torch.cat([out.flatten() for out in run(model, x)]), reference)
+    assert all(model.get_submodule(m) is relu for m, relu in relus.items())  # the teacher's own, for the add too
+    switcher.detach()
+
+    bank.save(tmp_path / 'bank')
+    served = copy.deepcopy(teacher)
+    loaded = BlockBank.load(tmp_path / 'bank', served)
+    switcher = BlockSwitcher(served, loaded, guard_forward=False)
+    switcher.switch(all_at(loaded, 0.5))
+    for spec in shared:  # stored weights and structure, no torch-pruning: the same descendants ...
+        original, restored = bank.descendant(spec.name, 0.5).module, loaded.descendant(spec.name, 0.5).module
+        assert [type(m) for m in original.modules()] == [type(m) for m in restored.modules()]
+        assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), restored.state_dict().values()))
+    # ... running on memory-mapped weights (float rounding of other kernels, not other values)
+    torch.testing.assert_close(torch.cat([out.flatten() for out in run(served, x)]), pruned, rtol=1e-5, atol=1e-5)
+    switcher.reset()
+    torch.testing.assert_close(torch.cat([out.flatten() for out in run(served, x)]), reference, rtol=1e-5, atol=1e-5)
+    switcher.detach()

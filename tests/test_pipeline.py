@@ -46,7 +46,7 @@ def test_every_teacher_has_a_legodnn_config():
 
 @pytest.mark.slow
 # yolov3, fcn: test_package_tools; tsn: the kill-and-resume test (test_crash_resume.py)
-@pytest.mark.parametrize('model_name', ['faster_rcnn', 'simplebaseline'])
+@pytest.mark.parametrize('model_name', ['faster_rcnn', 'deeppose'])  # simplebaseline: the pose_lego fixture
 def test_pipeline_builds_a_profiled_bank(model_name, workspace, tmp_path):
     checkpoint = teacher_checkpoint(model_name, workspace, tmp_path)
     work_dir = tmp_path / 'work'
@@ -58,6 +58,9 @@ def test_pipeline_builds_a_profiled_bank(model_name, workspace, tmp_path):
     for stage in ('retraining epoch 1/1: 2/2, elapsed', 'accuracy profiling', 'latency profiling (in the model)'):
         assert stage in log, stage
     assert ', eta 0:00:00' in log
+    if model_name == 'deeppose':  # 20 convs: the downsampling BasicBlocks' residual branches through the shared ReLU
+        manifest = json.loads((work_dir / 'bank' / 'manifest.json').read_text())
+        assert manifest['extraction']['num_convs_covered'] == 16
 
 
 def assert_profiled_bank(work_dir):

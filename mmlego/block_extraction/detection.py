@@ -5,6 +5,11 @@ A block is a contiguous piece of the traced graph with one input and one output 
 uses used only inside it, and at least one prunable conv once the output convs are protected (walking back from
 the block output through non-conv ops, the first conv on every path keeps its filters, so the output shape is
 kept; so does a conv whose output is joined channel-wise with the block input, e.g. by a residual add).
+One exception to "used only inside": a stateless module (no parameters, buffers or children, e.g. the ``relu`` that
+mmdet's and mmpose's ``BasicBlock`` apply both inside the residual branch and after the add) may be an inner member
+of a run while it also runs outside: only its call on the run's chain belongs to the block, and the copy a
+descendant puts back computes the same function for the calls outside. Without it a downsampling BasicBlock (three
+convs) could not yield its two-conv residual branch, and a 20-conv ResNet-18 kept half its convs in the frame.
 Design choice: blocks are aligned to the module tree, either one module or a run of consecutive sibling
 modules that feed each other, so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into
 the live model by module name, which keeps the model's own ``forward`` (post-processing included).
@@ -102,6 +107,7 @@ class _Detector:
         self.model = graph.model
         self.blocks: list[BlockSpec] = []
         self.skipped: dict[str, str] = {}
+        self._taken: set[str] = set()  # members of the blocks taken so far
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _module(self, name: str) -> nn.Module:
@@ -127,6 +133,36 @@ class _Detector:
                 children.append((first, f'{name}.{child_name}' if name else child_name))
         return [child for _, child in sorted(children)]
 
+    def _stateless(self, name: str) -> bool:
+        module = self._module(name)
+        return not (next(module.parameters(), None) is not None or next(module.buffers(), None) is not None
+                    or next(module.children(), None) is not None)
+
+    def _shared_inner(self, members: Sequence[str], index: int) -> bool:
+        """Whether member ``index`` is a stateless inner member called more than once (one call on the chain)."""
+        calls = self.graph.calls.get(id(self._module(members[index])))
+        return (0 < index < len(members) - 1 and calls is not None and calls.count > 1 and calls.single_tensor_arg
+                and self._stateless(members[index]))
+
+    def _member_regions(self, members: Sequence[str]) -> list[set]:
+        """The nodes of each member in the run: a shared stateless inner member contributes only the call that
+        reads the previous member's output (and the nodes of that call reached from it)."""
+        regions: list[set] = []
+        for index, member in enumerate(members):
+            region = self._region(member)
+            if self._shared_inner(members, index):
+                links = self._boundary(regions[-1])[1]
+                call: set = set()
+                stack = [user for link in links for user in self.graph.users[link] if user in region]
+                while stack:
+                    node = stack.pop()
+                    if node not in call:
+                        call.add(node)
+                        stack.extend(user for user in self.graph.users[node] if user in region)
+                region = call
+            regions.append(region)
+        return regions
+
     def _convs(self, members: Sequence[str]) -> list[str]:
         convs = []
         for member in members:
@@ -138,17 +174,22 @@ class _Detector:
     # -- the rules -------------------------------------------------------------------------------------------
     def check(self, members: Sequence[str]) -> str | None:
         """Returns why ``members`` is not a block, or None if it is one."""
+        if self._taken & set(members):
+            return 'a member already belongs to another block'
         convs = self._convs(members)
         if len(convs) < 2:
             return f'{len(convs)} conv(s), a block needs at least 2'
         if len(convs) > self.max_convs:
             return f'{len(convs)} convs, more than max(2, floor(max_ratio x #convs)) = {self.max_convs}'
-        regions = [self._region(member) for member in members]
+        regions = self._member_regions(members)
         nodes = set().union(*regions)
+        shared = {member for index, member in enumerate(members) if self._shared_inner(members, index)}
         for member in members:
             calls = self.graph.calls.get(id(self._module(member)))
-            if calls is None or calls.count != 1 or not calls.single_tensor_arg:
+            if member not in shared and (calls is None or calls.count != 1 or not calls.single_tensor_arg):
                 return f'{member} is not called exactly once with one tensor argument'
+            if member in shared and not regions[members.index(member)]:
+                return f'{member} (stateless, called {calls.count} times) has no call on the chain'
         inputs, outputs = self._boundary(nodes)
         if len(inputs) != 1 or len(outputs) != 1:
             return f'{len(inputs)} input and {len(outputs)} output tensors, a block needs one of each'
@@ -160,7 +201,7 @@ class _Detector:
         # Every module and weight used inside is used only inside (a module called twice stays in one block).
         for member in members:
             for sub in self._module(member).modules():
-                if not self.graph.module_nodes.get(id(sub), set()) <= nodes:
+                if member not in shared and not self.graph.module_nodes.get(id(sub), set()) <= nodes:
                     return f'a submodule of {member} also runs outside it'
         for users in self.graph.weight_users.values():
             if users & nodes and not users <= nodes:
@@ -228,7 +269,8 @@ class _Detector:
         return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
     def _take(self, members: list[str]) -> None:
-        nodes = set().union(*(self._region(member) for member in members))
+        self._taken.update(members)
+        nodes = set().union(*self._member_regions(members))
         (source,) = self._boundary(nodes)[0]
         (output,) = self._boundary(nodes)[1]
         protected = self._protected_convs(nodes, source, output)
