@@ -103,11 +103,8 @@ class BudgetSweepLoop(TestLoop):
                                 'estimates\' reference')
         hook.set_budget(None)
         model.switch({spec.name: 0.0 for spec in model.bank.blocks})
-        metrics = self._run_epoch()
-        from .task_metrics import pick_metric
-        name = model.bank.profiles.metric_name
-        name = name if name in metrics else pick_metric(dict(metrics))
-        return float(metrics[name])
+        from .task_metrics import bank_metric
+        return bank_metric(self._run_epoch(), model.bank.profiles.metric_name)[1]
 
     def _publish(self, epoch_metrics: list[dict]) -> dict:
         """Every budget's metrics and row figures as ``sweep{i}/...`` results, message-hub and visualizer scalars."""

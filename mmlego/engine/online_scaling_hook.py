@@ -326,16 +326,9 @@ class OnlineScalingHook(Hook):
         if not records or not self.log_measured:
             return
         model = self._wrapper(runner)
-        name = records[-1]['metric_name']
-        measured = None
-        if metrics:
-            if name not in metrics:
-                from .task_metrics import pick_metric
-                try:
-                    name = pick_metric(dict(metrics))
-                except KeyError:
-                    name = None
-            measured = float(metrics[name]) if name is not None else None
+        from .task_metrics import bank_metric
+        name, measured = bank_metric(metrics, records[-1]['metric_name'])
+        name = name or records[-1]['metric_name']
         for record in records:
             record['measured_metric'] = measured
             record['measured_metric_name'] = name

@@ -31,6 +31,22 @@ def pick_metric(metrics: dict[str, Any], metric: str | None = None) -> str:
                    f'({sorted(metrics)}); set metric= in the LegoDNN loop config')
 
 
+def bank_metric(metrics: dict[str, Any] | None, preferred: str | None) -> tuple[str | None, float | None]:
+    """The evaluator's value of the bank's metric (``preferred``), else of the task's default one.
+
+    Returns:
+        ``(name, value)``, or ``(None, None)`` when the evaluator reported no metric a bank could be scored by.
+    """
+    if not metrics:
+        return None, None
+    if preferred not in metrics:
+        try:
+            preferred = pick_metric(dict(metrics))
+        except KeyError:
+            return None, None
+    return preferred, float(metrics[preferred])
+
+
 def evaluate_model(model: torch.nn.Module, dataloader: Iterable, evaluator: Any,
                    max_batches: int | None = None) -> dict[str, float]:
     """Runs ``model.val_step`` over ``dataloader`` and returns the evaluator's metrics."""
