@@ -186,3 +186,28 @@ def test_merge_results_keeps_the_models_not_measured_now(tmp_path):
     child.merge_results(path, lambda results: results.update(tsn=dict(median_ms=0.5)))
     import json
     assert json.load(open(path)) == dict(quick=False, results=dict(tsn=dict(median_ms=0.5), trn=dict(median_ms=2.0)))
+
+
+def test_latency_phases_profiles_and_measures_every_composite_per_cycle(lego, workspace, tmp_path, monkeypatch):
+    import json
+
+    import latency_phases
+    monkeypatch.chdir(workspace)
+    (tmp_path / 'tsn').mkdir()
+    (tmp_path / 'tsn' / 'bank').symlink_to(lego.bank)
+    teachers = tmp_path / 'teachers.json'
+    teachers.write_text(json.dumps({'tsn': {'checkpoint': str(lego.teacher)}}))
+    threads = torch.get_num_threads()
+    try:
+        result = latency_phases.measure_model('tsn', 2, str(tmp_path), str(teachers), threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert result['num_threads'] == 1 and len(result['cycles']) == 2
+    for cycle in result['cycles']:
+        assert [row['sparsity'] for row in cycle] == [0.0, 0.8]
+        for row in cycle:
+            assert row['profiled_ms'] > 0 and row['measured_ms'] > 0
+            assert row['difference'] == pytest.approx(row['measured_ms'] / row['profiled_ms'] - 1)
+    differences = sorted(abs(row['difference']) for cycle in result['cycles'] for row in cycle)
+    assert result['max_abs_difference'] == differences[-1]
+    assert result['median_abs_difference'] == pytest.approx((differences[1] + differences[2]) / 2)
