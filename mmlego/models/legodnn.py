@@ -60,7 +60,7 @@ class LegoDNN(BaseModel):
             whole process when a bank is attached. None (default): as the process runs. A CPU latency is only valid
             for the thread count it was measured with; with every core busy in intra-op work, anything else on the
             machine stalls the forwards (on 2 vCPUs with 2 threads, a profile and a measurement seconds apart
-            differed by up to 36%; with 1 thread by up to 6%: ``bench/latency_phases.py``).
+            differed by up to 62%; with 1 thread mostly within 5%: ``bench/latency_phases.py``).
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
             top-level ``data_preprocessor`` here, as mmseg configs have one).
