@@ -68,6 +68,21 @@ def configurations(names: list, sparsities: list, count: int, seed: int) -> list
     return chosen
 
 
+def reprofile_in_model(model, example) -> dict:
+    """Re-profiles a loaded LegoDNN model's bank in the model (what the pipeline and ``tools/profile_latency.py``
+    run) and re-attaches it (a fresh problem, the correction reset); returns ``profile_latency``'s check."""
+    from mmlego.models import TENSOR_PATHS
+    from mmlego.profiling import profile_latency
+    model.switcher.reset()
+    model.switcher.detach()
+    model.timer.detach()
+    model.switcher = model.timer = None
+    check = profile_latency(model.bank, model.architecture, (example,),
+                            TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')], show_progress=False)
+    model.attach_bank(model.bank)
+    return check
+
+
 def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
                   banks: str = BANKS, teachers: str = TEACHERS, threads: int | None = None) -> dict:
     import torch
@@ -81,15 +96,7 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
                             checkpoint=teacher)
     example = example_batch(model.cfg, model.architecture, batch_size=1)
     if reprofile:
-        from mmlego.models import TENSOR_PATHS
-        from mmlego.profiling import profile_latency
-        model.switcher.reset()
-        model.switcher.detach()
-        model.timer.detach()
-        model.switcher = model.timer = None
-        profile_latency(model.bank, model.architecture, (example,), TENSOR_PATHS[model.bank.meta.get('tensor_path',
-                        'tensor')], show_progress=False)
-        model.attach_bank(model.bank)  # the new profiles: a fresh problem, the correction reset
+        reprofile_in_model(model, example)
     names = [spec.name for spec in model.bank.blocks]
     chosen = configurations(names, list(model.bank.sparsities), count, seed)
     rng = random.Random(seed + 1)

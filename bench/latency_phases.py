@@ -25,7 +25,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from child import emit, merge_results, run_child  # noqa: E402
-from latency_fidelity import BANKS, TEACHERS  # noqa: E402
+from latency_fidelity import BANKS, TEACHERS, reprofile_in_model  # noqa: E402
 
 
 def measure_model(name: str, cycles: int, banks: str, teachers: str, threads: int | None) -> dict:
@@ -33,25 +33,17 @@ def measure_model(name: str, cycles: int, banks: str, teachers: str, threads: in
     if threads:
         torch.set_num_threads(threads)
     from mmlego.apis import init_lego_model
-    from mmlego.models import TENSOR_PATHS
     from mmlego.models.tensor_path import example_batch
-    from mmlego.profiling import profile_latency
     from pipelines import LEGO_CONFIGS
     checkpoint = json.load(open(teachers))[name]['checkpoint']
     model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
                             checkpoint=checkpoint)
     example = example_batch(model.cfg, model.architecture, batch_size=1)
     names = [spec.name for spec in model.bank.blocks]
-    forward = TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')]
     results = []
     for _ in range(cycles):
-        model.switcher.reset()
-        model.switcher.detach()
-        model.timer.detach()
-        model.switcher = model.timer = None
-        profile_latency(model.bank, model.architecture, (example,), forward, show_progress=False)
+        reprofile_in_model(model, example)
         composites = model.bank.profiles.composite_latency_ms
-        model.attach_bank(model.bank)
         cycle = []
         for sparsity in model.bank.sparsities:
             model.switch({block: sparsity for block in names})
@@ -61,8 +53,8 @@ def measure_model(name: str, cycles: int, banks: str, teachers: str, threads: in
                               difference=measured / profiled - 1))
         results.append(cycle)
     differences = [abs(row['difference']) for cycle in results for row in cycle]
-    return dict(model=name, num_threads=torch.get_num_threads(), cycles=results, median_abs_difference=statistics.median(differences),
-                max_abs_difference=max(differences))
+    return dict(model=name, num_threads=torch.get_num_threads(), cycles=results,
+                median_abs_difference=statistics.median(differences), max_abs_difference=max(differences))
 
 
 def main() -> None:

@@ -105,8 +105,11 @@ def measure(args: argparse.Namespace) -> str:
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
     from mmlego.profiling import LatencyTable, profile_latency
     config, bank_dir = args.paths
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f'--threads must be >= 1 (CPU intra-op threads), got {args.threads}')
+    from mmlego.profiling.latency import check_thread_count
+    try:
+        check_thread_count(args.threads, '--threads')
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     args.device = args.device or 'cpu'
     if args.onnx and args.onnx_suite:  # before anything is loaded
         from mmlego.profiling.onnx_latency import check_suite_directory
@@ -125,10 +128,9 @@ def measure(args: argparse.Namespace) -> str:
             return args.onnx_suite
         default_name = f'latency_onnxruntime_{table.device.split()[0]}.json'
     else:
-        import torch
         from mmlego.profiling import intra_op_threads
         threads = args.threads if args.threads is not None else cfg.model.get('latency_threads')
-        with intra_op_threads(threads if torch.device(args.device).type == 'cpu' else None):
+        with intra_op_threads(threads):
             check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
         table = LatencyTable.from_bank(bank)
         default_name = f'latency_{args.device.replace(":", "")}.json'

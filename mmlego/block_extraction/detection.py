@@ -144,13 +144,15 @@ class _Detector:
         return (0 < index < len(members) - 1 and calls is not None and calls.count > 1 and calls.single_tensor_arg
                 and self._stateless(members[index]))
 
-    def _member_regions(self, members: Sequence[str]) -> list[set]:
-        """The nodes of each member in the run: a shared stateless inner member contributes only the call that
-        reads the previous member's output (and the nodes of that call reached from it)."""
+    def _member_regions(self, members: Sequence[str]) -> tuple[list[set], set[str]]:
+        """The nodes of each member in the run, and its shared stateless inner members, each of which contributes
+        only the call that reads the previous member's output (and the nodes of that call reached from it)."""
         regions: list[set] = []
+        shared: set[str] = set()
         for index, member in enumerate(members):
             region = self._region(member)
             if self._shared_inner(members, index):
+                shared.add(member)
                 links = self._boundary(regions[-1])[1]
                 call: set = set()
                 stack = [user for link in links for user in self.graph.users[link] if user in region]
@@ -161,7 +163,7 @@ class _Detector:
                         stack.extend(user for user in self.graph.users[node] if user in region)
                 region = call
             regions.append(region)
-        return regions
+        return regions, shared
 
     def _convs(self, members: Sequence[str]) -> list[str]:
         convs = []
@@ -181,9 +183,8 @@ class _Detector:
             return f'{len(convs)} conv(s), a block needs at least 2'
         if len(convs) > self.max_convs:
             return f'{len(convs)} convs, more than max(2, floor(max_ratio x #convs)) = {self.max_convs}'
-        regions = self._member_regions(members)
+        regions, shared = self._member_regions(members)
         nodes = set().union(*regions)
-        shared = {member for index, member in enumerate(members) if self._shared_inner(members, index)}
         for member in members:
             calls = self.graph.calls.get(id(self._module(member)))
             if member not in shared and (calls is None or calls.count != 1 or not calls.single_tensor_arg):
@@ -270,7 +271,7 @@ class _Detector:
 
     def _take(self, members: list[str]) -> None:
         self._taken.update(members)
-        nodes = set().union(*self._member_regions(members))
+        nodes = set().union(*self._member_regions(members)[0])
         (source,) = self._boundary(nodes)[0]
         (output,) = self._boundary(nodes)[1]
         protected = self._protected_convs(nodes, source, output)

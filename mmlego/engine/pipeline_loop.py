@@ -32,10 +32,6 @@ from .task_metrics import evaluate_model, pick_metric
 STAGES = ('descendants', 'retrained', 'accuracy', 'done')
 
 
-def _on_cpu(teacher: torch.nn.Module) -> bool:
-    return next(teacher.parameters()).device.type == 'cpu'
-
-
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -324,8 +320,7 @@ class LegoDNNPipelineLoop(BaseLoop):
         if STAGES.index(stage) < STAGES.index('done'):
             example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
             profile_costs(bank, show_progress=_rank() == 0)
-            threads = getattr(wrapper, 'latency_threads', None) if _on_cpu(teacher) else None
-            with intra_op_threads(threads):  # the thread count the model will be served with
+            with intra_op_threads(wrapper.latency_threads):  # the thread count the model will be served with
                 check = profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats,
                                       show_progress=_rank() == 0)
             runner.logger.info('in-model latency: teacher {:.2f} ms; frame + blocks vs measured composites: {}'.format(

@@ -17,6 +17,7 @@ from ..block_bank import BlockBank, problem_from_bank
 from ..block_bank.bank import MANIFEST, BankError
 from ..block_switcher import BlockSwitcher
 from ..latency_estimation import BlockTimer, BlockTiming, LatencyCorrection
+from ..profiling.latency import check_thread_count
 from ..registry import MODELS
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
 from ..scaling_optimizer.budget import is_relative, parse_budget, resolve_budget
@@ -84,10 +85,7 @@ class LegoDNN(BaseModel):
             raise ValueError(f'tensor_path must be one of {list(TENSOR_PATHS)} or None, got {tensor_path!r}')
         self.tensor_path = tensor_path
         self.latency_scale = latency_scale
-        if latency_threads is not None and (not isinstance(latency_threads, int) or isinstance(latency_threads, bool)
-                                            or latency_threads < 1):
-            raise ValueError(f'latency_threads must be an integer >= 1 (CPU intra-op threads) or None, got '
-                             f'{latency_threads!r}')
+        check_thread_count(latency_threads, 'latency_threads')
         self.latency_threads = latency_threads
         if latency_correction is True:
             latency_correction = {}

@@ -43,15 +43,20 @@ from ..utils.progress import progress
 CONSISTENCY_TOLERANCE = 0.10
 
 
+def check_thread_count(count: Any, name: str = 'the number of threads') -> None:
+    """ValueError unless ``count`` is None (as the process runs) or an integer >= 1 (CPU intra-op threads)."""
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise ValueError(f'{name} must be an integer >= 1 (CPU intra-op threads) or None (as the process runs), '
+                         f'got {count!r}')
+
+
 @contextlib.contextmanager
 def intra_op_threads(count: int | None) -> Iterator[None]:
     """Runs the block with ``torch.set_num_threads(count)`` (None: as is), restoring the thread count after."""
+    check_thread_count(count)
     if count is None:
         yield
         return
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ValueError(f'the number of threads must be an integer >= 1 (or None: as the process runs), got '
-                         f'{count!r}')
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
