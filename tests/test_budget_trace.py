@@ -81,7 +81,7 @@ def replay(lego, workspace, monkeypatch, hysteresis, log_file=None):
         step[0] = index
         hook._apply(runner, 'test', epoch_start=False)
         for _ in range(3):  # three served forwards, timed: the device's current speed over the profiles
-            profiled = model._block_latency_ms(model.selection)
+            profiled = sum(model.bank.profiles.get(name, s).latency_ms for name, s in model.selection.items())
             model.correction.observe(profiled * slowdown, profiled)
             hook._check_latency(runner, 'test')
         estimate = model.estimate()

@@ -229,7 +229,7 @@ def scale_model(model: LegoDNN, latency_ms: float | None = None, memory_mb: floa
         metric=result.estimated_metric[name], latency_ms=result.latency_ms[name],
         memory_mb=result.memory_bytes[name] / 2 ** 20,
         metric_name=profiles.metric_name, teacher_metric=profiles.teacher_metric,
-        teacher_latency_ms=profiles.model_latency_ms * model.latency_scale * model.latency_ratio
+        teacher_latency_ms=model.estimate({spec.name: 0.0 for spec in model.bank.blocks})['latency_ms']
         if profiles.model_latency_ms is not None else None,
         teacher_memory_mb=profiles.model_memory_bytes / 2 ** 20 if profiles.model_memory_bytes is not None else None,
         result=result)

@@ -69,6 +69,13 @@ class OnlineScalingHook(Hook):
         latency_repeats: Timed runs of the tensor path on one example batch per epoch (0: latency not measured).
         latency_warmup: Untimed runs before them; then the online correction's window of untimed forwards,
             served like any other, so the corrected estimate read after them describes the measurement's conditions.
+        latency_settle: After a latency budget is solved before an epoch, up to this many rounds of: a correction
+            window of served forwards of the new configuration on an example batch (after ``latency_warmup``
+            untimed ones), then :meth:`mmlego.LegoDNN.rescale_if_needed`. The correction in force when a budget is
+            solved knows only the options that ran before, and a device's ratio to the profiles differs between
+            options (a sweep's test batches, not of the profiled size, teach it nothing); the epoch then runs a
+            configuration whose options were measured to hold now. 0: off (forwards the epoch serves at
+            the profiled size correct it, through :meth:`mmlego.LegoDNN.rescale_if_needed`).
         rescale_tolerance: Re-solve when the corrected latency estimate of the running configuration exceeds the
             latency budget by more than this (relative).
         rescale_drift: Re-solve when the online latency correction moved by more than this since the last solve.
@@ -88,10 +95,10 @@ class OnlineScalingHook(Hook):
             ``profiled_latency_ms`` (the profiles' estimate, no online correction), ``estimated_latency_ms`` (with
             the correction in force when solved), ``corrected_latency_ms`` (with the correction learned from the
             forwards served before the latency measurement: the epoch's, then the warm-up ones, never the timed
-            ones), ``latency_ratio``, ``measured_latency_ms``,
+            ones), ``latency_ratio`` (corrected / profiled), ``measured_latency_ms``,
             ``estimated_memory_mb`` (the configuration's weight bytes: frame + chosen descendants),
             ``resident_memory_mb`` (tensors on the compute device), ``rss_mb`` (the process), ``resolved``
-            (whether the optimizer ran for it) and ``reason`` (``budget``, ``latency correction`` or the hysteresis
+            (whether the optimizer ran for it), ``settle_solves`` (re-solves of ``latency_settle``) and ``reason`` (``budget``, ``latency correction`` or the hysteresis
             rule's up/downscale reason).
         decisions: For a callable or schedule source, one dict per budget change: ``time_s``, ``budget``,
             ``action`` (``rescale`` / ``keep``), ``reason`` and the ``running`` configuration's estimates.
@@ -101,7 +108,8 @@ class OnlineScalingHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, budget: Any = None, interval: int = 1, log_measured: bool = True, latency_repeats: int = 0,
-                 latency_warmup: int = 1, rescale_tolerance: float = 0.02, rescale_drift: float = 0.1,
+                 latency_warmup: int = 1, latency_settle: int = 3, rescale_tolerance: float = 0.02,
+                 rescale_drift: float = 0.1,
                  solver: str = 'exact', on_infeasible: str = 'warn', hysteresis: float = DEFAULT_HYSTERESIS,
                  clock: Callable[[], float] | None = None) -> None:
         decide(dict(latency_ms=0.0, memory_mb=0.0), None, {}, hysteresis)  # validates hysteresis
@@ -113,6 +121,9 @@ class OnlineScalingHook(Hook):
             raise ValueError(f'interval must be an integer >= 1 (val/test iterations), got {interval!r}')
         if not isinstance(latency_repeats, int) or latency_repeats < 0:
             raise ValueError(f'latency_repeats must be an integer >= 0, got {latency_repeats!r}')
+        if not isinstance(latency_settle, int) or isinstance(latency_settle, bool) or latency_settle < 0:
+            raise ValueError(f'latency_settle must be an integer >= 0 (rounds), got {latency_settle!r}')
+        self.latency_settle = latency_settle
         self.interval = interval
         self.log_measured = log_measured
         self.latency_repeats = latency_repeats
@@ -257,7 +268,8 @@ class OnlineScalingHook(Hook):
             self._current_budget = model.budget  # shares of the full model ('60%') resolved
             if result.status == 'infeasible' and self.on_infeasible == 'error':
                 raise InfeasibleBudgetError(infeasible_message(budget, model))
-            self._new_record(runner, model, mode, resolved=True, reason=reason)
+            settled = self._settle(runner, model) if epoch_start else 0
+            self._new_record(runner, model, mode, resolved=True, reason=reason, settled=settled)
         elif epoch_start and self._last_result is not None:
             self._new_record(runner, model, mode, resolved=False)
 
@@ -281,6 +293,22 @@ class OnlineScalingHook(Hook):
             return None
         return decision.reason
 
+    def _settle(self, runner, model) -> int:
+        """Teaches the online correction on the configuration just chosen and re-solves while it misses its
+        latency budget (see ``latency_settle``); returns how many re-solves that took."""
+        if model.correction is None or (self._current_budget or {}).get('latency_ms') is None:
+            return 0
+        solves = 0
+        for _ in range(self.latency_settle):
+            self._warm_up(runner, model)
+            result = model.rescale_if_needed(self.rescale_tolerance, self.rescale_drift)
+            if result is None:
+                break
+            solves += 1
+            self.num_solves += 1
+            self._last_result = result
+        return solves
+
     def _check_latency(self, runner, mode: str) -> None:
         """Re-solves when the online latency correction moved the running configuration (see the model)."""
         if self._last_result is None:
@@ -292,18 +320,18 @@ class OnlineScalingHook(Hook):
             self._last_result = result
             self._new_record(runner, model, mode, resolved=True, reason='latency correction')
 
-    def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget') -> None:
+    def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget', settled: int = 0) -> None:
         result = self._last_result
         metric_name = model.bank.profiles.metric_name
+        profiled, estimated = model.estimate(corrected=False)['latency_ms'], float(result.latency_ms['model'])
         record = dict(
             epoch=self._epochs - 1, mode=mode, budget=dict(self._current_budget), status=result.status,
             choice=dict(model.selection), metric_name=metric_name,
             estimated_metric=float(result.estimated_metric['model']), measured_metric=None,
-            profiled_latency_ms=model.estimate(corrected=False)['latency_ms'],
-            estimated_latency_ms=float(result.latency_ms['model']), corrected_latency_ms=None,
-            latency_ratio=model.latency_ratio, measured_latency_ms=None,
+            profiled_latency_ms=profiled, estimated_latency_ms=estimated, corrected_latency_ms=None,
+            latency_ratio=estimated / profiled, measured_latency_ms=None,
             estimated_memory_mb=result.memory_bytes['model'] / _MB, resident_memory_mb=None, rss_mb=None,
-            resolved=resolved, reason=reason)
+            resolved=resolved, reason=reason, settle_solves=settled)
         self.records.append(record)
         self._epoch_records.append(record)
         if resolved:
@@ -315,6 +343,8 @@ class OnlineScalingHook(Hook):
             why = f' [{reason}]' if reason != 'budget' else ''
             if reason == 'latency correction':
                 why = f' [latency x{record["latency_ratio"]:.2f} measured online]'
+            if settled:
+                why += f' [re-solved {settled}x on the latencies measured on the configurations chosen first]'
             runner.logger.info(
                 f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {format_budget(record["budget"])}{why} -> '
                 f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '
@@ -336,7 +366,7 @@ class OnlineScalingHook(Hook):
         if self.latency_repeats > 0:
             self._warm_up(runner, model)  # the correction read next follows the measurement's conditions
         last['corrected_latency_ms'] = model.estimate()['latency_ms']
-        last['latency_ratio'] = model.latency_ratio
+        last['latency_ratio'] = last['corrected_latency_ms'] / last['profiled_latency_ms']
         last['resident_memory_mb'], last['rss_mb'] = self._measure_memory_mb(model)
         if self.latency_repeats > 0:
             last['measured_latency_ms'] = self._measure_latency_ms(runner, model)

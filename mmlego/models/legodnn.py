@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -67,6 +68,10 @@ class LegoDNN(BaseModel):
             top-level ``data_preprocessor`` here, as mmseg configs have one).
     """
 
+    #: An option's own online latency factor must move by more than this (relative) before the cached scaling
+    #: problem is rebuilt (and the exact solver prepares it again).
+    REBUILD_TOLERANCE = 0.02
+
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
                  tensor_path: str | None = None, latency_scale: float = 1.0,
                  latency_correction: dict | bool = True, latency_threads: int | None = None,
@@ -95,8 +100,10 @@ class LegoDNN(BaseModel):
         self.timer: BlockTimer | None = None
         self.last_result: ScalingResult | None = None
         self._budget: dict[str, Any] | None = None  # the budget of the last scale(), for rescale_if_needed
-        self._solved_ratio = 1.0
-        self._problem: ModelProblem | None = None  # the bank's scaling problem, latencies as profiled
+        self._solved_load = 1.0
+        self._problem: ModelProblem | None = None  # the bank's problem, latencies x the options' own factors
+        self._problem_factors: dict = {}  # the factors it was built with
+        self._profiled_problem: ModelProblem | None = None  # the bank's problem, latencies as profiled
         self._bank_dir = bank
         self._register_load_state_dict_pre_hook(self._accept_teacher_checkpoint)
 
@@ -153,7 +160,7 @@ class LegoDNN(BaseModel):
         if not isinstance(bank, BlockBank):
             bank = BlockBank.load(bank, self.architecture)
         self.bank = bank
-        self._problem = None
+        self._problem = self._profiled_problem = None
         self.tensor_path = bank.meta.get('tensor_path', self.tensor_path)
         self.switcher = BlockSwitcher(self.architecture, bank)
         profiled_on = bank.profiles.device
@@ -225,19 +232,65 @@ class LegoDNN(BaseModel):
     # -- latency estimation ----------------------------------------------------------------------------------
     @property
     def latency_ratio(self) -> float:
-        """Measured / profiled latency on the forwards served lately (1.0 without online correction)."""
+        """Measured / profiled latency of the running configuration on the forwards served lately (1.0 without
+        online correction); options of other configurations have factors of their own once they ran
+        (:class:`mmlego.latency_estimation.LatencyCorrection`)."""
         return self.correction.ratio if self.correction is not None else 1.0
 
-    def _block_latency_ms(self, selection: dict[str, float]) -> float:
-        profiles = self.bank.profiles
-        return sum(profiles.get(name, s).latency_ms for name, s in selection.items()) * self.latency_scale
+    @property
+    def latency_load(self) -> float:
+        """The online correction's load factor: how much slower the device runs now than when the options' own
+        factors were learned (1.0 without online correction)."""
+        return self.correction.load if self.correction is not None else 1.0
 
     def _observe_forward(self, timing: BlockTiming) -> None:
         # Only forwards at the profiled input size describe the profiled latencies: a batch of 8 costs less
         # than 8 forwards of one (and a larger image more than its pixel count says), so no rescaling is sound.
         if timing.input_numel != self.timer.reference_numel:
             return
-        self.correction.observe(sum(timing.ms.values()), self._block_latency_ms(self.switcher.selection))
+        profiles, selection = self.bank.profiles, self.switcher.selection
+        self.correction.observe_blocks({
+            (name, selection[name]): (ms, (profiles.get(name, selection[name]).latency_ms or 0.0) * self.latency_scale)
+            for name, ms in timing.ms.items()})
+
+    def _relative_problem(self) -> ModelProblem:
+        """The bank's problem, latencies as profiled times each option's own online factor (no load, no
+        ``latency_scale``). Cached, so the 'exact' solver prepares it once: rebuilt only when a factor appeared or
+        moved by more than ``REBUILD_TOLERANCE`` since."""
+        factors = self.correction.relative_factors() if self.correction is not None else {}
+        built = self._problem_factors
+        if self._problem is None or factors.keys() != built.keys() or any(
+                not math.isclose(factor, built[key], rel_tol=self.REBUILD_TOLERANCE)
+                for key, factor in factors.items()):
+            problem = problem_from_bank(self._require_bank())
+            if factors:  # rebuilt, not edited: the solver caches what it prepares per problem object
+                problem = dataclasses.replace(problem, blocks={
+                    block: [dataclasses.replace(option, latency_ms=option.latency_ms
+                                                * factors.get((block, option.sparsity), 1.0)) for option in options]
+                    for block, options in problem.blocks.items()})
+            self._problem, self._problem_factors = problem, factors
+        return self._problem
+
+    def _latency_factor(self, corrected: bool) -> float:
+        return self.latency_scale * (self.latency_load if corrected else 1.0)
+
+    def problem(self, name: str = 'model', weight: float = 1.0, corrected: bool = True) -> ModelProblem:
+        """This model's scaling problem: latencies as profiled times ``latency_scale`` and, unless
+        ``corrected=False``, the online correction (each option by the load times its own factor once it ran, the
+        frame and options never served by the load: :class:`mmlego.latency_estimation.LatencyCorrection`).
+
+        Args:
+            name: The model's name in the problem (unique among problems solved together).
+            weight: Its objective weight in a shared budget.
+            corrected: Whether to apply the online correction.
+        """
+        if not corrected:
+            return problem_from_bank(self._require_bank(), name=name, weight=weight, latency_scale=self.latency_scale)
+        problem, factor = self._relative_problem(), self._latency_factor(corrected)
+        return dataclasses.replace(
+            problem, name=name, weight=weight, frame_latency_ms=problem.frame_latency_ms * factor,
+            blocks={block: [dataclasses.replace(option, latency_ms=option.latency_ms * factor) for option in options]
+                    for block, options in problem.blocks.items()})
 
     def estimate(self, selection: dict[str, float] | None = None, corrected: bool = True) -> dict[str, float]:
         """The estimates of a selection (default: the running one).
@@ -248,8 +301,14 @@ class LegoDNN(BaseModel):
         """
         bank = self._require_bank()
         selection = self.switcher.validate(selection or {})
-        scale = self.latency_ratio if corrected else 1.0
-        return problem_from_bank(bank, latency_scale=self.latency_scale * scale).estimate(selection)
+        if corrected:
+            estimate = dict(self._relative_problem().estimate(selection))
+        else:
+            if self._profiled_problem is None:
+                self._profiled_problem = problem_from_bank(bank)
+            estimate = dict(self._profiled_problem.estimate(selection))
+        estimate['latency_ms'] *= self._latency_factor(corrected)
+        return estimate
 
     def measure_latency_ms(self, inputs: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
         """Median wall time (ms) of one tensor-path forward of the running configuration on ``inputs``: the
@@ -280,8 +339,7 @@ class LegoDNN(BaseModel):
             :func:`mmlego.scaling_optimizer.budget_range` of this model's bank.
         """
         from ..scaling_optimizer import budget_range
-        bank = self._require_bank()
-        return budget_range(problem_from_bank(bank, latency_scale=self.latency_scale * self.latency_ratio))
+        return budget_range(self.problem())
 
     def full_model_estimate(self) -> dict[str, float]:
         """The teacher's (every block at sparsity 0.0) estimates, latency as profiled times ``latency_scale``."""
@@ -300,8 +358,8 @@ class LegoDNN(BaseModel):
               solver: str = 'exact') -> ScalingResult:
         """Chooses descendants for a budget and switches them in; returns the optimizer's result.
 
-        Latencies are the profiled ones times ``latency_scale`` times the online correction
-        (:attr:`latency_ratio`). An infeasible budget switches to the smallest configuration and says so in
+        Latencies are the profiled ones times ``latency_scale`` times the online correction (:meth:`problem`).
+        An infeasible budget switches to the smallest configuration and says so in
         ``result.status``. The budget is remembered for :meth:`rescale_if_needed`.
 
         Args:
@@ -317,14 +375,11 @@ class LegoDNN(BaseModel):
         bank = self._require_bank()
         budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
-        ratio = self.latency_ratio
-        scale = self.latency_scale * ratio
         memory = None if memory_mb is None else memory_mb * 2 ** 20
-        # The bank's problem stays as profiled (the 'exact' solver prepares it once); the latency scale moves the
-        # budget instead, and the result's latencies are scaled back.
-        if self._problem is None:
-            self._problem = problem_from_bank(bank)
-        result = solve(self._problem, latency_ms=None if latency_ms is None else latency_ms / scale,
+        # The cached problem leaves out the load and latency_scale: they move the budget instead, and the result's
+        # latencies are scaled back.
+        scale = self._latency_factor(corrected=True)
+        result = solve(self._relative_problem(), latency_ms=None if latency_ms is None else latency_ms / scale,
                        memory_bytes=memory, solver=solver)
         result.latency_ms = {name: value * scale for name, value in result.latency_ms.items()}
         if result.status == 'infeasible':
@@ -334,24 +389,25 @@ class LegoDNN(BaseModel):
         self.switch(result.choice())
         self.last_result = result
         self._budget = dict(latency_ms=latency_ms, memory_mb=memory_mb, solver=solver)
-        self._solved_ratio = ratio
+        self._solved_load = self.latency_load
         return result
 
     def rescale_if_needed(self, tolerance: float = 0.02, drift: float = 0.1) -> ScalingResult | None:
         """Re-solves the last budget when the online latency correction made the running choice wrong.
 
         That is when the corrected estimate of the running configuration exceeds the latency budget by more than
-        ``tolerance`` (relative), or when the correction moved by more than ``drift`` since the last solve (the
-        device got faster: a larger configuration may fit again). Cheap when nothing changed (no solve).
+        ``tolerance`` (relative), or when the correction's load factor moved by more than ``drift`` since the last
+        solve (the device got faster: a larger configuration may fit again; what a new configuration's options
+        turn out to cost does not move it back up, so configurations do not alternate). Cheap when nothing
+        changed (no solve).
 
         Returns:
             The new result, or None if the running configuration still holds (or no latency budget was set).
         """
         if self._budget is None or self._budget['latency_ms'] is None or self.correction is None:
             return None
-        ratio = self.latency_ratio
         over = self.estimate()['latency_ms'] > self._budget['latency_ms'] * (1 + tolerance)
-        moved = not math.isclose(ratio, self._solved_ratio, rel_tol=drift)
+        moved = not math.isclose(self.latency_load, self._solved_load, rel_tol=drift)
         infeasible_already = self.last_result is not None and self.last_result.status == 'infeasible'
         if not moved and (not over or infeasible_already):  # an infeasible budget already runs the smallest
             return None

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..block_bank import problem_from_bank
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, is_relative, parse_budget, \
     resolve_budget
@@ -102,12 +101,8 @@ class MultiModelRuntime:
     # -- the joint problem -----------------------------------------------------------------------------------
     def problems(self, corrected: bool = True) -> list[ModelProblem]:
         """One problem per model, latencies scaled by its ``latency_scale`` (and online correction)."""
-        problems = []
-        for name, model in self.models.items():
-            scale = model.latency_scale * (model.latency_ratio if corrected else 1.0)
-            problems.append(problem_from_bank(model._require_bank(), name=name, weight=self.weights[name],
-                                              latency_scale=scale))
-        return problems
+        return [model.problem(name=name, weight=self.weights[name], corrected=corrected)
+                for name, model in self.models.items()]
 
     def full_estimate(self) -> dict[str, float]:
         """Total latency (profiled, no online correction) and memory of every model at its teacher."""
