@@ -268,31 +268,31 @@ def test_latency_correction_is_a_robust_median():
 
 def test_latency_correction_learns_each_option_apart_from_the_load():
     """Options keep what they cost against their profiles while other configurations run; a change of load moves
-    every option, seen or not; an option never served runs like those of the first configuration served."""
+    every option, seen or not; an option never served runs like the served ones of its sparsity."""
     correction = LatencyCorrection(window=5, min_observations=3)
 
     def serve(times, count=5):
         for _ in range(count):
             correction.observe_blocks(times)
 
-    serve({'a': (8.0, 10.0), 'b': (4.0, 5.0)})  # configuration A: 0.8 x its profiles
-    assert correction.factor('a') == pytest.approx(0.8) and correction.ratio == pytest.approx(0.8)
-    assert correction.factor('new') == pytest.approx(0.8) and correction.relative_factors() == {'a': 1.0, 'b': 1.0}
-    serve({'a': (8.0, 10.0), 'c': (10.0, 5.0)})  # c replaces b and runs at 2.0 x its profile
-    assert correction.factor('c') == pytest.approx(2.0) and correction.factor('a') == pytest.approx(0.8)
-    assert correction.factor('b') == pytest.approx(0.8)  # b keeps its own factor while it does not run
+    serve({('a', 0.8): (8.0, 10.0), ('b', 0.8): (4.0, 5.0)})  # configuration A: 0.8 x its profiles
+    assert correction.factor(('a', 0.8)) == pytest.approx(0.8) and correction.ratio == pytest.approx(0.8)
+    assert correction.factor(('c', 0.8)) == pytest.approx(0.8) == correction.factor(('c', 0.0))  # never served
+    serve({('a', 0.8): (8.0, 10.0), ('b', 0.0): (10.0, 5.0)})  # b's teacher block runs at 2.0 x its profile
+    assert correction.factor(('b', 0.0)) == pytest.approx(2.0) and correction.factor(('a', 0.8)) == pytest.approx(0.8)
+    assert correction.factor(('b', 0.8)) == pytest.approx(0.8)  # kept while it does not run
+    assert correction.factor(('a', 0.0)) == pytest.approx(2.0)  # never served: like the served ones of its sparsity
     assert correction.ratio == pytest.approx((8.0 + 10.0) / 15.0)
     load = correction.load
-    serve({'a': (16.0, 10.0), 'c': (20.0, 5.0)}, count=3)  # another process takes a core: all twice as slow
+    serve({('a', 0.8): (16.0, 10.0), ('b', 0.0): (20.0, 5.0)}, count=3)  # another process takes a core
     assert correction.load == pytest.approx(2 * load)
-    assert correction.factor('b') == pytest.approx(1.6) and correction.factor('c') == pytest.approx(4.0)
-    serve({'d': (30.0, 10.0)})  # all new: taken to run like the configuration before, then learned
-    assert correction.factor('d') == pytest.approx(3.0)
-    correction.observe_blocks({'a': (float('nan'), 10.0), 'e': (1.0, 0.0)})  # nothing valid: ignored
-    assert 'e' not in correction._options
+    assert correction.factor(('b', 0.8)) == pytest.approx(1.6) and correction.factor(('b', 0.0)) == pytest.approx(4.0)
+    serve({('a', 0.4): (30.0, 10.0)})  # all new: taken to run as the others, then learned
+    assert correction.factor(('a', 0.4)) == pytest.approx(3.0)
+    correction.observe_blocks({('a', 0.8): (float('nan'), 10.0), ('e', 0.8): (1.0, 0.0)})  # nothing valid: ignored
+    assert ('e', 0.8) not in correction._options
     correction.reset()
-    assert correction.ratio == 1.0 and correction.relative_factors() == {}
-
+    assert correction.ratio == 1.0 and correction.relatives([('a', 0.8)]) == {('a', 0.8): 1.0}
 
 def test_rescale_if_needed_resolves_only_when_the_correction_moves(profiled):
     model, bank, _ = profiled

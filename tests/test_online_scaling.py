@@ -200,8 +200,9 @@ def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(lego, work
     budget = low + 0.4 * (high - low)
 
     def run_at_budget(settle):
+        model.correction.reset()  # both runs start from the same state: only the smallest configuration learned
         hook.set_budget(dict(memory_mb=smallest * 1.001))
-        runner.test()  # back on the smallest configuration and its correction
+        runner.test()
         hook.latency_settle = settle
         hook.set_budget(dict(latency_ms=budget))
         runner.test()

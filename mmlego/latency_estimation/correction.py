@@ -9,8 +9,9 @@ its profile. Two factors explain them (:class:`LatencyCorrection`):
   device's ratio to the profiles differs between configurations (a pruned block may run relatively faster than
   the teacher's), so one ratio learned on the running configuration misses the next one by that difference.
 
-An option's corrected latency is ``load x its factor x its profile``; an option never served (and the frame
-outside the blocks) has factor 1: it runs like the options of the first configuration served. Medians over the last ``window``
+An option's corrected latency is ``load x its factor x its profile``; an option never served takes the median
+factor of the options of its sparsity that were (else of all; 1.0 before any), and the frame outside the blocks
+runs at the load. Medians over the last ``window``
 observations follow a change of load within ``window // 2 + 1`` forwards and ignore single outliers (a page
 fault, a preempted forward); an option keeps what it learned while other configurations run.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import collections
 import math
 import statistics
-from typing import Hashable, Mapping
+from typing import Iterable, Mapping
 
 
 def _valid(measured_ms: float, estimated_ms: float) -> bool:
@@ -41,7 +42,7 @@ class LatencyCorrection:
         self.window = window
         self.min_observations = min_observations
         self._loads: collections.deque[float] = collections.deque(maxlen=window)
-        self._options: dict[Hashable, collections.deque[float]] = {}
+        self._options: dict[tuple[str, float], collections.deque[float]] = {}
         self._running_factor = 1.0
         self.observations = 0
 
@@ -52,21 +53,22 @@ class LatencyCorrection:
             self._loads.append(measured_ms / estimated_ms / self._running_factor)
             self.observations += 1
 
-    def observe_blocks(self, times: Mapping[Hashable, tuple[float, float]]) -> None:
+    def observe_blocks(self, times: Mapping[tuple[str, float], tuple[float, float]]) -> None:
         """Adds one forward timed per block.
 
         Args:
-            times: Option key (e.g. ``(block, sparsity)``) -> (measured ms, profiled ms) of every running block.
+            times: ``(block, sparsity)`` -> (measured ms, profiled ms) of every running block.
                 Entries that are not positive finite numbers are ignored.
         """
         times = {key: pair for key, pair in times.items() if _valid(*pair)}
         if not times:
             return
         # The load: how much slower the options seen before run now than their factors say (the new ones are
-        # learned relative to it); if all are new, they are taken to run like options never served (factor 1: as
-        # LegoDNN's one ratio for the whole device would have it).
-        seen = [key for key in times if key in self._options] or list(times)
-        expected = math.fsum(self._median(key) * times[key][1] for key in seen)
+        # learned relative to it); if all are new, they are taken to run as their priors say (relatives()).
+        seen = [key for key in times if key in self._options]
+        factors = {key: self._median(key) for key in seen} if seen else self.relatives(times)
+        seen = seen or list(times)
+        expected = math.fsum(factors[key] * times[key][1] for key in seen)
         load = math.fsum(times[key][0] for key in seen) / expected
         self._loads.append(load)
         for key, (measured, profiled) in times.items():
@@ -76,7 +78,7 @@ class LatencyCorrection:
         self.observations += 1
 
     # -- factors ---------------------------------------------------------------------------------------------
-    def _median(self, key: Hashable) -> float:
+    def _median(self, key: tuple[str, float]) -> float:
         return float(statistics.median(self._options[key])) if key in self._options else 1.0
 
     @property
@@ -87,19 +89,27 @@ class LatencyCorrection:
             return 1.0
         return float(statistics.median(self._loads))
 
-    def relative(self, key: Hashable) -> float:
-        """An option's own factor (measured / profiled latency over the load): 1.0 until it was served
-        ``min_observations`` times."""
-        options = self._options.get(key, ())
-        return float(statistics.median(options)) if len(options) >= self.min_observations else 1.0
+    def relatives(self, keys: Iterable[tuple[str, float]]) -> dict[tuple[str, float], float]:
+        """The own factors (measured / profiled latency over the load) of options ``(block, sparsity)``.
 
-    def relative_factors(self) -> dict[Hashable, float]:
-        """Every option's own factor that left 1.0 (served ``min_observations`` times)."""
-        return {key: self.relative(key) for key, values in self._options.items()
-                if len(values) >= self.min_observations}
+        An option served ``min_observations`` times has its own; another takes the median of those of its
+        sparsity (pruning shifts a descendant's time against its profile alike across blocks), else of all, else 1.0.
+        """
+        known = {key: float(statistics.median(values)) for key, values in self._options.items()
+                 if len(values) >= self.min_observations}
+        by_sparsity: dict[float, list[float]] = {}
+        for (_, sparsity), value in known.items():
+            by_sparsity.setdefault(sparsity, []).append(value)
+        overall = float(statistics.median(known.values())) if known else 1.0
+        prior = {sparsity: float(statistics.median(values)) for sparsity, values in by_sparsity.items()}
+        return {key: known[key] if key in known else prior.get(key[1], overall) for key in keys}
 
-    def factor(self, key: Hashable) -> float:
-        """Measured / profiled latency of an option now: the load times its own factor."""
+    def relative(self, key: tuple[str, float]) -> float:
+        """One option's own factor (see :meth:`relatives`)."""
+        return self.relatives([key])[key]
+
+    def factor(self, key: tuple[str, float]) -> float:
+        """Measured / profiled latency of an option ``(block, sparsity)`` now: the load times its own factor."""
         return self.load * self.relative(key)
 
     @property

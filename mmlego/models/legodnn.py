@@ -255,14 +255,17 @@ class LegoDNN(BaseModel):
 
     def _relative_problem(self) -> ModelProblem:
         """The bank's problem, latencies as profiled times each option's own online factor (no load, no
-        ``latency_scale``). Cached, so the 'exact' solver prepares it once: rebuilt only when a factor appeared or
-        moved by more than ``REBUILD_TOLERANCE`` since."""
-        factors = self.correction.relative_factors() if self.correction is not None else {}
+        ``latency_scale``). Cached, so the 'exact' solver prepares it once: rebuilt only when a factor moved by
+        more than ``REBUILD_TOLERANCE`` since."""
+        bank = self._require_bank()
+        factors = {}
+        if self.correction is not None and self.correction.observations:
+            factors = self.correction.relatives((spec.name, s) for spec in bank.blocks for s in bank.sparsities)
         built = self._problem_factors
         if self._problem is None or factors.keys() != built.keys() or any(
                 not math.isclose(factor, built[key], rel_tol=self.REBUILD_TOLERANCE)
                 for key, factor in factors.items()):
-            problem = problem_from_bank(self._require_bank())
+            problem = problem_from_bank(bank)
             if factors:  # rebuilt, not edited: the solver caches what it prepares per problem object
                 problem = dataclasses.replace(problem, blocks={
                     block: [dataclasses.replace(option, latency_ms=option.latency_ms
