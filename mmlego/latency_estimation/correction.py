@@ -10,8 +10,8 @@ its profile. Two factors explain them (:class:`LatencyCorrection`):
   the teacher's), so one ratio learned on the running configuration misses the next one by that difference.
 
 An option's corrected latency is ``load x its factor x its profile``; an option never served takes the median
-factor of the options of its sparsity that were (else of all; 1.0 before any), and the frame outside the blocks
-runs at the load. Medians over the last ``window``
+factor of the options of its sparsity that were (else of all; 1.0 before any). The frame outside the blocks is not
+timed: :attr:`LatencyCorrection.ratio` (the blocks served last) is the best guess for it. Medians over the last ``window``
 observations follow a change of load within ``window // 2 + 1`` forwards and ignore single outliers (a page
 fault, a preempted forward); an option keeps what it learned while other configurations run.
 """
@@ -83,8 +83,7 @@ class LatencyCorrection:
 
     @property
     def load(self) -> float:
-        """The load factor now: measured / profiled latency of an option never served and of the frame (1.0
-        until ``min_observations`` forwards were seen)."""
+        """The load factor now (1.0 until ``min_observations`` forwards were seen)."""
         if len(self._loads) < self.min_observations:
             return 1.0
         return float(statistics.median(self._loads))

@@ -277,10 +277,21 @@ class LegoDNN(BaseModel):
     def _latency_factor(self, corrected: bool) -> float:
         return self.latency_scale * (self.latency_load if corrected else 1.0)
 
+    def _frame_offset_ms(self) -> float:
+        """What the frame's own factor adds to the relative problem's latencies (before load and scale).
+
+        The blocks' timings do not see the frame; it is taken to run like the blocks served last (their measured /
+        profiled latency over the load), as LegoDNN's one ratio for the whole model has it.
+        """
+        if self.correction is None or not self.correction.observations or self._problem is None:
+            return 0.0
+        return self._problem.frame_latency_ms * (self.latency_ratio / self.latency_load - 1.0)
+
     def problem(self, name: str = 'model', weight: float = 1.0, corrected: bool = True) -> ModelProblem:
         """This model's scaling problem: latencies as profiled times ``latency_scale`` and, unless
-        ``corrected=False``, the online correction (each option by the load times its own factor once it ran, the
-        frame and options never served by the load: :class:`mmlego.latency_estimation.LatencyCorrection`).
+        ``corrected=False``, the online correction (each option by the load times its own factor, see
+        :class:`mmlego.latency_estimation.LatencyCorrection`; the frame by :attr:`latency_ratio`, the blocks served
+        last).
 
         Args:
             name: The model's name in the problem (unique among problems solved together).
@@ -291,7 +302,8 @@ class LegoDNN(BaseModel):
             return problem_from_bank(self._require_bank(), name=name, weight=weight, latency_scale=self.latency_scale)
         problem, factor = self._relative_problem(), self._latency_factor(corrected)
         return dataclasses.replace(
-            problem, name=name, weight=weight, frame_latency_ms=problem.frame_latency_ms * factor,
+            problem, name=name, weight=weight,
+            frame_latency_ms=(problem.frame_latency_ms + self._frame_offset_ms()) * factor,
             blocks={block: [dataclasses.replace(option, latency_ms=option.latency_ms * factor) for option in options]
                     for block, options in problem.blocks.items()})
 
@@ -306,6 +318,7 @@ class LegoDNN(BaseModel):
         selection = self.switcher.validate(selection or {})
         if corrected:
             estimate = dict(self._relative_problem().estimate(selection))
+            estimate['latency_ms'] += self._frame_offset_ms()
         else:
             if self._profiled_problem is None:
                 self._profiled_problem = problem_from_bank(bank)
@@ -379,12 +392,13 @@ class LegoDNN(BaseModel):
         budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
         memory = None if memory_mb is None else memory_mb * 2 ** 20
-        # The cached problem leaves out the load and latency_scale: they move the budget instead, and the result's
-        # latencies are scaled back.
-        scale = self._latency_factor(corrected=True)
-        result = solve(self._relative_problem(), latency_ms=None if latency_ms is None else latency_ms / scale,
+        # The cached problem leaves out the load, latency_scale and the frame's factor: they move the budget
+        # instead, and the result's latencies are moved back.
+        scale, problem = self._latency_factor(corrected=True), self._relative_problem()
+        offset = self._frame_offset_ms()  # the same in every configuration: moves the budget too
+        result = solve(problem, latency_ms=None if latency_ms is None else max(0.0, latency_ms / scale - offset),
                        memory_bytes=memory, solver=solver)
-        result.latency_ms = {name: value * scale for name, value in result.latency_ms.items()}
+        result.latency_ms = {name: (value + offset) * scale for name, value in result.latency_ms.items()}
         if result.status == 'infeasible':
             print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
                       f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
