@@ -231,8 +231,9 @@ class OnlineScalingHook(Hook):
 
     def _example_batch(self, runner, model):
         from ..models.tensor_path import example_batch
-        if self._example is None:
-            self._example = example_batch(runner.cfg, model.architecture, batch_size=1)
+        if self._example is None:  # the val split's first sample (the test split's if there is no val loader)
+            split = 'val' if runner.cfg.get('val_dataloader') else 'test'
+            self._example = example_batch(runner.cfg, model.architecture, batch_size=1, split=split)
         return self._example
 
     def _warm_up(self, runner, model) -> None:
