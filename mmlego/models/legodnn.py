@@ -388,7 +388,7 @@ class LegoDNN(BaseModel):
             ValueError: A limit that is not one (negative, NaN, boolean, unknown unit); see
                 :mod:`mmlego.scaling_optimizer.budget`.
         """
-        bank = self._require_bank()
+        self._require_bank()
         budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
         memory = None if memory_mb is None else memory_mb * 2 ** 20
