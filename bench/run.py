@@ -127,9 +127,9 @@ def summary(results: dict) -> str:
     if 'latency' in results:
         import latency_fidelity
         lines += ['', '## B5 Latency fidelity, interleaved measurements (bench/latency_fidelity.py)', '']
-        for key in ('bank_profile', 'reprofiled'):
-            if results['latency'].get(key):
-                lines += [latency_fidelity.markdown(results['latency'][key]), '']
+        for key, variant in results['latency'].items():  # bank_profile, reprofiled, ..._N_threads
+            if variant:
+                lines += [f'{key}:', '', latency_fidelity.markdown(variant), '']
     return '\n'.join(lines) + '\n'
 
 
