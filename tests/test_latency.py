@@ -318,6 +318,42 @@ def test_rescale_if_needed_resolves_only_when_the_correction_moves(profiled):
         wrapper.switcher.reset()
 
 
+def test_corrected_estimates_agree_across_the_solver_path_and_the_problem(profiled):
+    """scale() moves the budget by the load and the frame's factor over a cached problem; estimate() and problem()
+    apply them to latencies: after forwards served on two configurations, all three say the same, each descendant
+    by its own factor."""
+    import itertools
+    model, bank, x = profiled
+    wrapper = LegoDNN(model, latency_scale=1.3)
+    wrapper.attach_bank(bank)
+    names = [spec.name for spec in bank.blocks]
+    try:
+        with torch.no_grad():
+            for sparsity in (0.0, 0.8):
+                wrapper.switch({name: sparsity for name in names})
+                for _ in range(4):
+                    wrapper(x)
+        correction = wrapper.correction
+        assert correction.factor((names[0], 0.0)) != pytest.approx(correction.factor((names[0], 0.8)), rel=1e-9)
+        problem = wrapper.problem()
+        profiled_problem = wrapper.problem(corrected=False)
+        for pick in itertools.product(bank.sparsities, repeat=len(names)):
+            selection = dict(zip(names, pick))
+            estimate = wrapper.estimate(selection)['latency_ms']
+            assert problem.estimate(selection)['latency_ms'] == pytest.approx(estimate)
+            frame = profiled_problem.frame_latency_ms * correction.ratio
+            blocks = sum(option.latency_ms * correction.factor((name, option.sparsity))
+                         for name in names for option in profiled_problem.blocks[name] if option.sparsity == selection[name])
+            assert estimate == pytest.approx(frame + blocks)
+        teacher = {name: 0.0 for name in names}
+        for budget in (wrapper.estimate(teacher)['latency_ms'] * share for share in (0.5, 0.8, 1.01)):
+            result = wrapper.scale(latency_ms=budget)
+            assert result.latency_ms['model'] == pytest.approx(wrapper.estimate()['latency_ms'])
+            assert result.status == 'infeasible' or result.latency_ms['model'] <= budget * (1 + 1e-9)
+    finally:
+        wrapper.switcher.reset()
+
+
 def test_the_correction_learns_only_from_forwards_at_the_profiled_size(profiled):
     model, bank, x = profiled
     wrapper = LegoDNN(model, latency_correction=dict(window=3, min_observations=1))
