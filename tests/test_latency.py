@@ -342,8 +342,8 @@ def test_corrected_estimates_agree_across_the_solver_path_and_the_problem(profil
             estimate = wrapper.estimate(selection)['latency_ms']
             assert problem.estimate(selection)['latency_ms'] == pytest.approx(estimate)
             frame = profiled_problem.frame_latency_ms * correction.ratio
-            blocks = sum(option.latency_ms * correction.factor((name, option.sparsity))
-                         for name in names for option in profiled_problem.blocks[name] if option.sparsity == selection[name])
+            blocks = sum(option.latency_ms * correction.factor((name, option.sparsity)) for name in names
+                         for option in profiled_problem.blocks[name] if option.sparsity == selection[name])
             assert estimate == pytest.approx(frame + blocks)
         teacher = {name: 0.0 for name in names}
         for budget in (wrapper.estimate(teacher)['latency_ms'] * share for share in (0.5, 0.8, 1.01)):

@@ -2,8 +2,9 @@
 
 :class:`BlockTimer` times every block where it runs, inside the model's own forward (offline profiling uses it
 to measure what each descendant costs in the composite; online, the :class:`mmlego.LegoDNN` wrapper keeps it on
-the forwards it serves). :class:`LatencyCorrection` turns those measurements into a robust ratio of measured to
-profiled latency, which scales every estimate the scaling optimizer is fed.
+the forwards it serves). :class:`LatencyCorrection` turns those measurements into robust ratios of measured to
+profiled latency (a load factor shared by every block, and one factor per descendant), which correct every estimate
+the scaling optimizer is fed.
 """
 from .block_timer import BlockTimer, BlockTiming
 from .correction import LatencyCorrection
