@@ -69,9 +69,10 @@ class OnlineScalingHook(Hook):
         latency_repeats: Timed runs of the tensor path on one example batch per epoch (0: latency not measured).
         latency_warmup: Untimed runs before them; then the online correction's window of untimed forwards,
             served like any other, so the corrected estimate read after them describes the measurement's conditions.
-        latency_settle: After a latency budget is solved before an epoch, up to this many rounds of: a correction
-            window of served forwards of the new configuration on an example batch (after ``latency_warmup``
-            untimed ones), then :meth:`mmlego.LegoDNN.rescale_if_needed`. The correction in force when a budget is
+        latency_settle: After a latency budget is solved before an epoch, up to this many re-solves: the new
+            configuration serves a correction window of forwards on an example batch (after ``latency_warmup``
+            untimed ones), then :meth:`mmlego.LegoDNN.rescale_if_needed`; the configuration the epoch runs was
+            always served a window. The correction in force when a budget is
             solved knows only the options that ran before, and a device's ratio to the profiles differs between
             options (a sweep's test batches, not of the profiled size, teach it nothing); the epoch then runs a
             configuration whose options were measured to hold now. 0: off (forwards the epoch serves at
@@ -297,11 +298,14 @@ class OnlineScalingHook(Hook):
     def _settle(self, runner, model) -> int:
         """Teaches the online correction on the configuration just chosen and re-solves while it misses its
         latency budget (see ``latency_settle``); returns how many re-solves that took."""
-        if model.correction is None or (self._current_budget or {}).get('latency_ms') is None:
+        if (model.correction is None or not self.latency_settle
+                or (self._current_budget or {}).get('latency_ms') is None):
             return 0
         solves = 0
-        for _ in range(self.latency_settle):
-            self._warm_up(runner, model)
+        while True:
+            self._warm_up(runner, model)  # the configuration the epoch runs has always been served a window
+            if solves == self.latency_settle:
+                break
             result = model.rescale_if_needed(self.rescale_tolerance, self.rescale_drift)
             if result is None:
                 break
