@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..scaling_optimizer import BlockOption, ModelProblem
 
@@ -108,8 +108,9 @@ class BankProfiles:
         return profiles
 
 
-def problem_from_bank(bank: 'BlockBank', name: str = 'model', weight: float = 1.0,
-                      latency_scale: float = 1.0) -> ModelProblem:
+def problem_from_bank(bank: 'BlockBank', name: str = 'model', weight: float = 1.0, latency_scale: float = 1.0,
+                      option_factors: Mapping[tuple[str, float], float] | None = None,
+                      frame_factor: float = 1.0) -> ModelProblem:
     """The scaling problem of one model from its bank's profiles.
 
     The frame (everything outside blocks) costs the teacher's total minus its original blocks; a descendant's
@@ -122,16 +123,22 @@ def problem_from_bank(bank: 'BlockBank', name: str = 'model', weight: float = 1.
         weight: Objective weight in a multi-model problem.
         latency_scale: Multiplies every latency (LegoDNN's online estimation: the ratio of the latency measured
             on the device now to the profiled one).
+        option_factors: ``(block, sparsity)`` -> a further factor on that descendant's latency (the online
+            correction's own factor of each descendant; missing: 1.0).
+        frame_factor: A further factor on the frame's latency.
 
     Raises:
         ValueError: A profile is missing (names the stage that fills it).
     """
     return problem_from_profiles(bank.profiles, [spec.name for spec in bank.blocks], bank.sparsities, name=name,
-                                 weight=weight, latency_scale=latency_scale)
+                                 weight=weight, latency_scale=latency_scale, option_factors=option_factors,
+                                 frame_factor=frame_factor)
 
 
 def problem_from_profiles(profiles: BankProfiles, blocks: Sequence[str], sparsities: Sequence[float],
-                          name: str = 'model', weight: float = 1.0, latency_scale: float = 1.0) -> ModelProblem:
+                          name: str = 'model', weight: float = 1.0, latency_scale: float = 1.0,
+                          option_factors: Mapping[tuple[str, float], float] | None = None,
+                          frame_factor: float = 1.0) -> ModelProblem:
     """The scaling problem from profiles alone (no bank, no model): see :func:`problem_from_bank`.
 
     Args:
@@ -157,7 +164,7 @@ def problem_from_profiles(profiles: BankProfiles, blocks: Sequence[str], sparsit
                 continue
             options.append(BlockOption(sparsity=sparsity, accuracy_drop=float(profile.accuracy_drop),
                                        latency_ms=float(profile.latency_ms) * profiles.calibration(sparsity)
-                                       * latency_scale,
+                                       * latency_scale * (option_factors or {}).get((block, sparsity), 1.0),
                                        memory_bytes=int(profile.memory_bytes)))
         options_of[block] = options
         original = profiles.get(block, 0.0)
@@ -167,5 +174,6 @@ def problem_from_profiles(profiles: BankProfiles, blocks: Sequence[str], sparsit
         raise ValueError(f'the bank is not fully profiled, missing: {", ".join(missing[:6])}'
                          f'{" ..." if len(missing) > 6 else ""}; run accuracy and cost profiling first')
     return ModelProblem(name=name, teacher_metric=float(profiles.teacher_metric), blocks=options_of,
-                        frame_latency_ms=max(0.0, profiles.model_latency_ms * latency_scale - block_latency),
+                        frame_latency_ms=max(0.0, profiles.model_latency_ms * latency_scale - block_latency)
+                        * frame_factor,
                         frame_memory_bytes=max(0, int(profiles.model_memory_bytes - block_memory)), weight=weight)

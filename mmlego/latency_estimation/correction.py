@@ -103,13 +103,10 @@ class LatencyCorrection:
         prior = {sparsity: float(statistics.median(values)) for sparsity, values in by_sparsity.items()}
         return {key: known[key] if key in known else prior.get(key[1], overall) for key in keys}
 
-    def relative(self, key: tuple[str, float]) -> float:
-        """One option's own factor (see :meth:`relatives`)."""
-        return self.relatives([key])[key]
-
     def factor(self, key: tuple[str, float]) -> float:
-        """Measured / profiled latency of an option ``(block, sparsity)`` now: the load times its own factor."""
-        return self.load * self.relative(key)
+        """Measured / profiled latency of an option ``(block, sparsity)`` now: the load times its own factor
+        (:meth:`relatives`)."""
+        return self.load * self.relatives([key])[key]
 
     @property
     def ratio(self) -> float:

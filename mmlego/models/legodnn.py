@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -265,27 +264,23 @@ class LegoDNN(BaseModel):
         if self._problem is None or factors.keys() != built.keys() or any(
                 not math.isclose(factor, built[key], rel_tol=self.REBUILD_TOLERANCE)
                 for key, factor in factors.items()):
-            problem = problem_from_bank(bank)
-            if factors:  # rebuilt, not edited: the solver caches what it prepares per problem object
-                problem = dataclasses.replace(problem, blocks={
-                    block: [dataclasses.replace(option, latency_ms=option.latency_ms
-                                                * factors.get((block, option.sparsity), 1.0)) for option in options]
-                    for block, options in problem.blocks.items()})
-            self._problem, self._problem_factors = problem, factors
+            # A new object, not an edited one: the exact solver caches what it prepares per problem object.
+            self._problem, self._problem_factors = problem_from_bank(bank, option_factors=factors), factors
         return self._problem
 
     def _latency_factor(self, corrected: bool) -> float:
         return self.latency_scale * (self.latency_load if corrected else 1.0)
 
-    def _frame_offset_ms(self) -> float:
-        """What the frame's own factor adds to the relative problem's latencies (before load and scale).
+    def _frame_factor(self) -> float:
+        """The frame's own factor over the load: the block hooks do not time the frame, so it is taken to run like
+        the blocks served last (LegoDNN's one ratio for the whole model)."""
+        if self.correction is None or not self.correction.observations:
+            return 1.0
+        return self.latency_ratio / self.latency_load
 
-        The blocks' timings do not see the frame; it is taken to run like the blocks served last (their measured /
-        profiled latency over the load), as LegoDNN's one ratio for the whole model has it.
-        """
-        if self.correction is None or not self.correction.observations or self._problem is None:
-            return 0.0
-        return self._problem.frame_latency_ms * (self.latency_ratio / self.latency_load - 1.0)
+    def _frame_offset_ms(self) -> float:
+        """What the frame's own factor adds to the relative problem's latencies (before load and scale)."""
+        return self._relative_problem().frame_latency_ms * (self._frame_factor() - 1.0)
 
     def problem(self, name: str = 'model', weight: float = 1.0, corrected: bool = True) -> ModelProblem:
         """This model's scaling problem: latencies as profiled times ``latency_scale`` and, unless
@@ -300,12 +295,9 @@ class LegoDNN(BaseModel):
         """
         if not corrected:
             return problem_from_bank(self._require_bank(), name=name, weight=weight, latency_scale=self.latency_scale)
-        problem, factor = self._relative_problem(), self._latency_factor(corrected)
-        return dataclasses.replace(
-            problem, name=name, weight=weight,
-            frame_latency_ms=(problem.frame_latency_ms + self._frame_offset_ms()) * factor,
-            blocks={block: [dataclasses.replace(option, latency_ms=option.latency_ms * factor) for option in options]
-                    for block, options in problem.blocks.items()})
+        self._relative_problem()  # the descendants' factors the solver path uses (moved by <= REBUILD_TOLERANCE)
+        return problem_from_bank(self.bank, name=name, weight=weight, latency_scale=self._latency_factor(True),
+                                 option_factors=self._problem_factors, frame_factor=self._frame_factor())
 
     def estimate(self, selection: dict[str, float] | None = None, corrected: bool = True) -> dict[str, float]:
         """The estimates of a selection (default: the running one).
