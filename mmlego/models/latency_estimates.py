@@ -1,0 +1,132 @@
+"""The latency estimates of :class:`mmlego.LegoDNN`: the bank's profiles with the online correction.
+
+The wrapper's block timer feeds every served forward at the profiled input size to its
+:class:`~mmlego.latency_estimation.LatencyCorrection`; the scaling problem the optimizer sees carries each
+descendant's own factor (cached, rebuilt when one moves by more than ``REBUILD_TOLERANCE``), while the load,
+``latency_scale`` and the frame's factor move the latency budget. :meth:`LatencyEstimates.measure_latency_ms` is the
+measurement the estimates are checked against (timed forwards, not the estimate's arithmetic).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..block_bank import problem_from_bank
+from ..latency_estimation import BlockTiming
+from ..scaling_optimizer import ModelProblem
+from .tensor_path import TENSOR_PATHS, contiguous_inputs
+
+
+class LatencyEstimates:
+    """Latency estimation for :class:`mmlego.LegoDNN` (a mixin: it uses the wrapper's bank, switcher, timer,
+    correction and ``latency_scale``)."""
+
+    #: An option's own online latency factor must move by more than this (relative) before the cached scaling
+    #: problem is rebuilt (and the exact solver prepares it again).
+    REBUILD_TOLERANCE = 0.02
+
+    @property
+    def latency_ratio(self) -> float:
+        """Measured / profiled latency of the running configuration on the forwards served lately (1.0 without
+        online correction); options of other configurations have factors of their own once they ran
+        (:class:`mmlego.latency_estimation.LatencyCorrection`)."""
+        return self.correction.ratio if self.correction is not None else 1.0
+
+    @property
+    def latency_load(self) -> float:
+        """The online correction's load factor: how much slower the device runs now than when the options' own
+        factors were learned (1.0 without online correction)."""
+        return self.correction.load if self.correction is not None else 1.0
+
+    def _observe_forward(self, timing: BlockTiming) -> None:
+        # Only forwards at the profiled input size describe the profiled latencies: a batch of 8 costs less
+        # than 8 forwards of one (and a larger image more than its pixel count says), so no rescaling is sound.
+        if timing.input_numel != self.timer.reference_numel:
+            return
+        profiles, selection = self.bank.profiles, self.switcher.selection
+        self.correction.observe_blocks({
+            (name, selection[name]): (ms, (profiles.get(name, selection[name]).latency_ms or 0.0) * self.latency_scale)
+            for name, ms in timing.ms.items()})
+
+    def _relative_problem(self) -> ModelProblem:
+        """The bank's problem, latencies as profiled times each option's own online factor (no load, no
+        ``latency_scale``). Cached, so the 'exact' solver prepares it once: rebuilt only when a factor moved by
+        more than ``REBUILD_TOLERANCE`` since."""
+        bank = self._require_bank()
+        factors = {}
+        if self.correction is not None and self.correction.observations:
+            factors = self.correction.relatives((spec.name, s) for spec in bank.blocks for s in bank.sparsities)
+        built = self._problem_factors
+        if self._problem is None or factors.keys() != built.keys() or any(
+                not math.isclose(factor, built[key], rel_tol=self.REBUILD_TOLERANCE)
+                for key, factor in factors.items()):
+            # A new object, not an edited one: the exact solver caches what it prepares per problem object.
+            self._problem, self._problem_factors = problem_from_bank(bank, option_factors=factors), factors
+        return self._problem
+
+    def _latency_factor(self, corrected: bool) -> float:
+        return self.latency_scale * (self.latency_load if corrected else 1.0)
+
+    def _frame_factor(self) -> float:
+        """The frame's own factor over the load: the block hooks do not time the frame, so it is taken to run like
+        the blocks served last (LegoDNN's one ratio for the whole model)."""
+        if self.correction is None or not self.correction.observations:
+            return 1.0
+        return self.latency_ratio / self.latency_load
+
+    def _frame_offset_ms(self) -> float:
+        """What the frame's own factor adds to the relative problem's latencies (before load and scale)."""
+        return self._relative_problem().frame_latency_ms * (self._frame_factor() - 1.0)
+
+    def problem(self, name: str = 'model', weight: float = 1.0, corrected: bool = True) -> ModelProblem:
+        """This model's scaling problem: latencies as profiled times ``latency_scale`` and, unless
+        ``corrected=False``, the online correction (each option by the load times its own factor, see
+        :class:`mmlego.latency_estimation.LatencyCorrection`; the frame by :attr:`latency_ratio`, the blocks served
+        last).
+
+        Args:
+            name: The model's name in the problem (unique among problems solved together).
+            weight: Its objective weight in a shared budget.
+            corrected: Whether to apply the online correction.
+        """
+        if not corrected:
+            return problem_from_bank(self._require_bank(), name=name, weight=weight, latency_scale=self.latency_scale)
+        self._relative_problem()  # the descendants' factors the solver path uses (moved by <= REBUILD_TOLERANCE)
+        return problem_from_bank(self.bank, name=name, weight=weight, latency_scale=self._latency_factor(True),
+                                 option_factors=self._problem_factors, frame_factor=self._frame_factor())
+
+    def estimate(self, selection: dict[str, float] | None = None, corrected: bool = True) -> dict[str, float]:
+        """The estimates of a selection (default: the running one).
+
+        Returns:
+            ``metric``, ``latency_ms`` (with the online correction unless ``corrected=False``) and ``memory_bytes``
+            (the configuration's weight bytes: frame + chosen descendants).
+        """
+        bank = self._require_bank()
+        selection = self.switcher.validate(selection or {})
+        if corrected:
+            estimate = dict(self._relative_problem().estimate(selection))
+            estimate['latency_ms'] += self._frame_offset_ms()
+        else:
+            if self._profiled_problem is None:
+                self._profiled_problem = problem_from_bank(bank)
+            estimate = dict(self._profiled_problem.estimate(selection))
+        estimate['latency_ms'] *= self._latency_factor(corrected)
+        return estimate
+
+    def measure_latency_ms(self, inputs: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
+        """Median wall time (ms) of one tensor-path forward of the running configuration on ``inputs``: the
+        measurement the latency estimates are checked against (eval mode meanwhile, no gradients)."""
+        from ..profiling.cost import measure_latency
+        architecture = self.architecture
+        device = next(architecture.parameters()).device
+        inputs = contiguous_inputs(inputs.to(device))
+        path = (self.bank.meta.get('tensor_path') if self.bank is not None else None) or self.tensor_path or 'tensor'
+        forward = TENSOR_PATHS[path]
+        was_training = architecture.training
+        architecture.eval()
+        try:
+            return measure_latency(lambda: forward(architecture, inputs), device, warmup, repeats)
+        finally:
+            architecture.train(was_training)
