@@ -294,6 +294,44 @@ def test_latency_correction_learns_each_option_apart_from_the_load():
     correction.reset()
     assert correction.ratio == 1.0 and correction.relatives([('a', 0.8)]) == {('a', 0.8): 1.0}
 
+def test_latency_correction_learns_the_frame_apart_from_the_blocks():
+    correction = LatencyCorrection(window=5, min_observations=3)
+    correction.observe_frame(30.0, 10.0)  # before any blocks: no load to relate it to
+    assert correction.frame is None
+    for _ in range(3):
+        correction.observe_blocks({('a', 0.8): (8.0, 4.0)})  # the blocks at twice their profile: a load of 2
+        correction.observe_frame(30.0, 10.0)  # the frame at three times its own: 1.5 over the load
+    assert correction.load == pytest.approx(2.0) and correction.frame == pytest.approx(1.5)
+    correction.observe_frame(-1.0, 10.0)  # blocks timed over the whole forward (noise): the frame cost nothing
+    correction.observe_frame(5.0, 0.0)  # no profiled frame: ignored
+    assert correction.frame == pytest.approx(1.5) and len(correction._frames) == 4
+    correction.reset()
+    assert correction.frame is None
+
+
+def test_timed_forwards_teach_the_correction_the_frame(profiled):
+    """The block hooks do not see the frame; a timed tensor-path forward does (the forward minus its blocks), so a
+    frame that slowed down alone is estimated as measured instead of as running like the blocks."""
+    model, bank, x = profiled
+    wrapper = LegoDNN(model)
+    wrapper.attach_bank(bank)
+    try:
+        wrapper.switch({spec.name: 0.8 for spec in bank.blocks})
+        with torch.no_grad():
+            for _ in range(5):
+                wrapper(x)  # served forwards: the blocks' factors
+        blocks_only = wrapper.estimate()['latency_ms']
+        model.pause = 0.02  # 20 ms between the two blocks: the frame's time
+        wrapper.measure_latency_ms(x, warmup=1, repeats=5)  # a correction window of timed forwards
+        measured = wrapper.measure_latency_ms(x, warmup=0, repeats=9)
+        assert measured > blocks_only + 15  # the scenario: the frame does cost 20 ms more
+        assert wrapper.estimate()['latency_ms'] == pytest.approx(measured, rel=0.25)  # loose: bench/ holds 5%
+        assert wrapper.correction.frame > 2
+    finally:
+        model.pause = 0.0
+        wrapper.switcher.reset()
+
+
 def test_rescale_if_needed_resolves_only_when_the_correction_moves(profiled):
     model, bank, _ = profiled
     wrapper = LegoDNN(model, latency_correction=dict(window=3, min_observations=1))

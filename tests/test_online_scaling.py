@@ -164,7 +164,8 @@ def test_corrected_latency_follows_conditions_that_change_before_the_measurement
     runner.test()
     record, = hook.records
     assert record["latency_ratio"] > 1.5  # learned from the forwards before the measurement, under load
-    assert 1 / 1.5 < record['corrected_latency_ms'] / record['measured_latency_ms'] < 1.5
+    # The frame (stem, head) slowed too: timed in the warm-up's whole forwards, not assumed to run like the blocks.
+    assert 1 / 1.25 < record['corrected_latency_ms'] / record['measured_latency_ms'] < 1.25
     assert record['corrected_latency_ms'] == pytest.approx(record['profiled_latency_ms'] * record['latency_ratio'])
 
 

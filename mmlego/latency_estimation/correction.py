@@ -10,8 +10,9 @@ its profile. Two factors explain them (:class:`LatencyCorrection`):
   the teacher's), so one ratio learned on the running configuration misses the next one by that difference.
 
 An option's corrected latency is ``load x its factor x its profile``; an option never served takes the median
-factor of the options of its sparsity that were (else of all; 1.0 before any). The frame outside the blocks is not
-timed: :attr:`LatencyCorrection.ratio` (the blocks served last) is the best guess for it. Medians over the last ``window``
+factor of the options of its sparsity that were (else of all; 1.0 before any). The frame outside the blocks has
+its own factor where whole forwards are timed too (:meth:`LatencyCorrection.observe_frame`: the forward minus its
+blocks); before that, :attr:`LatencyCorrection.ratio` (the blocks served last) is the best guess for it. Medians over the last ``window``
 observations follow a change of load within ``window // 2 + 1`` forwards and ignore single outliers (a page
 fault, a preempted forward); an option keeps what it learned while other configurations run.
 """
@@ -43,6 +44,7 @@ class LatencyCorrection:
         self.min_observations = min_observations
         self._loads: collections.deque[float] = collections.deque(maxlen=window)
         self._options: dict[tuple[str, float], collections.deque[float]] = {}
+        self._frames: collections.deque[float] = collections.deque(maxlen=window)
         self._running_factor = 1.0
         self.observations = 0
 
@@ -77,6 +79,18 @@ class LatencyCorrection:
                                 / math.fsum(profiled for _, profiled in times.values()))
         self.observations += 1
 
+    def observe_frame(self, measured_ms: float, profiled_ms: float) -> None:
+        """Adds the frame's time in the forward whose blocks :meth:`observe_blocks` saw last.
+
+        Args:
+            measured_ms: The whole forward's wall time minus its blocks' (as the estimate counts them, i.e. times
+                their calibration); clamped at 0.
+            profiled_ms: The frame's profiled latency (ignored unless positive finite, and before any blocks).
+        """
+        if not (self._loads and profiled_ms > 0 and math.isfinite(profiled_ms) and math.isfinite(measured_ms)):
+            return
+        self._frames.append(max(measured_ms, 0.0) / profiled_ms / self._loads[-1])
+
     # -- factors ---------------------------------------------------------------------------------------------
     def _median(self, key: tuple[str, float]) -> float:
         return float(statistics.median(self._options[key])) if key in self._options else 1.0
@@ -103,6 +117,13 @@ class LatencyCorrection:
         prior = {sparsity: float(statistics.median(values)) for sparsity, values in by_sparsity.items()}
         return {key: known[key] if key in known else prior.get(key[1], overall) for key in keys}
 
+    @property
+    def frame(self) -> float | None:
+        """The frame's own factor over the load (None until ``min_observations`` whole forwards were timed)."""
+        if len(self._frames) < self.min_observations:
+            return None
+        return float(statistics.median(self._frames))
+
     def factor(self, key: tuple[str, float]) -> float:
         """Measured / profiled latency of an option ``(block, sparsity)`` now: the load times its own factor
         (:meth:`relatives`)."""
@@ -120,5 +141,6 @@ class LatencyCorrection:
         """Forgets every observation (e.g. after the bank's latencies were re-profiled)."""
         self._loads.clear()
         self._options.clear()
+        self._frames.clear()
         self._running_factor = 1.0
         self.observations = 0

@@ -68,12 +68,24 @@ class LatencyEstimates:
     def _latency_factor(self, corrected: bool) -> float:
         return self.latency_scale * (self.latency_load if corrected else 1.0)
 
+    def _observe_frame(self, forward_ms: float, timing: BlockTiming | None) -> None:
+        """Teaches the correction the frame's time in a timed tensor-path forward: the forward minus its blocks,
+        each as the estimate counts it (its timing times its sparsity's calibration)."""
+        if timing is None or timing.input_numel != self.timer.reference_numel:
+            return
+        profiles, selection = self.bank.profiles, self.switcher.selection
+        blocks_ms = math.fsum(ms * profiles.calibration(selection[name]) for name, ms in timing.ms.items())
+        self.correction.observe_frame(forward_ms - blocks_ms,
+                                      self._relative_problem().frame_latency_ms * self.latency_scale)
+
     def _frame_factor(self) -> float:
-        """The frame's own factor over the load: the block hooks do not time the frame, so it is taken to run like
-        the blocks served last (LegoDNN's one ratio for the whole model)."""
+        """The frame's own factor over the load: as measured in timed tensor-path forwards
+        (:meth:`measure_latency_ms`) once there were enough, else taken to run like the blocks served last
+        (LegoDNN's one ratio for the whole model)."""
         if self.correction is None or not self.correction.observations:
             return 1.0
-        return self.latency_ratio / self.latency_load
+        frame = self.correction.frame
+        return frame if frame is not None else self.latency_ratio / self.latency_load
 
     def _frame_offset_ms(self) -> float:
         """What the frame's own factor adds to the relative problem's latencies (before load and scale)."""
@@ -117,7 +129,10 @@ class LatencyEstimates:
 
     def measure_latency_ms(self, inputs: torch.Tensor, warmup: int = 3, repeats: int = 10) -> float:
         """Median wall time (ms) of one tensor-path forward of the running configuration on ``inputs``: the
-        measurement the latency estimates are checked against (eval mode meanwhile, no gradients)."""
+        measurement the latency estimates are checked against (eval mode meanwhile, no gradients).
+
+        Like every served forward, these feed the online correction; being whole tensor-path forwards (what the
+        profiles describe), they also teach it the frame's time (the forward minus its blocks)."""
         from ..profiling.cost import measure_latency
         architecture = self.architecture
         device = next(architecture.parameters()).device
@@ -126,7 +141,20 @@ class LatencyEstimates:
         forward = TENSOR_PATHS[path]
         was_training = architecture.training
         architecture.eval()
+        timer, seen = self.timer, [None]
+
+        def run() -> None:
+            seen[0] = timer.last if timer is not None else None
+            forward(architecture, inputs)
+
+        def observe(forward_ms: float) -> None:
+            if timer is None or self.correction is None:
+                return
+            timer.flush()  # CUDA: the block events of this forward
+            if timer.last is not seen[0]:  # every block of this forward was timed
+                self._observe_frame(forward_ms, timer.last)
+
         try:
-            return measure_latency(lambda: forward(architecture, inputs), device, warmup, repeats)
+            return measure_latency(run, device, warmup, repeats, after=observe)
         finally:
             architecture.train(was_training)

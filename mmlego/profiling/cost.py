@@ -40,8 +40,12 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def measure_latency(fn: Callable[[], Any], device: torch.device | str = 'cpu', warmup: int = 3,
-                    repeats: int = 10) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed runs."""
+                    repeats: int = 10, after: Callable[[float], Any] | None = None) -> float:
+    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed runs.
+
+    Args:
+        after: Called with each run's wall time (ms, warm-up runs included) once it is taken, outside the timed span.
+    """
     device = torch.device(device)
     times = []
     with torch.no_grad():
@@ -50,8 +54,11 @@ def measure_latency(fn: Callable[[], Any], device: torch.device | str = 'cpu', w
             start = time.perf_counter()
             fn()
             synchronize(device)
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
             if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000.0)
+                times.append(elapsed_ms)
+            if after is not None:
+                after(elapsed_ms)
     return float(statistics.median(times))
 
 
