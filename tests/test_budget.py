@@ -66,7 +66,7 @@ def test_the_cli_and_the_hook_read_budgets_with_the_same_parser():
     tool = load_tool('test')
     assert tool.parse_budget_arg('memory=60%,latency=30ms') == {'memory_mb': '60%', 'latency_ms': 30.0}
     hook = OnlineScalingHook(budget='memory=60%,latency=30ms')
-    assert hook._fixed == parse_budget('memory=60%,latency=30ms')
+    assert hook._source.fixed == parse_budget('memory=60%,latency=30ms')
     import argparse
     with pytest.raises(argparse.ArgumentTypeError, match='--budget: unknown unit'):
         tool.parse_budget_arg('memory=1parsec')

@@ -75,7 +75,7 @@ def test_the_device_schedule_budget_base_is_a_valid_schedule():
     from mmlego.engine import OnlineScalingHook
     cfg = Config.fromfile(CONFIGS / '_base_' / 'budgets' / 'device_schedule.py')
     hook = OnlineScalingHook(**{k: v for k, v in cfg.legodnn_scaling_hook.items() if k != 'type'})
-    assert [budget for _, budget in hook._schedule][1] == {'latency_ms': '80%', 'memory_mb': '60%'}
+    assert [budget for _, budget in hook._source.schedule][1] == {'latency_ms': '80%', 'memory_mb': '60%'}
 
 
 def test_lego_runner_is_found_from_every_scope_and_fills_in_the_work_dir():

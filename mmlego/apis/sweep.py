@@ -22,7 +22,8 @@ from typing import Any, Sequence
 ROW_KEYS = ('index', 'budget_memory_mb', 'budget_latency_ms', 'status', 'metric_name', 'estimated_metric',
             'measured_metric', 'estimated_drop', 'estimated_metric_profiling', 'profiled_latency_ms',
             'estimated_latency_ms', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
-            'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'settle_solves')
+            'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'settle_solves', 'settled_corrected_latency_ms',
+            'settled_measured_latency_ms')
 
 
 def sweep_row(record: dict[str, Any], index: int) -> dict[str, Any]:

@@ -1,14 +1,15 @@
-"""Budget schedules for ``mmlego.OnlineScalingHook`` (a JSON/YAML list of budgets over time) and budget messages."""
+"""Budget sources of ``mmlego.OnlineScalingHook`` (fixed, a sweep, a callable, a JSON/YAML schedule over time) and
+budget messages."""
 from __future__ import annotations
 
 import math
 import numbers
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..scaling_optimizer.budget import BUDGET_KEYS, format_budget, parse_budget
 
-__all__ = ['load_schedule', 'infeasible_message']
+__all__ = ['BudgetSource', 'load_schedule', 'infeasible_message']
 
 
 def load_schedule(path: str | Path) -> list[tuple[float, dict[str, float | None]]]:
@@ -60,3 +61,67 @@ def infeasible_message(budget, model) -> str:
             f'{low_ms:.2f} ms (estimates), the full model {limits["max_memory_bytes"] / 2 ** 20:.2f} MB and '
             f'{limits["max_latency_ms"]:.2f} ms; raise the budget to at least memory={low_mb:.2f}MB,'
             f'latency={low_ms:.2f}ms')
+
+
+class BudgetSource:
+    """Where a scaling hook's budget comes from, validated on construction (a callable's values when polled).
+
+    Args:
+        budget: A budget dict or ``'memory=20MB,latency=30ms'`` string (fixed), a list of them (a sweep: one per
+            epoch, cycling), a callable returning one (None keeps the current budget), the path of a JSON/YAML
+            schedule (:func:`load_schedule`), or None (no budget).
+    """
+
+    def __init__(self, budget: Any = None) -> None:
+        self.source = budget
+        self.fixed = self.sweep = self.callable = self.schedule = None
+        if budget is None:
+            pass
+        elif isinstance(budget, Mapping):
+            self.fixed = parse_budget(budget)
+        elif isinstance(budget, str) and '=' in budget and not Path(budget).is_file():
+            self.fixed = parse_budget(budget)  # 'memory=20MB,latency=30ms'
+        elif isinstance(budget, (str, Path)):
+            self.schedule = load_schedule(budget)
+        elif callable(budget):
+            self.callable = budget
+        elif isinstance(budget, Sequence) and not isinstance(budget, (bytes, bytearray)):
+            if not budget:
+                raise ValueError('a budget list needs at least one budget dict (latency_ms and/or memory_mb)')
+            self.sweep = [parse_budget(item, f'budget list item {i}') for i, item in enumerate(budget)]
+        else:
+            raise ValueError(f'budget must be a dict (latency_ms / memory_mb), a list of dicts, a callable returning '
+                             f'one, or the path of a JSON/YAML schedule file; got {budget!r}')
+
+    @property
+    def active(self) -> bool:
+        """Whether there is a budget."""
+        return any(x is not None for x in (self.fixed, self.sweep, self.callable, self.schedule))
+
+    @property
+    def changes_over_time(self) -> bool:
+        """Whether budgets come from a callable or a schedule (polled during an epoch, through hysteresis)."""
+        return self.callable is not None or self.schedule is not None
+
+    def poll(self, epoch: int, epoch_start: bool, elapsed: Callable[[], float]) -> dict[str, float | None] | None:
+        """The budget in force now (None: keep the current configuration).
+
+        Args:
+            epoch: Epochs begun since this source was set, minus one (a sweep's index).
+            epoch_start: Whether this is the poll before an epoch (a sweep moves only then).
+            elapsed: Seconds since the hook started (a schedule's clock).
+        """
+        if self.fixed is not None:
+            return self.fixed
+        if self.sweep is not None:
+            return self.sweep[epoch % len(self.sweep)] if epoch_start else None
+        if self.callable is not None:
+            value = self.callable()
+            return None if value is None else parse_budget(value, 'the budget returned by the callable')
+        if self.schedule is not None:
+            now, current = elapsed(), None
+            for time_s, budget in self.schedule:
+                if time_s <= now:
+                    current = budget
+            return current
+        return None

@@ -32,8 +32,7 @@ Example config::
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -41,7 +40,7 @@ from mmengine.model import is_model_wrapper
 from ..registry import HOOKS
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, parse_budget
 from ..scaling_optimizer.hysteresis import DEFAULT_HYSTERESIS, decide
-from .budget_schedule import infeasible_message, load_schedule
+from .budget_schedule import BudgetSource, infeasible_message, load_schedule
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
 
@@ -99,8 +98,11 @@ class OnlineScalingHook(Hook):
             ones), ``latency_ratio`` (corrected / profiled), ``measured_latency_ms``,
             ``estimated_memory_mb`` (the configuration's weight bytes: frame + chosen descendants),
             ``resident_memory_mb`` (tensors on the compute device), ``rss_mb`` (the process), ``resolved``
-            (whether the optimizer ran for it), ``settle_solves`` (re-solves of ``latency_settle``) and ``reason`` (``budget``, ``latency correction`` or the hysteresis
-            rule's up/downscale reason).
+            (whether the optimizer ran for it), ``settle_solves`` (re-solves of ``latency_settle``),
+            ``settled_corrected_latency_ms`` and ``settled_measured_latency_ms`` (with ``latency_repeats``, a
+            settled latency budget's configuration estimated and measured right after settling, before the epoch:
+            where it was chosen) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
+            up/downscale reason).
         decisions: For a callable or schedule source, one dict per budget change: ``time_s``, ``budget``,
             ``action`` (``rescale`` / ``keep``), ``reason`` and the ``running`` configuration's estimates.
         num_solves: How many times the optimizer ran.
@@ -149,37 +151,19 @@ class OnlineScalingHook(Hook):
     # -- the budget source -----------------------------------------------------------------------------------
     def set_budget(self, budget: Any) -> None:
         """Replaces the budget source (validated now; a callable's values are validated when polled)."""
-        self._fixed = self._sweep = self._callable = self._schedule = None
+        self._source = BudgetSource(budget)
         self._polled_budget = None  # a new source is solved at its next poll
-        if budget is None:
-            pass
-        elif isinstance(budget, Mapping):
-            self._fixed = parse_budget(budget)
-        elif isinstance(budget, str) and '=' in budget and not Path(budget).is_file():
-            self._fixed = parse_budget(budget)  # 'memory=20MB,latency=30ms'
-        elif isinstance(budget, (str, Path)):
-            self._schedule = load_schedule(budget)
-        elif callable(budget):
-            self._callable = budget
-        elif isinstance(budget, Sequence) and not isinstance(budget, (bytes, bytearray)):
-            if not budget:
-                raise ValueError('a budget list needs at least one budget dict (latency_ms and/or memory_mb)')
-            self._sweep = [parse_budget(item, f'budget list item {i}') for i, item in enumerate(budget)]
-            self._sweep_start = self._epochs  # the next epoch runs the first budget
-        else:
-            raise ValueError(f'budget must be a dict (latency_ms / memory_mb), a list of dicts, a callable returning '
-                             f'one, or the path of a JSON/YAML schedule file; got {budget!r}')
-        self._budget_source = budget
+        self._sweep_start = self._epochs  # the next epoch runs a sweep's first budget
 
     @property
     def budget_source(self) -> Any:
         """The budget source as last given to :meth:`set_budget`."""
-        return self._budget_source
+        return self._source.source
 
     @property
     def active(self) -> bool:
         """Whether a budget source is set."""
-        return any(x is not None for x in (self._fixed, self._sweep, self._callable, self._schedule))
+        return self._source.active
 
     def elapsed(self) -> float:
         """Seconds since the hook started (its first ``before_run``, or the first poll)."""
@@ -190,22 +174,7 @@ class OnlineScalingHook(Hook):
 
     def _poll(self, epoch_start: bool) -> dict[str, float | None] | None:
         """The budget in force now (None: keep the current configuration)."""
-        if self._fixed is not None:
-            return self._fixed
-        if self._sweep is not None:
-            index = (self._epochs - 1 - self._sweep_start) % len(self._sweep)
-            return self._sweep[index] if epoch_start else None
-        if self._callable is not None:
-            value = self._callable()
-            return None if value is None else parse_budget(value, 'the budget returned by the callable')
-        if self._schedule is not None:
-            elapsed = self.elapsed()
-            current = None
-            for time_s, budget in self._schedule:
-                if time_s <= elapsed:
-                    current = budget
-            return current
-        return None
+        return self._source.poll(self._epochs - 1 - self._sweep_start, epoch_start, self.elapsed)
 
     # -- the model -------------------------------------------------------------------------------------------
     @staticmethod
@@ -270,7 +239,7 @@ class OnlineScalingHook(Hook):
             self._current_budget = model.budget  # shares of the full model ('60%') resolved
             if result.status == 'infeasible' and self.on_infeasible == 'error':
                 raise InfeasibleBudgetError(infeasible_message(budget, model))
-            settled = self._settle(runner, model) if epoch_start else 0
+            settled = self._settle(runner, model) if epoch_start else {}
             self._new_record(runner, model, mode, resolved=True, reason=reason, settled=settled)
         elif epoch_start and self._last_result is not None:
             self._new_record(runner, model, mode, resolved=False)
@@ -280,7 +249,7 @@ class OnlineScalingHook(Hook):
 
         A callable's or schedule's budget goes through :mod:`mmlego.scaling_optimizer.hysteresis`; others are solved.
         """
-        if self._last_result is None or not (self._callable or self._schedule):
+        if self._last_result is None or not self._source.changes_over_time:
             return 'budget'
         budget = model.absolute_budget(budget)
         estimate = model.estimate()
@@ -295,24 +264,29 @@ class OnlineScalingHook(Hook):
             return None
         return decision.reason
 
-    def _settle(self, runner, model) -> int:
-        """Teaches the online correction on the configuration just chosen and re-solves while it misses its
-        latency budget (see ``latency_settle``); returns how many re-solves that took."""
+    def _settle(self, runner, model) -> dict[str, Any]:
+        """Teaches the online correction on the configuration just chosen and re-solves while its corrected
+        estimate exceeds the latency budget at all (see ``latency_settle``; a bounded loop, so no tolerance against
+        alternating as in serving). Returns the record's ``settle_solves`` and, with ``latency_repeats``, the
+        configuration's corrected and measured latency there and then (``settled_*_latency_ms``)."""
+        fields: dict[str, Any] = dict(settle_solves=0)
         if (model.correction is None or not self.latency_settle
                 or (self._current_budget or {}).get('latency_ms') is None):
-            return 0
-        solves = 0
+            return fields
         while True:
             self._warm_up(runner, model)  # the configuration the epoch runs has always been served a window
-            if solves == self.latency_settle:
+            if fields['settle_solves'] == self.latency_settle:
                 break
-            result = model.rescale_if_needed(self.rescale_tolerance, self.rescale_drift)
+            result = model.rescale_if_needed(0.0, self.rescale_drift)
             if result is None:
                 break
-            solves += 1
+            fields['settle_solves'] += 1
             self.num_solves += 1
             self._last_result = result
-        return solves
+        if self.log_measured and self.latency_repeats > 0:
+            fields['settled_corrected_latency_ms'] = model.estimate()['latency_ms']
+            fields['settled_measured_latency_ms'] = self._measure_latency_ms(runner, model)
+        return fields
 
     def _check_latency(self, runner, mode: str) -> None:
         """Re-solves when the online latency correction moved the running configuration (see the model)."""
@@ -325,7 +299,8 @@ class OnlineScalingHook(Hook):
             self._last_result = result
             self._new_record(runner, model, mode, resolved=True, reason='latency correction')
 
-    def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget', settled: int = 0) -> None:
+    def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget',
+                    settled: Mapping[str, Any] | None = None) -> None:
         result = self._last_result
         metric_name = model.bank.profiles.metric_name
         profiled, estimated = model.estimate(corrected=False)['latency_ms'], float(result.latency_ms['model'])
@@ -336,7 +311,9 @@ class OnlineScalingHook(Hook):
             profiled_latency_ms=profiled, estimated_latency_ms=estimated, corrected_latency_ms=None,
             latency_ratio=estimated / profiled, measured_latency_ms=None,
             estimated_memory_mb=result.memory_bytes['model'] / _MB, resident_memory_mb=None, rss_mb=None,
-            resolved=resolved, reason=reason, settle_solves=settled)
+            resolved=resolved, reason=reason, settle_solves=0, settled_corrected_latency_ms=None,
+            settled_measured_latency_ms=None)
+        record.update(settled or {})
         self.records.append(record)
         self._epoch_records.append(record)
         if resolved:
@@ -348,13 +325,19 @@ class OnlineScalingHook(Hook):
             why = f' [{reason}]' if reason != 'budget' else ''
             if reason == 'latency correction':
                 why = f' [latency x{record["latency_ratio"]:.2f} measured online]'
-            if settled:
-                why += f' [re-solved {settled}x on the latencies measured on the configurations chosen first]'
+            if record['settle_solves']:
+                why += (f' [re-solved {record["settle_solves"]}x on the latencies measured on the configurations '
+                        f'chosen first]')
             runner.logger.info(
                 f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {format_budget(record["budget"])}{why} -> '
                 f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '
                 f'{record["estimated_metric"]:.4f}, latency {record["estimated_latency_ms"]:.2f} ms, memory '
                 f'{record["estimated_memory_mb"]:.2f} MB')
+            if record['settled_measured_latency_ms'] is not None:
+                runner.logger.info(
+                    f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: settled latency measured '
+                    f'{record["settled_measured_latency_ms"]:.2f} ms vs corrected estimate '
+                    f'{record["settled_corrected_latency_ms"]:.2f} ms, before the epoch')
 
     def _finish_epoch(self, runner, mode: str, metrics: Mapping[str, Any] | None) -> None:
         records, self._epoch_records = self._epoch_records, []
@@ -401,7 +384,7 @@ class OnlineScalingHook(Hook):
         self._apply(runner, mode, epoch_start=True)
 
     def _before_iter(self, runner, mode: str, batch_idx: int) -> None:
-        if batch_idx > 0 and batch_idx % self.interval == 0 and (self._callable or self._schedule):
+        if batch_idx > 0 and batch_idx % self.interval == 0 and self._source.changes_over_time:
             self._apply(runner, mode, epoch_start=False)
 
     def before_val_epoch(self, runner) -> None:
