@@ -198,7 +198,7 @@ def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(lego, work
     assert slowed
     low = model.estimate()['latency_ms']
     high = model.estimate({name: 0.0 for name in model.selection})['latency_ms']
-    budget = low + 0.4 * (high - low)
+    budget = low + 0.6 * (high - low)
 
     def run_at_budget(settle):
         model.correction.reset()  # both runs start from the same state: only the smallest configuration learned
@@ -207,15 +207,17 @@ def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(lego, work
         hook.latency_settle = settle
         hook.set_budget(dict(latency_ms=budget))
         runner.test()
-        return hook.records[-1]
+        epoch = [record for record in hook.records if record['epoch'] == hook.records[-1]['epoch']]
+        return epoch[0], epoch[-1]  # the budget's solve; the configuration measured after the epoch
 
-    missed = run_at_budget(settle=0)
+    missed, _ = run_at_budget(settle=0)
     assert any(s == 0.0 for s in missed['choice'].values())
     # The scenario does miss without settling: the teacher's blocks cost more than the smallest one's correction says.
     assert missed['measured_latency_ms'] > max(budget, 1.3 * missed['estimated_latency_ms']), missed
-    held = run_at_budget(settle=8)
-    assert held['settle_solves'] >= 1 and held['choice'] != missed['choice']
-    assert held['measured_latency_ms'] <= 1.15 * budget, held  # loose: bench/pipelines.py holds 1.05
+    # (The settled configuration's own timed forwards teach the correction too: it may re-solve during the epoch.)
+    held, last = run_at_budget(settle=8)
+    assert held['settle_solves'] >= 1 and held['choice'] != missed['choice'], (held, missed)
+    assert last['measured_latency_ms'] <= 1.15 * budget, last  # loose: bench/pipelines.py holds 1.05
     # Measured where it was chosen too (before the epoch), beside the corrected estimate it was chosen by.
     assert held['settled_measured_latency_ms'] <= 1.15 * budget, held
     assert held['settled_corrected_latency_ms'] <= budget * (1 + 1e-9) or held['settle_solves'] == 8

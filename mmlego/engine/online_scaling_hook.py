@@ -214,7 +214,8 @@ class OnlineScalingHook(Hook):
         correction window of forwards runs, so the corrected estimate read next is learned in the measurement's
         conditions only (and none of the timed forwards feed it).
         """
-        count = self.latency_warmup + (model.correction.window if model.correction is not None else 0)
+        count = self.latency_warmup + (model.correction.window + model.FORWARDS_UNOBSERVED_AFTER_SWITCH
+                                       if model.correction is not None else 0)
         if count:
             model.measure_latency_ms(self._example_batch(runner, model), warmup=0, repeats=count)
 

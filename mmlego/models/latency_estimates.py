@@ -2,8 +2,8 @@
 
 The wrapper's block timer feeds every served forward at the profiled input size to its
 :class:`~mmlego.latency_estimation.LatencyCorrection`; the scaling problem the optimizer sees carries each
-descendant's own factor (cached, rebuilt when one moves by more than ``REBUILD_TOLERANCE``), while the load,
-``latency_scale`` and the frame's factor move the latency budget. :meth:`LatencyEstimates.measure_latency_ms` is the
+descendant's own factor (cached, rebuilt when one moves by more than ``REBUILD_TOLERANCE`` or an answer does not fit
+under the factors of now), while the load, ``latency_scale`` and the frame's factor move the latency budget. :meth:`LatencyEstimates.measure_latency_ms` is the
 measurement the estimates are checked against (timed forwards, not the estimate's arithmetic).
 """
 from __future__ import annotations
@@ -23,8 +23,14 @@ class LatencyEstimates:
     correction and ``latency_scale``)."""
 
     #: An option's own online latency factor must move by more than this (relative) before the cached scaling
-    #: problem is rebuilt (and the exact solver prepares it again).
-    REBUILD_TOLERANCE = 0.02
+    #: problem is rebuilt (and the exact solver prepares it again, milliseconds): each factor is a median of a few
+    #: noisy forwards, and at 2% nearly every budget change in serving re-prepared. Estimates, :meth:`problem`
+    #: and the check of every answer of :meth:`scale` use the factors of now.
+    REBUILD_TOLERANCE = 0.05
+    #: Forwards after a switch that changed blocks whose timings the online correction does not learn from: the
+    #: first ones pay one-time costs (pages of the new descendants, allocations), 10-40% on the first and up to
+    #: 20% on the second on this project's 2-core machine, which a steady configuration never pays again.
+    FORWARDS_UNOBSERVED_AFTER_SWITCH = 2
 
     @property
     def latency_ratio(self) -> float:
@@ -44,26 +50,40 @@ class LatencyEstimates:
         # than 8 forwards of one (and a larger image more than its pixel count says), so no rescaling is sound.
         if timing.input_numel != self.timer.reference_numel:
             return
+        if self._unobserved_forwards > 0:
+            self._unobserved_forwards -= 1
+            return
+        self._observed_timing = timing
         profiles, selection = self.bank.profiles, self.switcher.selection
         self.correction.observe_blocks({
             (name, selection[name]): (ms, (profiles.get(name, selection[name]).latency_ms or 0.0) * self.latency_scale)
             for name, ms in timing.ms.items()})
 
-    def _relative_problem(self) -> ModelProblem:
-        """The bank's problem, latencies as profiled times each option's own online factor (no load, no
-        ``latency_scale``). Cached, so the 'exact' solver prepares it once: rebuilt only when a factor moved by
-        more than ``REBUILD_TOLERANCE`` since."""
+    def _factors(self) -> dict[tuple[str, float], float]:
+        """Every option's own online factor now ({} before any observation)."""
+        if self.correction is None or not self.correction.observations:
+            return {}
         bank = self._require_bank()
-        factors = {}
-        if self.correction is not None and self.correction.observations:
-            factors = self.correction.relatives((spec.name, s) for spec in bank.blocks for s in bank.sparsities)
-        built = self._problem_factors
-        if self._problem is None or factors.keys() != built.keys() or any(
+        return self.correction.relatives((spec.name, s) for spec in bank.blocks for s in bank.sparsities)
+
+    def _relative_problem(self, rebuild: bool = False) -> ModelProblem:
+        """The problem the solver path uses: latencies as profiled times each option's own online factor (no
+        load, no ``latency_scale``, no frame factor). Cached, so the 'exact' solver prepares it once: rebuilt when
+        ``rebuild`` or a factor moved by more than ``REBUILD_TOLERANCE`` since (:meth:`scale` checks its answer
+        against the factors of now and rebuilds when it does not fit under them)."""
+        factors, built = self._factors(), self._problem_factors
+        if rebuild or self._problem is None or factors.keys() != built.keys() or any(
                 not math.isclose(factor, built[key], rel_tol=self.REBUILD_TOLERANCE)
                 for key, factor in factors.items()):
             # A new object, not an edited one: the exact solver caches what it prepares per problem object.
-            self._problem, self._problem_factors = problem_from_bank(bank, option_factors=factors), factors
+            self._problem, self._problem_factors = problem_from_bank(self.bank, option_factors=factors), factors
         return self._problem
+
+    def _profiled(self) -> ModelProblem:
+        """The bank's problem as profiled (no factors, no scale; cached)."""
+        if self._profiled_problem is None:
+            self._profiled_problem = problem_from_bank(self._require_bank())
+        return self._profiled_problem
 
     def _latency_factor(self, corrected: bool) -> float:
         return self.latency_scale * (self.latency_load if corrected else 1.0)
@@ -71,12 +91,13 @@ class LatencyEstimates:
     def _observe_frame(self, forward_ms: float, timing: BlockTiming | None) -> None:
         """Teaches the correction the frame's time in a timed tensor-path forward: the forward minus its blocks,
         each as the estimate counts it (its timing times its sparsity's calibration)."""
-        if timing is None or timing.input_numel != self.timer.reference_numel:
+        if timing is None or timing is not self._observed_timing:  # its blocks were not learned from either
             return
         profiles, selection = self.bank.profiles, self.switcher.selection
         blocks_ms = math.fsum(ms * profiles.calibration(selection[name]) for name, ms in timing.ms.items())
-        self.correction.observe_frame(forward_ms - blocks_ms,
-                                      self._relative_problem().frame_latency_ms * self.latency_scale)
+        # The profiled frame (teacher minus its blocks) does not depend on the options' factors: read it from the
+        # uncorrected problem, so observing a forward never rebuilds the cached one.
+        self.correction.observe_frame(forward_ms - blocks_ms, self._profiled().frame_latency_ms * self.latency_scale)
 
     def _frame_factor(self) -> float:
         """The frame's own factor over the load: as measured in timed tensor-path forwards
@@ -89,7 +110,7 @@ class LatencyEstimates:
 
     def _frame_offset_ms(self) -> float:
         """What the frame's own factor adds to the relative problem's latencies (before load and scale)."""
-        return self._relative_problem().frame_latency_ms * (self._frame_factor() - 1.0)
+        return self._profiled().frame_latency_ms * (self._frame_factor() - 1.0)
 
     def problem(self, name: str = 'model', weight: float = 1.0, corrected: bool = True) -> ModelProblem:
         """This model's scaling problem: latencies as profiled times ``latency_scale`` and, unless
@@ -104,9 +125,9 @@ class LatencyEstimates:
         """
         if not corrected:
             return problem_from_bank(self._require_bank(), name=name, weight=weight, latency_scale=self.latency_scale)
-        self._relative_problem()  # the descendants' factors the solver path uses (moved by <= REBUILD_TOLERANCE)
-        return problem_from_bank(self.bank, name=name, weight=weight, latency_scale=self._latency_factor(True),
-                                 option_factors=self._problem_factors, frame_factor=self._frame_factor())
+        return problem_from_bank(self._require_bank(), name=name, weight=weight,
+                                 latency_scale=self._latency_factor(True), option_factors=self._factors(),
+                                 frame_factor=self._frame_factor())
 
     def estimate(self, selection: dict[str, float] | None = None, corrected: bool = True) -> dict[str, float]:
         """The estimates of a selection (default: the running one).
@@ -115,15 +136,17 @@ class LatencyEstimates:
             ``metric``, ``latency_ms`` (with the online correction unless ``corrected=False``) and ``memory_bytes``
             (the configuration's weight bytes: frame + chosen descendants).
         """
-        bank = self._require_bank()
+        self._require_bank()
         selection = self.switcher.validate(selection or {})
-        if corrected:
-            estimate = dict(self._relative_problem().estimate(selection))
-            estimate['latency_ms'] += self._frame_offset_ms()
-        else:
-            if self._profiled_problem is None:
-                self._profiled_problem = problem_from_bank(bank)
-            estimate = dict(self._profiled_problem.estimate(selection))
+        profiled = self._profiled()
+        estimate = dict(profiled.estimate(selection))
+        if corrected and self.correction is not None and self.correction.observations:
+            factors = self.correction.relatives(selection.items())
+            latency = profiled.frame_latency_ms * self._frame_factor()
+            for name, sparsity in selection.items():
+                option = next(o for o in profiled.blocks[name] if o.sparsity == sparsity)
+                latency += option.latency_ms * factors[(name, sparsity)]
+            estimate['latency_ms'] = latency
         estimate['latency_ms'] *= self._latency_factor(corrected)
         return estimate
 

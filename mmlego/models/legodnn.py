@@ -100,6 +100,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
         self._problem: ModelProblem | None = None  # the bank's problem, latencies x the options' own factors
         self._problem_factors: dict = {}  # the factors it was built with
         self._profiled_problem: ModelProblem | None = None  # the bank's problem, latencies as profiled
+        self._unobserved_forwards = 0  # forwards after a switch the correction does not learn from
+        self._observed_timing = None  # the last block timing it learned from
         self._bank_dir = bank
         self._register_load_state_dict_pre_hook(self._accept_teacher_checkpoint)
 
@@ -277,11 +279,15 @@ class LegoDNN(LatencyEstimates, BaseModel):
         memory = None if memory_mb is None else memory_mb * 2 ** 20
         # The cached problem leaves out the load, latency_scale and the frame's factor: they move the budget
         # instead, and the result's latencies are moved back.
-        scale, problem = self._latency_factor(corrected=True), self._relative_problem()
-        offset = self._frame_offset_ms()  # the same in every configuration: moves the budget too
-        result = solve(problem, latency_ms=None if latency_ms is None else max(0.0, latency_ms / scale - offset),
-                       memory_bytes=memory, solver=solver)
-        result.latency_ms = {name: (value + offset) * scale for name, value in result.latency_ms.items()}
+        scale, offset = self._latency_factor(corrected=True), self._frame_offset_ms()  # the frame's: in every config
+        relative_budget = None if latency_ms is None else max(0.0, latency_ms / scale - offset)
+        result = solve(self._relative_problem(), latency_ms=relative_budget, memory_bytes=memory, solver=solver)
+        corrected = self.estimate(result.choice())['latency_ms']  # the options' factors of now, not as cached
+        if latency_ms is not None and result.status != 'infeasible' and corrected > latency_ms * (1 + 1e-9):
+            result = solve(self._relative_problem(rebuild=True), latency_ms=relative_budget, memory_bytes=memory,
+                           solver=solver)
+            corrected = self.estimate(result.choice())['latency_ms']
+        result.latency_ms = {name: corrected for name in result.latency_ms}
         if result.status == 'infeasible':
             print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
                       f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
@@ -318,6 +324,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
         """Switches to an explicit selection (block -> sparsity)."""
         self._require_bank()
         changed = self.switcher.switch(selection)
+        if changed:
+            self._unobserved_forwards = self.FORWARDS_UNOBSERVED_AFTER_SWITCH
         if changed and self.timer is not None:
             self.timer.attach(changed)  # the hooks follow the changed blocks' new member modules
         return changed
