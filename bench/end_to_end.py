@@ -28,6 +28,7 @@ from child import emit, merge_results, run_child  # noqa: E402
 
 TARGET_MS = 1.0
 SERVED_FORWARDS = 5  # forwards served between two budget changes in the steady-serving measurement
+SWITCHES_TIMED = 20  # random switches whose next forwards are timed one by one
 
 
 def measure_model(name: str, count: int, seed: int = 0) -> dict:
@@ -80,7 +81,8 @@ def measure_model(name: str, count: int, seed: int = 0) -> dict:
     inputs = example_batch(model.cfg, model.architecture, batch_size=1)
     model.measure_latency_ms(inputs, warmup=2, repeats=model.correction.window)  # a first correction window
     model.scale()
-    served, served_reprepared = [], 0
+    from mmlego.scaling_optimizer import solve
+    served, served_reprepared, served_optimal = [], 0, 0
     for i in range(count):
         problem = model._problem  # the cached problem the last budget was solved on
         model.measure_latency_ms(inputs, warmup=0, repeats=SERVED_FORWARDS)
@@ -90,11 +92,33 @@ def measure_model(name: str, count: int, seed: int = 0) -> dict:
         model.scale(latency_ms=latency, memory_mb=memory)
         served.append((time.perf_counter() - start) * 1000)
         served_reprepared += model._problem is not problem
+        # The optimum under the factors of now (the cached problem may be up to REBUILD_TOLERANCE stale).
+        best = solve(model.problem(), latency_ms=latency, memory_bytes=None if memory is None else memory * 2 ** 20)
+        served_optimal += (best.status == 'infeasible' or model.last_result.estimated_metric['model']
+                           >= best.estimated_metric['model'] - 1e-9)
+    # The forwards right after a switch that changed blocks, against the steady ones (why the online correction
+    # skips LegoDNN.FORWARDS_UNOBSERVED_AFTER_SWITCH of them): median over switches of forward k / forwards 5-8.
+    from mmlego.models.tensor_path import TENSOR_PATHS
+    import torch
+    forward, after = TENSOR_PATHS[model.tensor_path], [[] for _ in range(4)]
+    with torch.no_grad():
+        for _ in range(SWITCHES_TIMED):
+            if not model.switch({block: rng.choice(model.bank.sparsities) for block in model.selection}):
+                continue
+            ms = []
+            for _ in range(8):
+                start = time.perf_counter()
+                forward(model.architecture, inputs)
+                ms.append((time.perf_counter() - start) * 1000)
+            steady = statistics.median(ms[4:])
+            for k in range(4):
+                after[k].append(ms[k] / steady)
     return dict(model=name, budgets=count, first_ms=first_ms, median_ms=statistics.median(times),
+                forwards_after_switch_over_steady=[statistics.median(ratios) for ratios in after],
                 p95_ms=times[int(0.95 * (len(times) - 1))], mean_blocks_changed=sum(changed) / len(changed),
                 blocks=len(current), reprepared_median_ms=statistics.median(reprepared),
                 served_forwards_per_change=SERVED_FORWARDS, served_median_ms=statistics.median(served),
-                served_reprepared_share=served_reprepared / count)
+                served_reprepared_share=served_reprepared / count, served_optimal_share=served_optimal / count)
 
 
 def run(names, count: int) -> dict:
@@ -114,20 +138,22 @@ def run(names, count: int) -> dict:
 def _served(r: dict) -> str:
     if r.get('served_median_ms') is None:  # results of the code before the steady-serving measurement
         return '-'
-    return f"{r['served_median_ms']:.3f} ({r['served_reprepared_share']:.0%})"
+    optimal = r.get('served_optimal_share')
+    return (f"{r['served_median_ms']:.3f} ({r['served_reprepared_share']:.0%}; "
+            f"{'-' if optimal is None else format(optimal, '.0%')} optimal now)")
 
 
 def markdown(results: dict) -> str:
     lines = ['| model | budgets | first call (prepares) | median / p95 ms | blocks changed per change (mean / all) | '
              'target median <= 1 ms | median ms, re-preparing every call | serving: median ms (changes that '
-             're-prepared) |', '|---|---|---|---|---|---|---|---|']
+             're-prepared; answers optimal under the factors of now) | forwards 1-4 after a switch / steady |', '|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         met = 'met' if r['median_ms'] <= TARGET_MS else '**not met**'
         reprepared = r.get('reprepared_median_ms')  # absent in results of the code before per-option factors
         lines.append(f"| {name} | {r['budgets']} | {r['first_ms']:.1f} ms | {r['median_ms']:.3f} / {r['p95_ms']:.3f} | "
                      f"{r['mean_blocks_changed']:.1f} / {r['blocks']} | {met} | "
                      f"{'-' if reprepared is None else format(reprepared, '.3f')} | "
-                     f"{_served(r)} |")
+                     f"{_served(r)} | {' / '.join(f'{x:.2f}' for x in r.get('forwards_after_switch_over_steady', []))} |")
     return '\n'.join(lines)
 
 

@@ -99,6 +99,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
         self._solved_load = 1.0
         self._problem: ModelProblem | None = None  # the bank's problem, latencies x the options' own factors
         self._problem_factors: dict = {}  # the factors it was built with
+        self._problem_observations = 0  # the correction's observation count then
         self._profiled_problem: ModelProblem | None = None  # the bank's problem, latencies as profiled
         self._unobserved_forwards = 0  # forwards after a switch the correction does not learn from
         self._observed_timing = None  # the last block timing it learned from
@@ -282,12 +283,15 @@ class LegoDNN(LatencyEstimates, BaseModel):
         scale, offset = self._latency_factor(corrected=True), self._frame_offset_ms()  # the frame's: in every config
         relative_budget = None if latency_ms is None else max(0.0, latency_ms / scale - offset)
         result = solve(self._relative_problem(), latency_ms=relative_budget, memory_bytes=memory, solver=solver)
-        corrected = self.estimate(result.choice())['latency_ms']  # the options' factors of now, not as cached
-        if latency_ms is not None and result.status != 'infeasible' and corrected > latency_ms * (1 + 1e-9):
-            result = solve(self._relative_problem(rebuild=True), latency_ms=relative_budget, memory_bytes=memory,
-                           solver=solver)
+        corrected = None
+        if not self._problem_is_current():  # the answer under the options' factors of now, not as cached
             corrected = self.estimate(result.choice())['latency_ms']
-        result.latency_ms = {name: corrected for name in result.latency_ms}
+            if latency_ms is not None and result.status != 'infeasible' and corrected > latency_ms * (1 + 1e-9):
+                result = solve(self._relative_problem(rebuild=True), latency_ms=relative_budget,
+                               memory_bytes=memory, solver=solver)
+                corrected = None  # solved on the factors of now
+        result.latency_ms = {name: (value + offset) * scale if corrected is None else corrected
+                             for name, value in result.latency_ms.items()}
         if result.status == 'infeasible':
             print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
                       f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
