@@ -47,6 +47,7 @@ class LatencyCorrection:
         self._frames: collections.deque[float] = collections.deque(maxlen=window)
         self._running_factor = 1.0
         self.observations = 0
+        self._summary: tuple | None = None  # (observations, known factors, per-sparsity priors, overall prior)
 
     # -- observations ----------------------------------------------------------------------------------------
     def observe(self, measured_ms: float, estimated_ms: float) -> None:
@@ -108,13 +109,16 @@ class LatencyCorrection:
         An option served ``min_observations`` times has its own; another takes the median of those of its
         sparsity (pruning shifts a descendant's time against its profile alike across blocks), else of all, else 1.0.
         """
-        known = {key: float(statistics.median(values)) for key, values in self._options.items()
-                 if len(values) >= self.min_observations}
-        by_sparsity: dict[float, list[float]] = {}
-        for (_, sparsity), value in known.items():
-            by_sparsity.setdefault(sparsity, []).append(value)
-        overall = float(statistics.median(known.values())) if known else 1.0
-        prior = {sparsity: float(statistics.median(values)) for sparsity, values in by_sparsity.items()}
+        if self._summary is None or self._summary[0] != self.observations:  # once per observed forward
+            known = {key: float(statistics.median(values)) for key, values in self._options.items()
+                     if len(values) >= self.min_observations}
+            by_sparsity: dict[float, list[float]] = {}
+            for (_, sparsity), value in known.items():
+                by_sparsity.setdefault(sparsity, []).append(value)
+            overall = float(statistics.median(known.values())) if known else 1.0
+            prior = {sparsity: float(statistics.median(values)) for sparsity, values in by_sparsity.items()}
+            self._summary = (self.observations, known, prior, overall)
+        _, known, prior, overall = self._summary
         return {key: known[key] if key in known else prior.get(key[1], overall) for key in keys}
 
     @property
@@ -144,3 +148,4 @@ class LatencyCorrection:
         self._frames.clear()
         self._running_factor = 1.0
         self.observations = 0
+        self._summary = None
