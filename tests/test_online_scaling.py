@@ -392,6 +392,9 @@ def test_tool_sweep_by_latency(lego, workspace, tmp_path):
         # The optimizer kept the estimate it solved with within the budget (or ran the smallest, and said so).
         assert row['status'] == 'infeasible' or row['estimated_latency_ms'] <= row['budget_latency_ms'] * (1 + 1e-9)
         assert row['measured_latency_ms'] is not None
+        # The budget's solve was settled and measured before the epoch too; the online re-solves during it counted.
+        assert row['settled_measured_latency_ms'] is not None and row['settled_corrected_latency_ms'] is not None
+        assert isinstance(row['online_resolves'], int) and row['online_resolves'] >= 0
 
 
 def test_tool_bad_budget_and_infeasible(lego, workspace, tmp_path, monkeypatch, capsys):

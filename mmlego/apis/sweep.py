@@ -23,13 +23,27 @@ ROW_KEYS = ('index', 'budget_memory_mb', 'budget_latency_ms', 'status', 'metric_
             'measured_metric', 'estimated_drop', 'estimated_metric_profiling', 'profiled_latency_ms',
             'estimated_latency_ms', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
             'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'settle_solves', 'settled_corrected_latency_ms',
-            'settled_measured_latency_ms')
+            'settled_measured_latency_ms', 'online_resolves')
 
 
-def sweep_row(record: dict[str, Any], index: int) -> dict[str, Any]:
-    """One row from an :class:`mmlego.OnlineScalingHook` record."""
+#: Fields of a row taken from the epoch's first record (its budget's solve), not from the configuration measured last.
+SOLVE_KEYS = ('settle_solves', 'settled_corrected_latency_ms', 'settled_measured_latency_ms')
+
+
+def sweep_row(record: dict[str, Any], index: int, solve_record: dict[str, Any] | None = None,
+              online_resolves: int = 0) -> dict[str, Any]:
+    """One row from an :class:`mmlego.OnlineScalingHook` record.
+
+    Args:
+        record: The epoch's last record (the configuration measured after it).
+        index: The row's index.
+        solve_record: The epoch's first record (its budget's solve, with the settling fields); default ``record``.
+        online_resolves: Re-solves during the epoch (the online correction's), i.e. the epoch's records - 1.
+    """
     budget = record['budget']
     row = dict(index=index, budget_memory_mb=budget.get('memory_mb'), budget_latency_ms=budget.get('latency_ms'))
+    row.update({key: (solve_record or record).get(key) for key in SOLVE_KEYS})
+    row['online_resolves'] = online_resolves
     row.update({key: record.get(key) for key in ROW_KEYS if key not in row})
     row['choice'] = record['choice']
     return row

@@ -143,7 +143,8 @@ class BudgetSweepLoop(TestLoop):
                 before = len(hook.records)
                 runner.logger.info(f'BudgetSweepLoop: budget {index + 1}/{len(budgets)}')
                 epoch_metrics.append(self._run_epoch())
-                self.rows.append(sweep_row(hook.records[before:][-1], index))
+                epoch = hook.records[before:]
+                self.rows.append(sweep_row(epoch[-1], index, solve_record=epoch[0], online_resolves=len(epoch) - 1))
             report_teacher = self._report_teacher_metric(model, hook)
         finally:
             hook.set_budget(source)
