@@ -41,6 +41,7 @@ from ..registry import HOOKS
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, parse_budget
 from ..scaling_optimizer.hysteresis import DEFAULT_HYSTERESIS, decide
 from .budget_schedule import BudgetSource, infeasible_message, load_schedule
+from .scaling_measurements import example_inputs, measure_memory_mb, warm_up
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
 
@@ -192,32 +193,13 @@ class OnlineScalingHook(Hook):
                                'call model.attach_bank(...) first')
         return model
 
-    @staticmethod
-    def _measure_memory_mb(model) -> tuple[float, float]:
-        """Resident bytes of tensors on the compute device, and the process RSS, in MB."""
-        from ..profiling.memory import process_rss_bytes, resident_device_bytes
-        held = model.switcher.held_modules() if model.switcher is not None else ()
-        return resident_device_bytes(model.architecture, held) / _MB, process_rss_bytes() / _MB
-
     def _example_batch(self, runner, model):
-        from ..models.tensor_path import example_batch
-        if self._example is None:  # the val split's first sample (the test split's if there is no val loader)
-            split = 'val' if runner.cfg.get('val_dataloader') else 'test'
-            self._example = example_batch(runner.cfg, model.architecture, batch_size=1, split=split)
+        if self._example is None:
+            self._example = example_inputs(runner, model)
         return self._example
 
     def _warm_up(self, runner, model) -> None:
-        """Untimed forwards before a latency measurement, served like any other: they feed the online correction.
-
-        The test epoch's forwards ran beside the data loader's workers; the measurement runs without them. After
-        ``latency_warmup`` forwards (the first ones on a new input are slow: allocations, kernel choices), a whole
-        correction window of forwards runs, so the corrected estimate read next is learned in the measurement's
-        conditions only (and none of the timed forwards feed it).
-        """
-        count = self.latency_warmup + (model.correction.window + model.FORWARDS_UNOBSERVED_AFTER_SWITCH
-                                       if model.correction is not None else 0)
-        if count:
-            model.measure_latency_ms(self._example_batch(runner, model), warmup=0, repeats=count)
+        warm_up(model, self._example_batch(runner, model), self.latency_warmup)
 
     def _measure_latency_ms(self, runner, model) -> float:
         return model.measure_latency_ms(self._example_batch(runner, model), warmup=0, repeats=self.latency_repeats)
@@ -356,7 +338,7 @@ class OnlineScalingHook(Hook):
             self._warm_up(runner, model)  # the correction read next follows the measurement's conditions
         last['corrected_latency_ms'] = model.estimate()['latency_ms']
         last['latency_ratio'] = last['corrected_latency_ms'] / last['profiled_latency_ms']
-        last['resident_memory_mb'], last['rss_mb'] = self._measure_memory_mb(model)
+        last['resident_memory_mb'], last['rss_mb'] = measure_memory_mb(model)
         if self.latency_repeats > 0:
             last['measured_latency_ms'] = self._measure_latency_ms(runner, model)
         mixed = f' (over {len(records)} configurations switched during the epoch)' if len(records) > 1 else ''

@@ -3,8 +3,9 @@
 The wrapper's block timer feeds every served forward at the profiled input size to its
 :class:`~mmlego.latency_estimation.LatencyCorrection`; the scaling problem the optimizer sees carries each
 descendant's own factor (cached, rebuilt when one moves by more than ``REBUILD_TOLERANCE`` or an answer does not fit
-under the factors of now), while the load, ``latency_scale`` and the frame's factor move the latency budget. :meth:`LatencyEstimates.measure_latency_ms` is the
-measurement the estimates are checked against (timed forwards, not the estimate's arithmetic).
+under the factors of now), while the load, ``latency_scale`` and the frame's factor move the latency budget.
+:meth:`LatencyEstimates.measure_latency_ms` is the measurement the estimates are checked against (timed forwards, not
+the estimate's arithmetic).
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ class LatencyEstimates:
     #: serving re-prepared (``bench/end_to_end.py``). Estimates, :meth:`problem` and the check of every answer of
     #: :meth:`scale` use the factors of now, so a stale cached problem costs optimality, never the budget.
     REBUILD_TOLERANCE = 0.25
-    #: Forwards after a switch that changed blocks whose timings the online correction does not learn from: the
-    #: first ones pay one-time costs (pages of the new descendants, allocations), 10-40% on the first and up to
-    #: 20% on the second on this project's 2-core machine, which a steady configuration never pays again.
+    #: Forwards after a switch whose timings of the blocks it changed the online correction does not learn from (the
+    #: other blocks' still teach it the load; the frame waits for a forward seen whole): the
+    #: first use of a descendant in a process pays one-time costs a steady configuration never pays again (the first
+    #: forward 1.09-1.25x a steady one in the median, ``bench/end_to_end.py``); the second is skipped as a margin.
     FORWARDS_UNOBSERVED_AFTER_SWITCH = 2
 
     @property
@@ -51,14 +53,14 @@ class LatencyEstimates:
         # than 8 forwards of one (and a larger image more than its pixel count says), so no rescaling is sound.
         if timing.input_numel != self.timer.reference_numel:
             return
-        if self._unobserved_forwards > 0:
-            self._unobserved_forwards -= 1
-            return
-        self._observed_timing = timing
+        # Blocks switched in lately are left out (their one-time costs); the others keep teaching the load.
+        skipped = {name for name, count in self._unobserved_forwards.items() if count > 0}
+        self._unobserved_forwards = {name: count - 1 for name, count in self._unobserved_forwards.items() if count > 1}
+        self._observed_timing = None if skipped else timing  # the frame only from forwards seen whole
         profiles, selection = self.bank.profiles, self.switcher.selection
         self.correction.observe_blocks({
             (name, selection[name]): (ms, (profiles.get(name, selection[name]).latency_ms or 0.0) * self.latency_scale)
-            for name, ms in timing.ms.items()})
+            for name, ms in timing.ms.items() if name not in skipped})
 
     def _factors(self) -> dict[tuple[str, float], float]:
         """Every option's own online factor now ({} before any observation)."""
@@ -120,9 +122,9 @@ class LatencyEstimates:
 
     def problem(self, name: str = 'model', weight: float = 1.0, corrected: bool = True) -> ModelProblem:
         """This model's scaling problem: latencies as profiled times ``latency_scale`` and, unless
-        ``corrected=False``, the online correction (each option by the load times its own factor, see
-        :class:`mmlego.latency_estimation.LatencyCorrection`; the frame by :attr:`latency_ratio`, the blocks served
-        last).
+        ``corrected=False``, the online correction of now (each option by the load times its own factor, see
+        :class:`mmlego.latency_estimation.LatencyCorrection`; the frame by the load times its own factor, see
+        :meth:`_frame_factor`): what :meth:`estimate` says of every selection.
 
         Args:
             name: The model's name in the problem (unique among problems solved together).

@@ -101,7 +101,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
         self._problem_factors: dict = {}  # the factors it was built with
         self._problem_observations = 0  # the correction's observation count then
         self._profiled_problem: ModelProblem | None = None  # the bank's problem, latencies as profiled
-        self._unobserved_forwards = 0  # forwards after a switch the correction does not learn from
+        self._unobserved_forwards: dict[str, int] = {}  # block -> forwards after its switch not learned from
         self._observed_timing = None  # the last block timing it learned from
         self._bank_dir = bank
         self._register_load_state_dict_pre_hook(self._accept_teacher_checkpoint)
@@ -328,8 +328,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
         """Switches to an explicit selection (block -> sparsity)."""
         self._require_bank()
         changed = self.switcher.switch(selection)
-        if changed:
-            self._unobserved_forwards = self.FORWARDS_UNOBSERVED_AFTER_SWITCH
+        self._unobserved_forwards.update({name: self.FORWARDS_UNOBSERVED_AFTER_SWITCH for name in changed})
         if changed and self.timer is not None:
             self.timer.attach(changed)  # the hooks follow the changed blocks' new member modules
         return changed
