@@ -114,6 +114,17 @@ def fidelity(r):
     settled_error = _median(abs(row['settled_corrected_latency_ms'] - row['settled_measured_latency_ms'])
                             / row['settled_measured_latency_ms'] for row in r.get('latency_sweep', [])
                             if row.get('settled_measured_latency_ms') and row.get('settled_corrected_latency_ms'))
+    # Every configuration the online correction chose or kept, measured there: at the solve; after the epoch the one
+    # that ran it if the correction kept it, or the one it re-solved to (settled and measured) if it did not.
+    kept, rescaled = [], []
+    for row in r.get('latency_sweep', []):
+        if not row.get('budget_latency_ms') or row['status'] == 'infeasible':
+            continue
+        if row.get('rescaled_measured_latency_ms'):
+            rescaled.append(row['rescaled_measured_latency_ms'] / row['budget_latency_ms'])
+        elif row.get('measured_latency_ms'):
+            kept.append(row['measured_latency_ms'] / row['budget_latency_ms'])
+    chosen = settled + kept + rescaled
     smallest = r['sweep'][0]
     resident = (smallest['resident_memory_mb'] / smallest['estimated_memory_mb']
                 if smallest.get('resident_memory_mb') else None)
@@ -147,7 +158,9 @@ def fidelity(r):
                 latency_remeasured_spread=_median(spread),
                 max_latency_over_budget=max(over) if over else None,
                 max_settled_latency_over_budget=max(settled) if settled else None,
-                settled_latency_error=settled_error, resident_over_weights=resident,
+                settled_latency_error=settled_error, rescaled_after_epoch=len(rescaled),
+                max_rescaled_latency_over_budget=max(rescaled) if rescaled else None,
+                max_chosen_latency_over_budget=max(chosen) if chosen else None, resident_over_weights=resident,
                 metric_error_points=_median(errors), full_budget_over_teacher_points=full,
                 teacher_profiling_metric=r['teacher_metric'], teacher_report_metric=teacher_test,
                 metric_error_val_anchor_points=_median(errors_val))
@@ -159,14 +172,17 @@ def fidelity_markdown(fidelities: dict) -> str:
         return '-' if value is None else format(value, spec)
     lines = ['| model | latency error, profiled | after online correction | same configuration re-measured | '
              'max measured / latency budget, after the epoch | at the solve (error there) | '
+             're-solved after the epoch: count, max measured / budget | every configuration chosen or kept | '
              'resident / weights (smallest) | metric error, pruned rows (points) | '
              'full-budget estimate - teacher (points) | teacher val / test | error if anchored on the val teacher |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for name, f in fidelities.items():
         lines.append(f"| {name} | {fmt(f['latency_error_profiled'], '.1%')} | {fmt(f['latency_error_corrected'], '.1%')} "
                      f"| {fmt(f.get('latency_remeasured_spread'), '.1%')} | {fmt(f['max_latency_over_budget'], '.3f')} | "
                      f"{fmt(f.get('max_settled_latency_over_budget'), '.3f')} "
-                     f"({fmt(f.get('settled_latency_error'), '.1%')}) | "
+                     f"({fmt(f.get('settled_latency_error'), '.1%')}) | {f.get('rescaled_after_epoch', '-')}, "
+                     f"{fmt(f.get('max_rescaled_latency_over_budget'), '.3f')} | "
+                     f"{fmt(f.get('max_chosen_latency_over_budget'), '.3f')} | "
                      f"{fmt(f['resident_over_weights'], '.3f')} | {fmt(f['metric_error_points'], '.2f')} | "
                      f"{fmt(f['full_budget_over_teacher_points'], '+.2f')} | "
                      f"{fmt(f.get('teacher_profiling_metric'), '.3f')} / {fmt(f.get('teacher_report_metric'), '.3f')} | "

@@ -102,7 +102,9 @@ class OnlineScalingHook(Hook):
             (whether the optimizer ran for it), ``settle_solves`` (re-solves of ``latency_settle``),
             ``settled_corrected_latency_ms`` and ``settled_measured_latency_ms`` (with ``latency_repeats``, a
             settled latency budget's configuration estimated and measured right after settling, before the epoch:
-            where it was chosen) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
+            where it was chosen), ``rescaled_solves``, ``rescaled_choice``, ``rescaled_corrected_latency_ms`` and
+            ``rescaled_measured_latency_ms`` (the configuration the correction re-solved to after the epoch's latency
+            measurement, settled and measured, if it did) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
             up/downscale reason).
         decisions: For a callable or schedule source, one dict per budget change: ``time_s``, ``budget``,
             ``action`` (``rescale`` / ``keep``), ``reason`` and the ``running`` configuration's estimates.
@@ -282,6 +284,34 @@ class OnlineScalingHook(Hook):
             self._last_result = result
             self._new_record(runner, model, mode, resolved=True, reason='latency correction')
 
+    def _rescale_after_epoch(self, runner, model, mode: str) -> dict[str, Any]:
+        """After the epoch's measurement window, what serving does after any forward: when the correction learned
+        there (the device may change speed during an epoch whose batches need not teach it) finds the running
+        configuration over its latency budget or moved, re-solve, settle and measure the new configuration: the
+        ``rescaled_*`` fields of the epoch's last record (whose own measurement, that of the metric's configuration,
+        stays); the next epoch starts from it."""
+        if (self._current_budget or {}).get('latency_ms') is None:
+            return {}
+        result = model.rescale_if_needed(self.rescale_tolerance, self.rescale_drift)
+        if result is None:
+            return {}
+        self.num_solves += 1
+        self._last_result = result
+        settled = self._settle(runner, model)
+        if 'settled_measured_latency_ms' not in settled:  # latency_settle=0: measured as chosen
+            self._warm_up(runner, model)
+            settled.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
+                           settled_measured_latency_ms=self._measure_latency_ms(runner, model))
+        fields = dict(rescaled_solves=1 + settled['settle_solves'], rescaled_choice=dict(model.selection),
+                      rescaled_corrected_latency_ms=settled['settled_corrected_latency_ms'],
+                      rescaled_measured_latency_ms=settled['settled_measured_latency_ms'])
+        runner.logger.info(
+            f'OnlineScalingHook [{mode} epoch {self._epochs - 1}]: the online correction re-solved after the epoch '
+            f'({fields["rescaled_solves"]}x) -> {result.status}; latency measured '
+            f'{fields["rescaled_measured_latency_ms"]:.2f} ms vs corrected estimate '
+            f'{fields["rescaled_corrected_latency_ms"]:.2f} ms (the next epoch starts from it)')
+        return fields
+
     def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget',
                     settled: Mapping[str, Any] | None = None) -> None:
         result = self._last_result
@@ -341,6 +371,7 @@ class OnlineScalingHook(Hook):
         last['resident_memory_mb'], last['rss_mb'] = measure_memory_mb(model)
         if self.latency_repeats > 0:
             last['measured_latency_ms'] = self._measure_latency_ms(runner, model)
+            last.update(self._rescale_after_epoch(runner, model, mode))
         mixed = f' (over {len(records)} configurations switched during the epoch)' if len(records) > 1 else ''
         runner.logger.info(
             f'OnlineScalingHook [{mode} epoch {last["epoch"]}]: measured {name} {_fmt(measured, "", 4)}{mixed} vs '
