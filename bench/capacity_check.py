@@ -7,6 +7,15 @@ by residual adds or leave the backbone keep their filters, so the backbone's int
 
     .venv/bin/python bench/capacity_check.py CONFIG CHECKPOINT [--sparsity 0.8] [--out result.json]
     .venv/bin/python bench/capacity_check.py --teachers bench/results/teachers.json   # all trained teachers
+
+With ``--finetune`` the question is the one that matters for scaling: is capacity still needed after the pruned
+model is trained again? The whole teacher is pruned uniformly (``bench/uniform_baseline.py``: every prunable layer
+at one sparsity, B4's baseline) at each ``--sparsity`` and fine-tuned end to end with the teacher's own schedule
+(its config's ``train_cfg``, optimizer and LR schedule, from the pruned weights); the metric is taken on the test
+split before and after. Target (issues 9 and 13): >= 3 points lost at 0.6 and >= 8 at 0.8 (0-100 scale).
+
+    .venv/bin/python bench/capacity_check.py --teachers work_dirs/teachers.json --only tsn trn --finetune \
+        --sparsity 0.6 0.8     # -> capacity_finetuned.json beside the teachers file
 """
 import argparse
 import json
@@ -24,7 +33,10 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', nargs='?')
     parser.add_argument('--teachers', help='check every teacher recorded by bench/teachers.py in this JSON file')
     parser.add_argument('--markdown', action='store_true', help='with --teachers: only print the recorded table')
-    parser.add_argument('--sparsity', type=float, default=0.8)
+    parser.add_argument('--sparsity', type=float, nargs='+', default=[0.8])
+    parser.add_argument('--finetune', action='store_true',
+                        help='prune the whole model uniformly and fine-tune it with the teacher schedule (see above)')
+    parser.add_argument('--only', nargs='+', help='with --teachers: these models only')
     parser.add_argument('--out', help='write the metrics as JSON here')
     parser.add_argument('--work-dir', default='work_dirs/capacity_check')
     return parser.parse_args(argv)
@@ -67,28 +79,77 @@ def prune_backbone_uniformly(model, batch, sparsity: float) -> int:
 
 
 def check_teachers(args) -> None:
-    """Run the check for each recorded teacher (one process each: every config has its own default scope)."""
+    """Run the check for each recorded teacher and sparsity (one process each: every config has its own default
+    scope, and a fine-tune its own runner); results merged into a JSON file beside the teachers file."""
     import subprocess
     from teachers import TEACHERS  # noqa: E402  (bench/teachers.py)
     teachers = json.load(open(args.teachers))
-    out = osp.join(osp.dirname(args.teachers), 'capacity.json')
+    out = osp.join(osp.dirname(args.teachers), 'capacity_finetuned.json' if args.finetune else 'capacity.json')
     results = json.load(open(out)) if osp.exists(out) else {}
     for name, record in ({} if args.markdown else teachers).items():
-        result_file = osp.join(args.work_dir, f'{name}.json')
-        subprocess.run([sys.executable, __file__, record['config'], record['checkpoint'], '--sparsity',
-                        str(args.sparsity), '--out', result_file, '--work-dir', osp.join(args.work_dir, name)],
-                       check=True, stdout=subprocess.DEVNULL)
-        results[name] = json.load(open(result_file))
-        with open(out + '.tmp', 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(out + '.tmp', out)
-    print(f'| model | metric | teacher | backbone pruned at {args.sparsity} | drop | params kept |')
-    print('|---|---|---|---|---|---|')
-    for name, r in results.items():
+        if args.only and name not in args.only:
+            continue
+        for sparsity in args.sparsity if args.finetune else args.sparsity[:1]:
+            key = f'{name}@{sparsity:g}' if args.finetune else name
+            work_dir = osp.join(args.work_dir, key)
+            result_file = osp.join(work_dir, 'result.json')
+            subprocess.run([sys.executable, __file__, record['config'], record['checkpoint'], '--sparsity',
+                            str(sparsity), '--out', result_file, '--work-dir', work_dir]
+                           + (['--finetune'] if args.finetune else []), check=True, stdout=subprocess.DEVNULL)
+            results[key] = json.load(open(result_file))
+            with open(out + '.tmp', 'w') as f:
+                json.dump(results, f, indent=2)
+            os.replace(out + '.tmp', out)
+    print(markdown(results, args.finetune))
+
+
+def markdown(results: dict, finetune: bool) -> str:
+    """README's capacity table from the merged results."""
+    from teachers import TEACHERS  # noqa: E402
+    if not finetune:
+        lines = ['| model | metric | teacher | backbone pruned at 0.8 | drop | params kept |', '|---|---|---|---|---|---|']
+    else:
+        lines = ['| model | metric | teacher (test) | sparsity | params kept | pruned | fine-tuned (teacher schedule) | '
+                 'loss after fine-tuning (0-100) | target | fine-tune minutes |', '|---|---|---|---|---|---|---|---|---|---|']
+    for key, r in results.items():
+        name = key.split('@')[0]
         metric = TEACHERS[name][1]
         full, pruned = r['metrics_full'][metric], r['metrics_pruned'][metric]
-        print(f'| {name} | {metric} | {full:.3f} | {pruned:.3f} | {full - pruned:.3f} | '
-              f'{r["params_pruned"] / r["params_full"]:.0%} |')
+        kept = r['params_pruned'] / r['params_full']
+        if not finetune:
+            lines.append(f'| {name} | {metric} | {full:.3f} | {pruned:.3f} | {full - pruned:.3f} | {kept:.0%} |')
+            continue
+        tuned = r['metrics_finetuned'][metric]
+        points = 1.0 if metric == 'mIoU' else 100.0
+        loss = (full - tuned) * points
+        target = 3.0 if r['sparsity'] < 0.7 else 8.0
+        lines.append(f'| {name} | {metric} | {full:.3f} | {r["sparsity"]:g} | {kept:.0%} | {pruned:.3f} | {tuned:.3f} '
+                     f'| {loss:.1f} | >= {target:g}: {"met" if loss >= target else "not met"} | '
+                     f'{r["finetune_seconds"] / 60:.1f} |')
+    return '\n'.join(lines)
+
+
+def finetune_uniformly(runner, sparsity: float) -> dict:
+    """Prunes the runner's (loaded) model uniformly and trains it with the runner's own schedule; returns figures."""
+    import time
+
+    from mmengine.model import BaseModule
+
+    from mmlego.models import TENSOR_PATHS, example_batch, trace_tensor_path
+    from uniform_baseline import prune_uniformly
+    model = runner.model
+    example = example_batch(runner.cfg, model)
+    path, _ = trace_tensor_path(model.eval(), example)
+    prune_uniformly(model, example, TENSOR_PATHS[path], sparsity)
+    for module in model.modules():  # Runner.train() initializes weights not yet initialized: these are trained
+        if isinstance(module, BaseModule):
+            module._is_init = True
+    pruned = runner.test()
+    start = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - start
+    return dict(metrics_pruned=pruned, metrics_finetuned=runner.test(), finetune_seconds=seconds,
+                params_pruned=sum(p.numel() for p in model.parameters()))
 
 
 def main(argv=None):
@@ -107,15 +168,20 @@ def main(argv=None):
     scope_runner_checkpoint_loading(runner)
     full = runner.test()
     params_full = sum(p.numel() for p in runner.model.parameters())
-    num_pruned = prune_backbone_uniformly(runner.model, next(iter(runner.test_dataloader)), args.sparsity)
-    params_pruned = sum(p.numel() for p in runner.model.parameters())
-    pruned = runner.test()  # the checkpoint is not reloaded: the runner remembers it has loaded it
-    result = dict(config=args.config, sparsity=args.sparsity, pruned_convs=num_pruned, params_full=params_full,
-                  params_pruned=params_pruned, metrics_full=full, metrics_pruned=pruned)
+    sparsity = args.sparsity[0]
+    result = dict(config=args.config, sparsity=sparsity, params_full=params_full, metrics_full=full)
+    if args.finetune:
+        result.update(finetune_uniformly(runner, sparsity))
+    else:
+        num_pruned = prune_backbone_uniformly(runner.model, next(iter(runner.test_dataloader)), sparsity)
+        result.update(pruned_convs=num_pruned, params_pruned=sum(p.numel() for p in runner.model.parameters()),
+                      metrics_pruned=runner.test())  # the checkpoint is not reloaded: the runner has loaded it
     print(json.dumps(result, indent=2, default=float))
     if args.out:
-        with open(args.out, 'w') as f:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out + '.tmp', 'w') as f:
             json.dump(result, f, indent=2, default=float)
+        os.replace(args.out + '.tmp', args.out)
     return result
 
 
