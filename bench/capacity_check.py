@@ -28,6 +28,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', nargs='?')
     parser.add_argument('checkpoint', nargs='?')
@@ -37,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('--finetune', action='store_true',
                         help='prune the whole model uniformly and fine-tune it with the teacher schedule (see above)')
     parser.add_argument('--only', nargs='+', help='with --teachers: these models only')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help="overrides of the teacher's config")
     parser.add_argument('--out', help='write the metrics as JSON here')
     parser.add_argument('--work-dir', default='work_dirs/capacity_check')
     return parser.parse_args(argv)
@@ -162,6 +164,8 @@ def main(argv=None):
 
     from mmlego.utils import scope_runner_checkpoint_loading
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)

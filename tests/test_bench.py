@@ -211,3 +211,40 @@ def test_latency_phases_profiles_and_measures_every_composite_per_cycle(lego, wo
     differences = sorted(abs(row['difference']) for cycle in result['cycles'] for row in cycle)
     assert result['max_abs_difference'] == differences[-1]
     assert result['median_abs_difference'] == pytest.approx((differences[1] + differences[2]) / 2)
+
+
+def test_capacity_after_fine_tuning_trains_the_pruned_weights(lego, workspace, monkeypatch):
+    """``capacity_check.py --finetune``: the teacher pruned uniformly (physically smaller) is trained from its pruned
+    weights with the config's own schedule; Runner.train() must not re-initialize them."""
+    import capacity_check
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from mmlego.utils import scope_runner_checkpoint_loading
+    from .conftest import CONFIGS, TEACHER_CONFIGS
+    monkeypatch.chdir(workspace)
+    cfg = Config.fromfile(str(CONFIGS / TEACHER_CONFIGS['tsn']))
+    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    cfg.merge_from_dict({'train_cfg.max_epochs': 1, 'work_dir': str(workspace / 'capacity'),
+                         'load_from': str(lego.teacher),
+                         **{f'{loader}.{key}': value for loader in loaders
+                            for key, value in (('num_workers', 0), ('persistent_workers', False))}})
+    runner = Runner.from_cfg(cfg)
+    scope_runner_checkpoint_loading(runner)
+    runner.test()
+    full = sum(p.numel() for p in runner.model.parameters())
+    initialized = []
+    init = runner._init_model_weights
+
+    def init_and_compare():  # what Runner.train() runs first: the pruned weights must come through it unchanged
+        before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+        init()
+        initialized.append(all(torch.equal(before[k], v) for k, v in runner.model.state_dict().items()))
+
+    monkeypatch.setattr(runner, '_init_model_weights', init_and_compare)
+    result = capacity_check.finetune_uniformly(runner, 0.5)
+    assert initialized == [True]
+    assert result['params_pruned'] < 0.5 * full  # every prunable layer at half its channels: about a quarter
+    assert set(result['metrics_finetuned']) >= {'acc/top1'} and result['finetune_seconds'] > 0
+    assert runner.train_loop.iter > 0  # it trained
