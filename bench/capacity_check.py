@@ -98,10 +98,11 @@ def check_teachers(args) -> None:
             subprocess.run([sys.executable, __file__, record['config'], record['checkpoint'], '--sparsity',
                             str(sparsity), '--out', result_file, '--work-dir', work_dir]
                            + (['--finetune'] if args.finetune else []), check=True, stdout=subprocess.DEVNULL)
+            results = json.load(open(out)) if osp.exists(out) else {}  # re-read: runs for other models may have written
             results[key] = json.load(open(result_file))
-            with open(out + '.tmp', 'w') as f:
+            with open(f'{out}.{os.getpid()}.tmp', 'w') as f:
                 json.dump(results, f, indent=2)
-            os.replace(out + '.tmp', out)
+            os.replace(f'{out}.{os.getpid()}.tmp', out)
     print(markdown(results, args.finetune))
 
 
