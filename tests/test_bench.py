@@ -248,3 +248,27 @@ def test_capacity_after_fine_tuning_trains_the_pruned_weights(lego, workspace, m
     assert result['params_pruned'] < 0.5 * full  # every prunable layer at half its channels: about a quarter
     assert set(result['metrics_finetuned']) >= {'acc/top1'} and result['finetune_seconds'] > 0
     assert runner.train_loop.iter > 0  # it trained
+
+
+def test_range_check_agrees_with_the_banks_smallest_configuration(lego, workspace, monkeypatch):
+    """``bench/range_check.py`` switches a fresh teacher to all-at-s descendants and counts its bytes; at the bank's
+    top sparsity that is the smallest configuration the optimizer's memory profiles describe (computed apart)."""
+    from types import SimpleNamespace
+
+    import range_check
+
+    from mmlego.block_bank import problem_from_bank
+    from mmlego.block_bank.profiles import BankProfiles
+    from mmlego.scaling_optimizer import budget_range
+
+    from .conftest import CONFIGS, TEACHER_CONFIGS
+    monkeypatch.chdir(workspace)
+    shares = range_check.smallest_shares(str(CONFIGS / TEACHER_CONFIGS['tsn']), str(lego.config), str(lego.teacher),
+                                         [0.5, 0.8])
+    bank = SimpleNamespace(blocks=[SimpleNamespace(name=name) for name in lego.profiles['descendants']],
+                           sparsities=[0.0, 0.8], profiles=BankProfiles.from_dict(lego.profiles))
+    limits = budget_range(problem_from_bank(bank))
+    assert shares[0.8] == pytest.approx(limits['min_memory_bytes'] / limits['max_memory_bytes'], rel=1e-3)
+    assert shares[0.8] < shares[0.5] < 1.0
+    table = range_check.markdown({'tsn': {str(s): v for s, v in shares.items()}})
+    assert table.splitlines()[0] == '| model | top sparsity 0.5 | top sparsity 0.8 |' and '| tsn |' in table
