@@ -252,14 +252,20 @@ class OnlineScalingHook(Hook):
     def _settle(self, runner, model) -> dict[str, Any]:
         """Teaches the online correction on the configuration just chosen and re-solves while its corrected
         estimate exceeds the latency budget at all (see ``latency_settle``; a bounded loop, so no tolerance against
-        alternating as in serving). Returns the record's ``settle_solves`` and, with ``latency_repeats``, the
-        configuration's corrected and measured latency there and then (``settled_*_latency_ms``)."""
+        alternating as in serving). With ``latency_repeats``, each configuration is measured before that check (its
+        timed forwards teach the correction too, so a configuration measured over its budget is re-solved); returns
+        the record's ``settle_solves`` and the last configuration's corrected estimate and measurement
+        (``settled_*_latency_ms``), taken there and then."""
         fields: dict[str, Any] = dict(settle_solves=0)
         if (model.correction is None or not self.latency_settle
                 or (self._current_budget or {}).get('latency_ms') is None):
             return fields
+        measure = self.log_measured and self.latency_repeats > 0
         while True:
             self._warm_up(runner, model)  # the configuration the epoch runs has always been served a window
+            if measure:
+                fields['settled_corrected_latency_ms'] = model.estimate()['latency_ms']
+                fields['settled_measured_latency_ms'] = self._measure_latency_ms(runner, model)
             if fields['settle_solves'] == self.latency_settle:
                 break
             result = model.rescale_if_needed(0.0, self.rescale_drift)
@@ -268,9 +274,6 @@ class OnlineScalingHook(Hook):
             fields['settle_solves'] += 1
             self.num_solves += 1
             self._last_result = result
-        if self.log_measured and self.latency_repeats > 0:
-            fields['settled_corrected_latency_ms'] = model.estimate()['latency_ms']
-            fields['settled_measured_latency_ms'] = self._measure_latency_ms(runner, model)
         return fields
 
     def _check_latency(self, runner, mode: str) -> None:
