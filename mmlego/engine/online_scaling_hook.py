@@ -71,8 +71,9 @@ class OnlineScalingHook(Hook):
             served like any other, so the corrected estimate read after them describes the measurement's conditions.
         latency_settle: After a latency budget is solved before an epoch, up to this many re-solves: the new
             configuration serves a correction window of forwards on an example batch (after ``latency_warmup``
-            untimed ones), then :meth:`mmlego.LegoDNN.rescale_if_needed`; the configuration the epoch runs was
-            always served a window. The correction in force when a budget is
+            untimed ones) and, with ``latency_repeats``, is measured (timed forwards teach the correction too), then
+            :meth:`mmlego.LegoDNN.rescale_if_needed`; the configuration the epoch runs was always served a window
+            (and measured). The correction in force when a budget is
             solved knows only the options that ran before, and a device's ratio to the profiles differs between
             options (a sweep's test batches, not of the profiled size, teach it nothing); the epoch then runs a
             configuration whose options were measured to hold now. 0: off (forwards the epoch serves at
