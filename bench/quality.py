@@ -71,7 +71,8 @@ def _fine_tune(model, teacher_cfg, batches, seconds: float, lr_scale: float) -> 
     return steps
 
 
-def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float) -> dict:
+def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, banks: str | None = None,
+                  cfg_options: dict | None = None) -> dict:
     import torch
     from mmengine.config import Config
 
@@ -86,8 +87,10 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float) -> 
 
     torch.manual_seed(0)
     teacher_ckpt = json.load(open(osp.join(ROOT, 'bench', 'results', 'teachers.json')))[name]['checkpoint']
-    bank_dir = osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank')
+    bank_dir = osp.join(banks or osp.join(ROOT, 'work_dirs', 'pipelines'), name, 'bank')
     cfg = Config.fromfile(osp.join(ROOT, LEGO_CONFIGS[name]))
+    if cfg_options:  # e.g. the retraining epochs the bank was made with: the uniform side's compute follows them
+        cfg.merge_from_dict(cfg_options)
     cfg.load_from = teacher_ckpt
     teacher_cfg = Config.fromfile(osp.join(ROOT, TEACHERS[name][0]))
     model = init_lego_model(cfg, bank_dir, device='cpu', checkpoint=None)
@@ -201,6 +204,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None):
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--only', nargs='+', default=['yolov3', 'fcn', 'simplebaseline'])
     parser.add_argument('--budgets', type=int, default=8)
@@ -208,21 +212,27 @@ def main(argv=None):
     parser.add_argument('--lr-scale', type=float, default=0.1, help="fine-tuning lr = this x the teacher's lr")
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'quality.json'))
     parser.add_argument('--markdown', action='store_true', help='only print the table from --out')
+    parser.add_argument('--banks', help='directory holding <model>/bank (default: work_dirs/pipelines)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='overrides of the legodnn config, e.g. the retraining epochs the banks were made with')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.budgets < 2:
         parser.error('--budgets must be >= 2')
     if args.child:
-        emit(measure_model(args.child, args.budgets, args.harsh, args.lr_scale))
+        emit(measure_model(args.child, args.budgets, args.harsh, args.lr_scale, args.banks, args.cfg_options))
         return
     results = json.load(open(args.out)) if osp.exists(args.out) else {}
     for name in [] if args.markdown else args.only:
         child_args = ['--child', name, '--budgets', str(args.budgets), '--lr-scale', str(args.lr_scale)]
+        child_args += (['--banks', args.banks] if args.banks else []) + (
+            ['--cfg-options', *[f'{k}={v}' for k, v in args.cfg_options.items()]] if args.cfg_options else [])
         result, stderr = run_child(__file__, child_args + (['--harsh'] if args.harsh else []), ROOT)
         if result is None:
             raise SystemExit(f'quality of {name} failed:\n{stderr}')
         results[name] = result
-        plot(results[name], osp.join(osp.dirname(args.out), f'quality_{name}.png'))
+        stem = osp.splitext(osp.basename(args.out))[0]  # quality.json -> quality_<model>.png
+        plot(results[name], osp.join(osp.dirname(args.out), f'{stem}_{name}.png'))
         with open(args.out + '.tmp', 'w') as f:
             json.dump(results, f, indent=1)
         os.replace(args.out + '.tmp', args.out)

@@ -115,6 +115,24 @@ def test_quality_summary_counts_ties_as_won():
     assert summary['mean_metric'] == pytest.approx(dict(mmlego=0.45, untrained=0.15, uniform_a=0.55))
 
 
+def test_quality_passes_banks_and_config_overrides_to_its_child(tmp_path, monkeypatch, capsys):
+    """``--banks`` and ``--cfg-options`` (a bank retrained longer, and the compute the baseline gets with it) reach
+    the measuring child; the plot is named after the results file."""
+    import quality
+    calls, plots = [], []
+    monkeypatch.setattr(quality, 'run_child', lambda script, args, root: (calls.append(args) or dict(
+        model='m', metric='acc', teacher_metric=1.0, retraining_seconds=1.0, rows=[], share_won=1.0,
+        mean_metric=dict(mmlego=1.0, untrained=1.0, uniform_a=1.0)), ''))
+    monkeypatch.setattr(quality, 'plot', lambda result, path: plots.append(path))
+    out = tmp_path / 'quality_long.json'
+    quality.main(['--only', 'simplebaseline', '--budgets', '3', '--banks', '/banks', '--cfg-options',
+                  'train_cfg.retrain.epochs=6', '--out', str(out)])
+    args, = calls
+    assert args[args.index('--banks') + 1] == '/banks'
+    assert args[args.index('--cfg-options') + 1] == 'train_cfg.retrain.epochs=6'
+    assert plots == [str(tmp_path / 'quality_long_simplebaseline.png')]
+
+
 def test_summary_reports_end_to_end_and_offline_against_their_targets():
     import run
     e2e = dict(budgets=50, first_ms=5.0, median_ms=0.4, p95_ms=2.0, mean_blocks_changed=2.0, blocks=8)
