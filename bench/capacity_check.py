@@ -25,6 +25,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from mmlego.utils.atomic_io import atomic_write_json  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -100,9 +101,7 @@ def check_teachers(args) -> None:
                            + (['--finetune'] if args.finetune else []), check=True, stdout=subprocess.DEVNULL)
             results = json.load(open(out)) if osp.exists(out) else {}  # re-read: runs for other models may have written
             results[key] = json.load(open(result_file))
-            with open(f'{out}.{os.getpid()}.tmp', 'w') as f:
-                json.dump(results, f, indent=2)
-            os.replace(f'{out}.{os.getpid()}.tmp', out)
+            atomic_write_json(out, results)
     print(markdown(results, args.finetune))
 
 
@@ -183,10 +182,7 @@ def main(argv=None):
                       metrics_pruned=runner.test())  # the checkpoint is not reloaded: the runner has loaded it
     print(json.dumps(result, indent=2, default=float))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out + '.tmp', 'w') as f:
-            json.dump(result, f, indent=2, default=float)
-        os.replace(args.out + '.tmp', args.out)
+        atomic_write_json(args.out, json.loads(json.dumps(result, default=float)))
     return result
 
 

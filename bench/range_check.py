@@ -72,10 +72,8 @@ def main(argv=None):
                                  teachers.get(name, {}).get('checkpoint'), args.sparsities)
         results[name] = {str(s): share for s, share in shares.items()}
         print(f'[range] {name}: ' + ', '.join(f'{s:g}: {v:.1%}' for s, v in shares.items()), flush=True)
-    with open(args.out + '.tmp', 'w') as f:
-        json.dump(results, f, indent=2)
-    import os
-    os.replace(args.out + '.tmp', args.out)
+    from mmlego.utils.atomic_io import atomic_write_json
+    atomic_write_json(args.out, results)
     print(markdown(results))
     return results
 
