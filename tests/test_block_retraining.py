@@ -9,7 +9,7 @@ import torch
 
 from mmlego.block_extraction.block_module import block_module_of
 from mmlego.block_retraining import (FeatureCapture, RetrainingConfig, RetrainingError, feature_loss,
-                                     retrain_descendants)
+                                     learning_rate, retrain_descendants)
 
 from .test_block_bank import TinyNet, build_bank, make_tiny
 
@@ -297,3 +297,55 @@ def test_invalid_config():
         RetrainingConfig(loss='l2')
     with pytest.raises(ValueError, match='epochs'):
         RetrainingConfig(epochs=0)
+
+
+def test_cosine_schedule_decays_from_lr_to_its_floor_one_step_at_a_time():
+    config = RetrainingConfig(epochs=3, lr=1e-3, lr_schedule='cosine', min_lr_ratio=0.1)
+    rates = [learning_rate(config, epoch, index, 4) for epoch in range(3) for index in range(4)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly down, one step per batch
+    assert rates[5] > 5.5e-4 > rates[6]  # the midpoint of 12 steps (0..11) sits between steps 5 and 6
+    assert learning_rate(RetrainingConfig(lr=2e-3), 1, 3, 4) == 2e-3  # constant: LegoDNN's
+    unknown = [learning_rate(config, epoch, 0, None) for epoch in range(3)]  # no len(): once per epoch
+    assert unknown == pytest.approx([1e-3, 5.5e-4, 1e-4])
+    with pytest.raises(ValueError, match='lr_schedule'):
+        RetrainingConfig(lr_schedule='step')
+    with pytest.raises(ValueError, match='min_lr_ratio'):
+        RetrainingConfig(lr_schedule='cosine', min_lr_ratio=2)
+
+
+def test_cosine_schedule_is_what_the_optimizers_step_with_and_resumes_on_the_same_curve(shared, tmp_path):
+    teacher, straight = fresh(shared)
+    _, _, train, val = shared
+    seen = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]['lr'])
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, 'step', recording_step)
+        full = retrain(teacher, straight, train, val, epochs=2, lr_schedule='cosine')
+    config = RetrainingConfig(epochs=2, lr=1e-3, lr_schedule='cosine')
+    per_step = [learning_rate(config, e, i, len(train)) for e in range(2) for i in range(len(train))]
+    trainees = len(seen) // len(per_step)
+    assert trainees > 1 and seen == pytest.approx([rate for rate in per_step for _ in range(trainees)])
+    calls = []
+
+    def interrupted(model, batch):  # the machine stops in the second epoch's first batch
+        calls.append(1)
+        if len(calls) > 2 * len(val) + len(train):
+            raise KeyboardInterrupt
+        return model(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        retrain(teacher, fresh(shared)[1], train, val, state_dir=tmp_path, teacher_forward=interrupted, epochs=2,
+                lr_schedule='cosine')
+    assert json.loads((tmp_path / 'state.json').read_text())['epoch'] == 1
+    with pytest.raises(ValueError, match='another run'):  # a cosine run of another length is another curve
+        retrain(teacher, fresh(shared)[1], train, val, state_dir=tmp_path, epochs=3, lr_schedule='cosine')
+    _, resumed = fresh(shared)
+    report = retrain(teacher, resumed, train, val, state_dir=tmp_path, epochs=2, lr_schedule='cosine')
+    assert report.epochs_run == 1 and report.best_val == pytest.approx(full.best_val, rel=1e-5)
+    assert_states_close(states(resumed), states(straight))

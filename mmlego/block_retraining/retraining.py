@@ -32,6 +32,7 @@ from .state import RetrainingState
 
 TeacherForward = Callable[[nn.Module, Any], Any]
 LOSSES = ('mse', 'l1', 'smooth_l1', 'kd')
+LR_SCHEDULES = ('constant', 'cosine')
 
 
 class RetrainingError(RuntimeError):
@@ -44,7 +45,10 @@ class RetrainingConfig:
 
     Attributes:
         epochs: Passes over the training batches (LegoDNN used 2-65 depending on the model).
-        lr: Adam learning rate (LegoDNN: 3e-4).
+        lr: Adam learning rate (LegoDNN: 3e-4); the peak rate of a decaying ``lr_schedule``.
+        lr_schedule: ``'constant'`` (LegoDNN) or ``'cosine'``: per step from ``lr`` down to ``lr * min_lr_ratio`` at
+            the last step of the last epoch (a function of the step, so a resumed run continues the same curve).
+        min_lr_ratio: Final rate of the ``'cosine'`` schedule as a fraction of ``lr``.
         weight_decay: Adam weight decay.
         loss: Feature loss between descendant and block output: ``'mse'`` (LegoDNN), ``'l1'``, ``'smooth_l1'``, or
             ``'kd'`` (KL divergence of channel softmaxes at ``kd_temperature``, for blocks that output logits).
@@ -55,6 +59,8 @@ class RetrainingConfig:
 
     epochs: int = 1
     lr: float = 3e-4
+    lr_schedule: str = 'constant'
+    min_lr_ratio: float = 0.01
     weight_decay: float = 0.0
     loss: str = 'mse'
     kd_temperature: float = 4.0
@@ -64,6 +70,11 @@ class RetrainingConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f'unknown retraining loss {self.loss!r}; choose one of {LOSSES}')
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f'unknown retraining lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}')
+        if isinstance(self.min_lr_ratio, bool) or not isinstance(self.min_lr_ratio, (int, float)) \
+                or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f'min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}')
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1 \
                 or isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ValueError(f'epochs must be an integer >= 1 and lr a number > 0, got epochs={self.epochs!r}, '
@@ -164,6 +175,22 @@ def feature_loss(kind: str, output: torch.Tensor, target: torch.Tensor, temperat
     return F.kl_div(log_p, q, reduction='batchmean') * temperature ** 2
 
 
+def learning_rate(config: RetrainingConfig, epoch: int, index: int, batches_per_epoch: int | None) -> float:
+    """The rate of the step ``index`` (0-based) of ``epoch`` (0-based) under ``config.lr_schedule``.
+
+    Without a known epoch length the cosine schedule moves once per epoch.
+    """
+    if config.lr_schedule == 'constant':
+        return config.lr
+    if batches_per_epoch:
+        progress_done = (epoch * batches_per_epoch + min(index, batches_per_epoch - 1)) \
+            / max(config.epochs * batches_per_epoch - 1, 1)
+    else:
+        progress_done = epoch / max(config.epochs - 1, 1)
+    floor = config.lr * config.min_lr_ratio
+    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * min(progress_done, 1.0)))
+
+
 def freeze_batch_norm(module: nn.Module) -> None:
     """Puts every batch norm of ``module`` in eval mode (running statistics fixed, affine params trainable)."""
     for sub in module.modules():
@@ -251,9 +278,14 @@ def retrain_descendants(teacher: nn.Module,
             freeze_batch_norm(descendant.module)
         train_sums, count = dict.fromkeys(trainees, 0.0), 0
         batches = _limited(train_batches, config.max_batches_per_epoch)
+        per_epoch = _length(train_batches, config)
         for index, batch in enumerate(progress(batches, f'retraining epoch {epoch + 1}/{config.epochs}',
-                                               enabled=show_progress, total=_length(train_batches, config))):
+                                               enabled=show_progress, total=per_epoch)):
             features = capture.run(teacher_forward, batch)
+            rate = learning_rate(config, epoch, index, per_epoch)
+            for optimizer in optimizers.values():
+                for group in optimizer.param_groups:
+                    group['lr'] = rate
             for key, descendant in trainees.items():
                 if key in report.stopped:
                     continue

@@ -43,7 +43,11 @@ class RetrainingState:
     def __init__(self, state_dir: str | None, keys: list[str], config: dict[str, Any]) -> None:
         self.dir = Path(state_dir) if state_dir else None
         self.keys = keys
-        self.config = {k: v for k, v in config.items() if k != 'epochs'}
+        # More epochs may resume a constant-rate run; a decaying schedule depends on the total, so it must match.
+        # The default schedule is left out so that states written before the option existed still resume.
+        constant = config.get('lr_schedule', 'constant') == 'constant'
+        self.config = {k: v for k, v in config.items()
+                       if not (k == 'epochs' and constant) and not (k == 'lr_schedule' and constant)}
         self.best_val: dict[str, float] = {key: math.inf for key in keys}
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
         self.best_epoch: dict[str, int] = {}
