@@ -11,4 +11,4 @@ load_from = 'work_dirs/simplebaseline_res18_synthpose-128x128/epoch_40.pth'  # t
 model = dict(_delete_=True, type='mmlego.LegoDNN', architecture={{_base_.model}}, bank='{work_dir}/bank')
 train_cfg = dict(
     _delete_=True, type='mmlego.LegoDNNPipelineLoop', sparsities=[0.0, 0.2, 0.4, 0.6, 0.8], max_ratio=0.125,
-    retrain=dict(epochs=2, lr=1e-3))
+    retrain=dict(epochs=6, lr=1e-3))
