@@ -1,6 +1,6 @@
 """B4 quality: mmlego's pick vs a uniformly pruned, end-to-end fine-tuned model of the same memory, on the test split.
 
-    .venv/bin/python bench/quality.py [--only yolov3 fcn simplebaseline] [--budgets 8] [--harsh]
+    .venv/bin/python bench/quality.py [--only yolov3 fcn simplebaseline] [--budgets 8] [--harsh] [--picks-only]
 
 For each model (its bank from ``bench/pipelines.py`` in ``work_dirs/pipelines/<model>/bank``, its teacher from
 ``bench/results/teachers.json``), at ``--budgets`` memory budgets evenly from the bank's smallest configuration to the
@@ -14,6 +14,8 @@ teacher, in one process:
   for the block-retraining compute divided by the number of budgets. That compute is measured here: a retraining
   step of every descendant on the same batches, times the pipeline's batches per epoch and retraining epochs;
 * **uniform (b)** with ``--harsh``: the same with the whole block-retraining compute per budget.
+
+``--picks-only`` measures mmlego's picks alone (no baseline): banks retrained in other ways side by side.
 
 Writes ``bench/results/quality.json`` (merged per model) and ``bench/results/quality_<model>.png``; reports the
 share of budgets where mmlego >= uniform (a) (target >= 80%) and the area under each curve (mean metric over the
@@ -72,7 +74,7 @@ def _fine_tune(model, teacher_cfg, batches, seconds: float, lr_scale: float) -> 
 
 
 def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, banks: str | None = None,
-                  cfg_options: dict | None = None) -> dict:
+                  cfg_options: dict | None = None, picks_only: bool = False) -> dict:
     import torch
     from mmengine.config import Config
 
@@ -107,6 +109,15 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     smallest = model.scale(memory_mb=1e-6)  # infeasible: switches to the smallest configuration
     low = smallest.total_memory_bytes
     budgets = [low + (teacher_bytes - low) * i / (num_budgets - 1) for i in range(num_budgets)]
+    if picks_only:  # banks retrained differently, compared on the same budgets and split
+        rows = []
+        for budget in budgets:
+            result = model.scale(memory_mb=budget / _MB)
+            rows.append(dict(budget_mb=budget / _MB, selection=result.choice(), status=result.status,
+                             mmlego_mb=result.total_memory_bytes / _MB, mmlego=_evaluate(model, cfg, metric)))
+            print(f'[quality] {name} {budget / _MB:.1f} MB: mmlego {rows[-1]["mmlego"]:.3f}', flush=True)
+        return dict(model=name, metric=metric, teacher_metric=teacher_metric, teacher_mb=teacher_bytes / _MB,
+                    bank=osp.realpath(bank_dir), retraining_seconds=None, rows=rows, **summarize(rows))
 
     # LegoDNN without retraining: the same blocks and pruning, regenerated from the teacher.
     loop_cfg = cfg.train_cfg
@@ -163,7 +174,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
 def summarize(rows: list) -> dict:
     """Share of budgets won by mmlego over uniform (a) (ties count as won) and each curve's mean metric."""
     curves = [key for key in ('mmlego', 'untrained', 'uniform_a', 'uniform_b') if key in rows[0]]
-    won = sum(row['mmlego'] >= row['uniform_a'] for row in rows) / len(rows)
+    won = sum(row['mmlego'] >= row['uniform_a'] for row in rows) / len(rows) if 'uniform_a' in rows[0] else None
     return dict(share_won=won, mean_metric={key: sum(row[key] for row in rows) / len(rows) for key in curves})
 
 
@@ -183,7 +194,9 @@ def plot(result: dict, out: str) -> None:
     ax.axhline(result['teacher_metric'], color='gray', lw=0.8, label='teacher')
     ax.set_xlabel('memory budget (MB of weights)')
     ax.set_ylabel(f"{result['metric']} (test split)")
-    ax.set_title(f"B4 {result['model']}: won {result['share_won']:.0%} of budgets (target >= 80%)")
+    won = result['share_won']
+    ax.set_title(f"B4 {result['model']}: " + ('mmlego picks only' if won is None else
+                                              f'won {won:.0%} of budgets (target >= 80%)'))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -197,9 +210,11 @@ def markdown(results: dict) -> str:
         mean = r['mean_metric']
         means = ' / '.join(f'{mean[k]:.3f}' if k in mean else '-' for k in ('mmlego', 'untrained', 'uniform_a',
                                                                                'uniform_b'))
-        met = 'met' if r['share_won'] >= TARGET_SHARE else 'not met'
-        lines.append(f"| {name} | {r['metric']} | {r['teacher_metric']:.3f} | {len(r['rows'])} | "
-                     f"{r['share_won']:.0%} ({met}) | {means} | {r['retraining_seconds'] / 60:.1f} min |")
+        won = '-' if r['share_won'] is None else \
+            f"{r['share_won']:.0%} ({'met' if r['share_won'] >= TARGET_SHARE else 'not met'})"
+        compute = '-' if r['retraining_seconds'] is None else f"{r['retraining_seconds'] / 60:.1f} min"
+        lines.append(f"| {name} | {r['metric']} | {r['teacher_metric']:.3f} | {len(r['rows'])} | {won} | {means} | "
+                     f"{compute} |")
     return '\n'.join(lines)
 
 
@@ -215,19 +230,23 @@ def main(argv=None):
     parser.add_argument('--banks', help='directory holding <model>/bank (default: work_dirs/pipelines)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides of the legodnn config, e.g. the retraining epochs the banks were made with')
+    parser.add_argument('--picks-only', action='store_true',
+                        help="only mmlego's picks, no baselines: compare banks retrained in other ways")
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.budgets < 2:
         parser.error('--budgets must be >= 2')
     if args.child:
-        emit(measure_model(args.child, args.budgets, args.harsh, args.lr_scale, args.banks, args.cfg_options))
+        emit(measure_model(args.child, args.budgets, args.harsh, args.lr_scale, args.banks, args.cfg_options,
+                           args.picks_only))
         return
     results = json.load(open(args.out)) if osp.exists(args.out) else {}
     for name in [] if args.markdown else args.only:
         child_args = ['--child', name, '--budgets', str(args.budgets), '--lr-scale', str(args.lr_scale)]
         child_args += (['--banks', args.banks] if args.banks else []) + (
             ['--cfg-options', *[f'{k}={v}' for k, v in args.cfg_options.items()]] if args.cfg_options else [])
-        result, stderr = run_child(__file__, child_args + (['--harsh'] if args.harsh else []), ROOT)
+        child_args += (['--harsh'] if args.harsh else []) + (['--picks-only'] if args.picks_only else [])
+        result, stderr = run_child(__file__, child_args, ROOT)
         if result is None:
             raise SystemExit(f'quality of {name} failed:\n{stderr}')
         results[name] = result

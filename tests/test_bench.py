@@ -133,6 +133,22 @@ def test_quality_passes_banks_and_config_overrides_to_its_child(tmp_path, monkey
     assert plots == [str(tmp_path / 'quality_long_simplebaseline.png')]
 
 
+def test_quality_picks_only_compares_banks_without_baselines(tmp_path, monkeypatch):
+    """``--picks-only`` reaches the child; its rows (mmlego alone) summarize, plot and print without a share won."""
+    import quality
+    rows = [dict(budget_mb=10.0, mmlego=0.5), dict(budget_mb=20.0, mmlego=0.7)]
+    result = dict(model='simplebaseline', metric='coco/AP', teacher_metric=0.8, retraining_seconds=None, rows=rows,
+                  **quality.summarize(rows))
+    assert result['share_won'] is None and result['mean_metric'] == pytest.approx(dict(mmlego=0.6))
+    calls = []
+    monkeypatch.setattr(quality, 'run_child', lambda script, args, root: (calls.append(args) or result, ''))
+    out = tmp_path / 'picks.json'
+    quality.main(['--only', 'simplebaseline', '--picks-only', '--out', str(out)])
+    assert '--picks-only' in calls[0] and (tmp_path / 'picks_simplebaseline.png').stat().st_size > 1000
+    line = quality.markdown({'simplebaseline': result}).splitlines()[-1]
+    assert line == '| simplebaseline | coco/AP | 0.800 | 2 | - | 0.600 / - / - / - | - |'
+
+
 def test_summary_reports_end_to_end_and_offline_against_their_targets():
     import run
     e2e = dict(budgets=50, first_ms=5.0, median_ms=0.4, p95_ms=2.0, mean_blocks_changed=2.0, blocks=8)
