@@ -224,6 +224,16 @@ def test_resume_runs_only_the_missing_epochs(shared, tmp_path):
     assert_states_close(states(again), states(straight))
 
 
+def test_a_constant_rate_state_is_written_as_before_the_schedule_existed(shared, tmp_path):
+    """A constant-rate run records no schedule keys, so states written before ``lr_schedule`` existed resume."""
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+    retrain(teacher, descendants, train, val, state_dir=tmp_path, epochs=1)
+    config = json.loads((tmp_path / 'state.json').read_text())['config']
+    assert not {'epochs', 'lr_schedule', 'min_lr_ratio'} & set(config) and config['lr'] == 1e-3
+    assert retrain(teacher, fresh(shared)[1], train, val, state_dir=tmp_path, epochs=2).epochs_run == 1
+
+
 def test_other_settings_in_the_same_state_dir_are_refused(shared, tmp_path):
     teacher, descendants = fresh(shared)
     _, _, train, val = shared

@@ -44,10 +44,10 @@ class RetrainingState:
         self.dir = Path(state_dir) if state_dir else None
         self.keys = keys
         # More epochs may resume a constant-rate run; a decaying schedule depends on the total, so it must match.
-        # The default schedule is left out so that states written before the option existed still resume.
+        # A constant run leaves the schedule's keys out: states written before they existed still resume.
         constant = config.get('lr_schedule', 'constant') == 'constant'
-        self.config = {k: v for k, v in config.items()
-                       if not (k == 'epochs' and constant) and not (k == 'lr_schedule' and constant)}
+        ignored = ('epochs', 'lr_schedule', 'min_lr_ratio') if constant else ()
+        self.config = {k: v for k, v in config.items() if k not in ignored}
         self.best_val: dict[str, float] = {key: math.inf for key in keys}
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
         self.best_epoch: dict[str, int] = {}
