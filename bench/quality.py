@@ -73,6 +73,13 @@ def _fine_tune(model, teacher_cfg, batches, seconds: float, lr_scale: float) -> 
     return steps
 
 
+def _pick(model, cfg, metric: str, budget: float) -> dict:
+    """mmlego's pick at ``budget`` bytes (``LegoDNN.scale``) and its metric on the test split."""
+    result = model.scale(memory_mb=budget / _MB)
+    return dict(budget_mb=budget / _MB, selection=result.choice(), status=result.status,
+                mmlego_mb=result.total_memory_bytes / _MB, mmlego=_evaluate(model, cfg, metric))
+
+
 def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, banks: str | None = None,
                   cfg_options: dict | None = None, picks_only: bool = False) -> dict:
     import torch
@@ -110,12 +117,9 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     low = smallest.total_memory_bytes
     budgets = [low + (teacher_bytes - low) * i / (num_budgets - 1) for i in range(num_budgets)]
     if picks_only:  # banks retrained differently, compared on the same budgets and split
-        rows = []
-        for budget in budgets:
-            result = model.scale(memory_mb=budget / _MB)
-            rows.append(dict(budget_mb=budget / _MB, selection=result.choice(), status=result.status,
-                             mmlego_mb=result.total_memory_bytes / _MB, mmlego=_evaluate(model, cfg, metric)))
-            print(f'[quality] {name} {budget / _MB:.1f} MB: mmlego {rows[-1]["mmlego"]:.3f}', flush=True)
+        rows = [_pick(model, cfg, metric, budget) for budget in budgets]
+        for row in rows:
+            print(f'[quality] {name} {row["budget_mb"]:.1f} MB: mmlego {row["mmlego"]:.3f}', flush=True)
         return dict(model=name, metric=metric, teacher_metric=teacher_metric, teacher_mb=teacher_bytes / _MB,
                     bank=osp.realpath(bank_dir), retraining_seconds=None, rows=rows, **summarize(rows))
 
@@ -148,11 +152,8 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
 
     rows = []
     for budget in budgets:
-        result = model.scale(memory_mb=budget / _MB)
-        selection = result.choice()
-        row = dict(budget_mb=budget / _MB, selection=selection, status=result.status,
-                   mmlego_mb=result.total_memory_bytes / _MB, mmlego=_evaluate(model, cfg, metric))
-        untrained_switcher.switch(selection)
+        row = _pick(model, cfg, metric, budget)
+        untrained_switcher.switch(row['selection'])
         row['untrained'] = _evaluate(untrained_model, cfg, metric)
         pruned, sparsity = prune_to_bytes(teacher, example, forward, budget)
         row.update(uniform_sparsity=sparsity, uniform_mb=parameter_bytes(pruned) / _MB)
