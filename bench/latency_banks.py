@@ -1,6 +1,6 @@
 """Banks of all eight models for latency measurements alone, in minutes instead of hours.
 
-    .venv/bin/python bench/latency_banks.py [--only tsn trn ...] [--out work_dirs/latency_banks]
+    .venv/bin/python bench/latency_banks.py [--only tsn trn ...] [--out work_dirs/latency_banks] [--latency-threads 1]
 
 A latency profile depends on the model's structure (blocks, the kept channels of every descendant, the input size),
 not on how well its weights are trained: L1 pruning at a sparsity keeps the same number of channels whatever the
@@ -43,7 +43,7 @@ def run(cmd: list, log: str) -> None:
             raise SystemExit(f'{" ".join(cmd)} failed, see {log}')
 
 
-def build(name: str, out: str) -> dict:
+def build(name: str, out: str, latency_threads: int | None = None) -> dict:
     teacher_config = TEACHERS[name][0]
     work = osp.join(out, name)
     os.makedirs(work, exist_ok=True)
@@ -52,7 +52,8 @@ def build(name: str, out: str) -> dict:
          *short_schedule(teacher_config)], osp.join(work, 'teacher.log'))
     checkpoint = open(osp.join(work, 'teacher', 'last_checkpoint')).read().strip()
     run([sys.executable, 'tools/train.py', LEGO_CONFIGS[name], '--work-dir', work, '--cfg-options',
-         f'load_from={checkpoint}', *PIPELINE_OPTIONS], osp.join(work, 'pipeline.log'))
+         f'load_from={checkpoint}', *PIPELINE_OPTIONS,
+         *([f'model.latency_threads={latency_threads}'] if latency_threads else [])], osp.join(work, 'pipeline.log'))
     return dict(checkpoint=checkpoint, minutes=round((time.time() - start) / 60, 1))
 
 
@@ -60,13 +61,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--only', nargs='+', choices=sorted(LEGO_CONFIGS), default=list(LEGO_CONFIGS))
     parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'latency_banks'))
+    parser.add_argument('--latency-threads', type=int, help='CPU threads the latencies are profiled with '
+                        '(model.latency_threads; measure with bench/latency_fidelity.py --threads the same)')
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     subprocess.run([sys.executable, 'tools/make_synthetic_data.py', '--quiet'], cwd=ROOT, check=True)
     index = osp.join(args.out, 'teachers.json')
     teachers = json.load(open(index)) if osp.exists(index) else {}
     for name in args.only:
-        teachers[name] = build(name, args.out)
+        teachers[name] = build(name, args.out, args.latency_threads)
         print(f'[latency_banks] {name}: bank in {osp.join(args.out, name, "bank")} '
               f'({teachers[name]["minutes"]} min)', flush=True)
         with open(index + '.tmp', 'w') as file:

@@ -29,8 +29,11 @@ Reported per model (targets of issue 8):
   and its even visits; median over configurations.
 * ``over_budget``: ``budgets`` latency budgets across the range; after ``LegoDNN.scale`` and 5 served forwards with
   ``rescale_if_needed`` (what ``OnlineScalingHook`` does per iteration), the median of 10 timed forwards over the
-  budget; max and median over the budgets the running configuration is feasible for (<= 1.05); budgets the online
-  correction found below the smallest configuration are counted as ``infeasible_budgets``.
+  budget; max and median over the budgets the running configuration is feasible for (<= 1.05), and the count over
+  1.05 (``misses``); budgets the online correction found below the smallest configuration are counted as
+  ``infeasible_budgets``. Each budget is solved twice, in alternating order: with the learned latency headroom
+  (``over_budget_*``, the default) and without (``over_budget_no_headroom_*``); ``headroom_metric_cost`` is the
+  estimated metric the headroom gave up (mean over the budgets).
 """
 import argparse
 import json
@@ -127,22 +130,7 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
                          # frame + in-model block timings without the per-sparsity calibration
                          uncalibrated_ms=uncalibrated.estimate(selection)['latency_ms'],
                          remeasured=abs(odd - even) / ((odd + even) / 2)))
-    limits = model.budget_range()
-    over = []
-    for k in range(budgets):
-        budget = limits['min_latency_ms'] + (limits['max_latency_ms'] - limits['min_latency_ms']) * (k + 0.5) / budgets
-        model.scale(latency_ms=budget)
-        for _ in range(5):
-            model.measure_latency_ms(example, warmup=0, repeats=1)
-            model.rescale_if_needed()
-        # The status of the configuration that runs now: a budget the correction found below the smallest
-        # configuration runs that one, infeasible, and is no miss of the optimizer (counted apart).
-        status = model.last_result.status
-        over.append(dict(budget_ms=budget, measured_ms=model.measure_latency_ms(example, warmup=1, repeats=10),
-                         status=status))
-    infeasible = sum(o['status'] == 'infeasible' for o in over)
-    over = [o for o in over if o['status'] != 'infeasible']
-    over_ratios = [o['measured_ms'] / o['budget_ms'] for o in over]
+    over = budget_misses(model, example, budgets)
     return dict(model=name, configurations=len(chosen), rounds=rounds, reprofiled=reprofile,
                 num_threads=torch.get_num_threads(), profiled_num_threads=model.bank.profiles.num_threads,
                 teacher_profiled_ms=rows[0]['profiled_ms'], teacher_measured_ms=rows[0]['measured_ms'],
@@ -153,9 +141,47 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
                 remeasured=statistics.median(r['remeasured'] for r in rows),
                 composites_profiled=[_rel(r['profiled_ms'], r['measured_ms'])
                                      for r in rows[:len(model.bank.sparsities)]],
-                over_budget_max=max(over_ratios) if over_ratios else None,
-                over_budget_median=statistics.median(over_ratios) if over_ratios else None,
-                budgets=over, infeasible_budgets=infeasible, rows=rows)
+                **over, rows=rows)
+
+
+def budget_misses(model, example, budgets: int) -> dict:
+    """``budgets`` latency budgets across the range, each solved twice in alternating order: with the learned
+    latency headroom (the default, ``'auto'``) and without (0). Per solve: ``LegoDNN.scale``, 5 served forwards
+    with ``rescale_if_needed`` (what ``OnlineScalingHook`` does per iteration), the median of 10 timed forwards.
+    Both modes teach the one headroom (it learns from every configuration switched in)."""
+    limits = model.budget_range()
+    runs = {'auto': [], 'none': []}
+    for k in range(budgets):
+        budget = limits['min_latency_ms'] + (limits['max_latency_ms'] - limits['min_latency_ms']) * (k + 0.5) / budgets
+        for mode in (('auto', 'none') if k % 2 == 0 else ('none', 'auto')):
+            model.headroom.fixed = None if mode == 'auto' else 0.0
+            model.scale(latency_ms=budget)
+            headroom = model.last_headroom
+            for _ in range(5):
+                model.measure_latency_ms(example, warmup=0, repeats=1)
+                model.rescale_if_needed()
+            # The status of the configuration that runs now: a budget the correction found below the smallest
+            # configuration runs that one, infeasible, and is no miss of the optimizer (counted apart).
+            runs[mode].append(dict(budget_ms=budget, measured_ms=model.measure_latency_ms(example, warmup=1, repeats=10),
+                                   status=model.last_result.status, headroom=headroom,
+                                   estimated_metric=model.estimate()['metric'], choice=dict(model.selection)))
+    model.headroom.fixed = None
+
+    def summary(rows: list, prefix: str) -> dict:
+        ratios = [o['measured_ms'] / o['budget_ms'] for o in rows if o['status'] != 'infeasible']
+        return {f'{prefix}max': max(ratios) if ratios else None,
+                f'{prefix}median': statistics.median(ratios) if ratios else None,
+                f'{prefix}misses': sum(r > TARGETS['over_budget'] for r in ratios)}
+    feasible = [(a, b) for a, b in zip(runs['auto'], runs['none'])
+                if a['status'] != 'infeasible' and b['status'] != 'infeasible']
+    return dict(**summary(runs['auto'], 'over_budget_'), **summary(runs['none'], 'over_budget_no_headroom_'),
+                headroom_mean=statistics.mean(o['headroom'] for o in runs['auto']),
+                headroom_max=max(o['headroom'] for o in runs['auto']),
+                # what the headroom costs: estimated metric given up, mean over budgets both modes could meet
+                headroom_metric_cost=statistics.mean(b['estimated_metric'] - a['estimated_metric'] for a, b in feasible)
+                if feasible else None,
+                budgets=runs['auto'], budgets_no_headroom=runs['none'],
+                infeasible_budgets=sum(o['status'] == 'infeasible' for o in runs['auto']))
 
 
 def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False, banks: str = BANKS,
@@ -179,6 +205,19 @@ def run(names, count: int, rounds: int, budgets: int, reprofile: bool = False, b
     return results
 
 
+def _pair(r: dict, prefix: str) -> str:
+    if r.get(f'{prefix}max') is None:
+        return '-'
+    return f"{r[f'{prefix}median']:.3f} / {r[f'{prefix}max']:.3f}, {r[f'{prefix}misses']}"
+
+
+def _headroom(r: dict) -> str:
+    if r.get('headroom_mean') is None:
+        return '- | -'
+    cost = '-' if r.get('headroom_metric_cost') is None else f"{r['headroom_metric_cost']:.4f}"
+    return f"{r['headroom_mean']:.1%} / {r['headroom_max']:.1%} | {cost}"
+
+
 def markdown(results: dict) -> str:
     def mark(value, target, fmt):
         if value is None:
@@ -186,8 +225,9 @@ def markdown(results: dict) -> str:
         return f"{format(value, fmt)} ({'met' if value <= target else '**not met**'})"
     lines = ['| model | profile | configurations x rounds | teacher profiled / measured ms | error, profiled (<= 10%) | '
              'uncalibrated | corrected online (<= 5%) | same configuration re-measured | '
-             'measured / budget, median / max (<= 1.05) |',
-             '|---|---|---|---|---|---|---|---|---|']
+             'measured / budget, median / max (<= 1.05) | misses over 1.05 | without headroom: median / max, misses | '
+             'headroom mean / max | metric given up |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         median_over = '-' if r['over_budget_median'] is None else f"{r['over_budget_median']:.3f}"
         profile = 're-profiled' if r.get('reprofiled') else "the bank's"
@@ -196,7 +236,8 @@ def markdown(results: dict) -> str:
                      f"{r['teacher_measured_ms']:.2f} | {mark(r['profiled'], TARGETS['profiled'], '.1%')} | "
                      f"{raw} | "
                      f"{mark(r['corrected'], TARGETS['corrected'], '.1%')} | {r['remeasured']:.1%} | {median_over} / "
-                     f"{mark(r['over_budget_max'], TARGETS['over_budget'], '.3f')} |")
+                     f"{mark(r['over_budget_max'], TARGETS['over_budget'], '.3f')} | {r.get('over_budget_misses', '-')} | "
+                     f"{_pair(r, 'over_budget_no_headroom_')} | {_headroom(r)} |")
     return '\n'.join(lines)
 
 

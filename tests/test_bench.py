@@ -210,7 +210,12 @@ def test_latency_fidelity_configurations_and_report():
                over_budget_max=1.06)
     text = latency_fidelity.markdown({'yolov3': row})
     assert ('| yolov3 | re-profiled | 10 x 8 | 20.00 / 19.00 | 12.0% (**not met**) | 15.0% | 4.0% (met) | 2.0% | '
-            '0.970 / 1.060 (**not met**) |') in text
+            '0.970 / 1.060 (**not met**) | - | - | - | - |') in text  # a row of before the headroom columns
+    row.update(over_budget_max=1.02, over_budget_misses=0, over_budget_no_headroom_median=0.99,
+               over_budget_no_headroom_max=1.08, over_budget_no_headroom_misses=2, headroom_mean=0.021,
+               headroom_max=0.043, headroom_metric_cost=0.0125)
+    assert ('0.970 / 1.020 (met) | 0 | 0.990 / 1.080, 2 | 2.1% / 4.3% | 0.0125 |'
+            in latency_fidelity.markdown({'yolov3': row}))
 
 
 def test_merge_results_keeps_the_models_not_measured_now(tmp_path):

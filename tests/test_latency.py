@@ -444,3 +444,99 @@ def test_online_correction_rescales_when_the_device_slows_down_and_back(profiled
         assert sum(wrapper.selection.values()) < sum(slowed.values())  # back up: a larger configuration fits
     finally:
         wrapper.switcher.reset()
+
+
+def test_latency_headroom_is_an_upper_quantile_of_recent_prediction_errors():
+    from mmlego.latency_estimation import LatencyHeadroom
+    for bad in (-0.1, float('nan'), 'big', True):
+        with pytest.raises(ValueError, match="'auto' or a fraction >= 0"):
+            LatencyHeadroom(bad)
+    with pytest.raises(ValueError, match='quantile'):
+        LatencyHeadroom(quantile=1.0)
+    assert LatencyHeadroom(0.05).value == 0.05
+    headroom = LatencyHeadroom(window=8, quantile=0.75, max_headroom=0.1, min_predictions=3)
+    headroom.learned(12.0)  # nothing predicted: nothing learned
+    assert not headroom.errors
+    for predicted, learned in ((10.0, 10.2), (10.0, 9.9)):
+        headroom.predicted(predicted)
+        assert headroom.pending
+        headroom.learned(learned)
+        assert not headroom.pending
+    assert headroom.value == 0.0  # two errors: not enough
+    headroom.predicted(20.0)
+    headroom.learned(20.8)
+    assert headroom.errors[-1] == pytest.approx(0.04)
+    # errors -0.01, 0.02, 0.04: the inclusive 0.75 quantile lies between the upper two
+    assert headroom.value == pytest.approx(0.03)
+    for _ in range(8):  # predictions that held: the headroom shrinks to 0 (never negative)
+        headroom.predicted(10.0)
+        headroom.learned(9.5)
+    assert headroom.value == 0.0
+    for _ in range(8):  # a machine that ran far slower than predicted: capped
+        headroom.predicted(10.0)
+        headroom.learned(15.0)
+    assert headroom.value == 0.1
+    headroom.reset()
+    assert headroom.value == 0.0 and not headroom.errors
+
+
+def test_scale_aims_under_the_budget_by_the_headroom_and_at_the_budget_when_nothing_fits_under_it(profiled):
+    model, bank, _ = profiled
+    names = [spec.name for spec in bank.blocks]
+    plain = LegoDNN(model, latency_headroom=0.0)
+    plain.attach_bank(bank)
+    full = plain.estimate({name: 0.0 for name in names})['latency_ms']
+    smallest = plain.estimate({name: 0.8 for name in names})['latency_ms']
+    budget = smallest + 0.7 * (full - smallest)
+    at_the_budget = plain.scale(latency_ms=budget).latency_ms['model']
+    wrapper = LegoDNN(model, latency_headroom=0.2)
+    wrapper.attach_bank(bank)  # takes the model over from the plain wrapper's switcher
+    try:
+        result = wrapper.scale(latency_ms=budget)
+        assert wrapper.last_headroom == 0.2
+        assert result.latency_ms['model'] <= budget / 1.2 * (1 + 1e-9)
+        assert result.latency_ms['model'] == pytest.approx(wrapper.estimate()['latency_ms'])
+        assert at_the_budget >= result.latency_ms['model']
+        result = wrapper.scale(latency_ms=smallest * 1.1)  # only the budget itself fits
+        assert result.status != 'infeasible' and wrapper.last_headroom == 0.0
+        assert result.latency_ms['model'] <= smallest * 1.1 * (1 + 1e-9)
+        assert wrapper.scale(latency_ms=smallest * 0.5).status == 'infeasible'
+        wrapper.scale(memory_mb=1e6)
+        assert wrapper.last_headroom == 0.0  # no latency budget: no headroom
+    finally:
+        wrapper.switcher.reset()
+
+
+def test_auto_headroom_learns_from_configurations_that_ran_slower_than_predicted(profiled, monkeypatch):
+    """The device slows down right after every switch: each configuration switched in is predicted at the speed
+    before, the headroom learns the miss from the forwards that follow, and the next budget is aimed under it."""
+    model, bank, x = profiled
+    wrapper = LegoDNN(model)
+    wrapper.attach_bank(bank)
+    names = [spec.name for spec in bank.blocks]
+    speed = [1]  # convolutions per convolution
+    convolve = nn.Conv2d.forward
+    monkeypatch.setattr(nn.Conv2d, 'forward', lambda self, inp: [convolve(self, inp) for _ in range(speed[0])][-1])
+    try:
+        with torch.no_grad():
+            for _ in range(5):
+                wrapper(x)
+            assert wrapper.headroom.value == 0.0 and not wrapper.headroom.errors
+            for budget in (1e-3, 1e6, 1e-3):  # the smallest configuration, the teacher, the smallest
+                result = wrapper.scale(latency_ms=budget)
+                assert wrapper.headroom.pending
+                speed[0] += 1
+                for _ in range(wrapper.FORWARDS_UNOBSERVED_AFTER_SWITCH + wrapper.correction.min_observations):
+                    assert wrapper.headroom.pending
+                    wrapper(x)
+                assert not wrapper.headroom.pending
+                learned = wrapper.estimate()['latency_ms']
+                assert wrapper.headroom.errors[-1] == pytest.approx(learned / result.latency_ms['model'] - 1)
+                assert wrapper.headroom.errors[-1] > 0.1  # 2x, 1.5x, 1.33x the convolutions
+            assert wrapper.headroom.value == pytest.approx(0.1)  # capped
+            full = wrapper.estimate({name: 0.0 for name in names})['latency_ms']
+            result = wrapper.scale(latency_ms=0.9 * full)
+            assert wrapper.last_headroom == pytest.approx(0.1)
+            assert result.latency_ms['model'] <= 0.9 * full / 1.1 * (1 + 1e-9)
+    finally:
+        wrapper.switcher.reset()

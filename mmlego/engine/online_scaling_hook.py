@@ -42,18 +42,11 @@ from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, par
 from ..scaling_optimizer.hysteresis import DEFAULT_HYSTERESIS, decide
 from .budget_schedule import BudgetSource, infeasible_message, load_schedule
 from .scaling_measurements import example_inputs, measure_memory_mb, warm_up
+from .scaling_records import SCALAR_KEYS, chosen_lines, measured_line, new_record
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
 
 _MB = 2 ** 20
-#: The record fields written to the message hub (``{mode}/legodnn_<key>``) after every val/test epoch, so that
-#: LoggerHook puts them in the run's log, ``scalars.json`` and any configured visualizer backend.
-SCALAR_KEYS = ('estimated_metric', 'measured_metric', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
-               'estimated_memory_mb', 'resident_memory_mb', 'rss_mb')
-
-
-def _fmt(value: float | None, unit: str = '', digits: int = 2) -> str:
-    return 'none' if value is None else f'{value:.{digits}f}{unit}'
 
 
 @HOOKS.register_module()
@@ -105,7 +98,8 @@ class OnlineScalingHook(Hook):
             settled latency budget's configuration estimated and measured right after settling, before the epoch:
             where it was chosen), ``rescaled_solves``, ``rescaled_choice``, ``rescaled_corrected_latency_ms`` and
             ``rescaled_measured_latency_ms`` (the configuration the correction re-solved to after the epoch's latency
-            measurement, settled and measured, if it did) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
+            measurement, settled and measured, if it did), ``latency_headroom`` (how far under the latency budget the
+            solve aimed, :attr:`mmlego.LegoDNN.last_headroom`) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
             up/downscale reason).
         decisions: For a callable or schedule source, one dict per budget change: ``time_s``, ``budget``,
             ``action`` (``rescale`` / ``keep``), ``reason`` and the ``running`` configuration's estimates.
@@ -318,43 +312,13 @@ class OnlineScalingHook(Hook):
 
     def _new_record(self, runner, model, mode: str, resolved: bool, reason: str = 'budget',
                     settled: Mapping[str, Any] | None = None) -> None:
-        result = self._last_result
-        metric_name = model.bank.profiles.metric_name
-        profiled, estimated = model.estimate(corrected=False)['latency_ms'], float(result.latency_ms['model'])
-        record = dict(
-            epoch=self._epochs - 1, mode=mode, budget=dict(self._current_budget), status=result.status,
-            choice=dict(model.selection), metric_name=metric_name,
-            estimated_metric=float(result.estimated_metric['model']), measured_metric=None,
-            profiled_latency_ms=profiled, estimated_latency_ms=estimated, corrected_latency_ms=None,
-            latency_ratio=estimated / profiled, measured_latency_ms=None,
-            estimated_memory_mb=result.memory_bytes['model'] / _MB, resident_memory_mb=None, rss_mb=None,
-            resolved=resolved, reason=reason, settle_solves=0, settled_corrected_latency_ms=None,
-            settled_measured_latency_ms=None)
-        record.update(settled or {})
+        record = new_record(model, self._last_result, self._epochs - 1, mode, self._current_budget, resolved,
+                            reason, settled)
         self.records.append(record)
         self._epoch_records.append(record)
         if resolved:
-            sparsities = ', '.join(f'{name}={s:g}' for name, s in record['choice'].items())
-            note = ''
-            if result.status == 'infeasible':
-                note = (' (INFEASIBLE: the budget is below the smallest configuration; running the smallest, '
-                        'raise the budget to at least its estimates)')
-            why = f' [{reason}]' if reason != 'budget' else ''
-            if reason == 'latency correction':
-                why = f' [latency x{record["latency_ratio"]:.2f} measured online]'
-            if record['settle_solves']:
-                why += (f' [re-solved {record["settle_solves"]}x on the latencies measured on the configurations '
-                        f'chosen first]')
-            runner.logger.info(
-                f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: budget {format_budget(record["budget"])}{why} -> '
-                f'{result.status}{note}; sparsities {{{sparsities}}}; estimated {metric_name} '
-                f'{record["estimated_metric"]:.4f}, latency {record["estimated_latency_ms"]:.2f} ms, memory '
-                f'{record["estimated_memory_mb"]:.2f} MB')
-            if record['settled_measured_latency_ms'] is not None:
-                runner.logger.info(
-                    f'OnlineScalingHook [{mode} epoch {record["epoch"]}]: settled latency measured '
-                    f'{record["settled_measured_latency_ms"]:.2f} ms vs corrected estimate '
-                    f'{record["settled_corrected_latency_ms"]:.2f} ms, before the epoch')
+            for line in chosen_lines(record):
+                runner.logger.info(line)
 
     def _finish_epoch(self, runner, mode: str, metrics: Mapping[str, Any] | None) -> None:
         records, self._epoch_records = self._epoch_records, []
@@ -376,14 +340,7 @@ class OnlineScalingHook(Hook):
         if self.latency_repeats > 0:
             last['measured_latency_ms'] = self._measure_latency_ms(runner, model)
             last.update(self._rescale_after_epoch(runner, model, mode))
-        mixed = f' (over {len(records)} configurations switched during the epoch)' if len(records) > 1 else ''
-        runner.logger.info(
-            f'OnlineScalingHook [{mode} epoch {last["epoch"]}]: measured {name} {_fmt(measured, "", 4)}{mixed} vs '
-            f'estimated {last["estimated_metric"]:.4f} (the profiling split\'s teacher - drops); resident '
-            f'{last["resident_memory_mb"]:.2f} MB (RSS {last["rss_mb"]:.0f} MB) vs weights '
-            f'{last["estimated_memory_mb"]:.2f} MB; latency measured '
-            f'{_fmt(last["measured_latency_ms"], " ms")} vs estimated {last["corrected_latency_ms"]:.2f} ms '
-            f'(profiled {last["profiled_latency_ms"]:.2f} ms x{last["latency_ratio"]:.2f} online)')
+        runner.logger.info(measured_line(last, name, len(records)))
         for key in SCALAR_KEYS:
             if last[key] is not None:
                 runner.message_hub.update_scalar(f'{mode}/legodnn_{key}', last[key])

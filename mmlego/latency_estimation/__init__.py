@@ -4,9 +4,11 @@
 to measure what each descendant costs in the composite; online, the :class:`mmlego.LegoDNN` wrapper keeps it on
 the forwards it serves). :class:`LatencyCorrection` turns those measurements into robust ratios of measured to
 profiled latency (a load factor shared by every block, and one factor per descendant), which correct every estimate
-the scaling optimizer is fed.
+the scaling optimizer is fed; :class:`LatencyHeadroom` learns from their recent misses how far under a latency
+budget to aim.
 """
 from .block_timer import BlockTimer, BlockTiming
 from .correction import LatencyCorrection
+from .headroom import LatencyHeadroom
 
-__all__ = ['BlockTimer', 'BlockTiming', 'LatencyCorrection']
+__all__ = ['BlockTimer', 'BlockTiming', 'LatencyCorrection', 'LatencyHeadroom']

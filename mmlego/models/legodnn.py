@@ -16,7 +16,7 @@ from mmengine.registry import DefaultScope
 from ..block_bank import BlockBank
 from ..block_bank.bank import MANIFEST, BankError
 from ..block_switcher import BlockSwitcher
-from ..latency_estimation import BlockTimer, LatencyCorrection
+from ..latency_estimation import BlockTimer, LatencyCorrection, LatencyHeadroom
 from ..profiling.latency import check_thread_count
 from ..registry import MODELS
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
@@ -63,6 +63,11 @@ class LegoDNN(LatencyEstimates, BaseModel):
             for the thread count it was measured with; with every core busy in intra-op work, anything else on the
             machine stalls the forwards (on 2 vCPUs with 2 threads, a profile and a measurement seconds apart
             differed by up to 62%; with 1 thread mostly within 5%: ``bench/latency_phases.py``).
+        latency_headroom: How far under a latency budget :meth:`scale` aims (it solves for ``budget / (1 +
+            headroom)``, and for the budget itself when nothing fits under that): ``'auto'`` (default) learns it
+            from how far the online correction's predictions of the configurations it switched in missed what
+            their own forwards then showed (:class:`mmlego.latency_estimation.LatencyHeadroom`: 0 until three
+            were seen, at most 0.1), a fraction >= 0 fixes it (0: aim at the budget itself).
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
             top-level ``data_preprocessor`` here, as mmseg configs have one).
@@ -71,7 +76,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
                  tensor_path: str | None = None, latency_scale: float = 1.0,
                  latency_correction: dict | bool = True, latency_threads: int | None = None,
-                 init_cfg: dict | None = None, data_preprocessor: dict | None = None) -> None:
+                 latency_headroom: float | str = 'auto', init_cfg: dict | None = None, data_preprocessor: dict | None = None) -> None:
         if isinstance(architecture, dict):
             architecture = dict(architecture)
             if data_preprocessor is not None:  # mmengine's Runner passes a config's top-level data_preprocessor
@@ -91,18 +96,21 @@ class LegoDNN(LatencyEstimates, BaseModel):
         if latency_correction is True:
             latency_correction = {}
         self.correction = LatencyCorrection(**latency_correction) if latency_correction is not False else None
+        self.headroom = LatencyHeadroom(latency_headroom)
         self.bank: BlockBank | None = None
         self.switcher: BlockSwitcher | None = None
         self.timer: BlockTimer | None = None
         self.last_result: ScalingResult | None = None
         self._budget: dict[str, Any] | None = None  # the budget of the last scale(), for rescale_if_needed
         self._solved_load = 1.0
+        self.last_headroom = 0.0  # the latency headroom the last scale() aimed under its budget with
         self._problem: ModelProblem | None = None  # the bank's problem, latencies x the options' own factors
         self._problem_factors: dict = {}  # the factors it was built with
         self._problem_observations = 0  # the correction's observation count then
         self._profiled_problem: ModelProblem | None = None  # the bank's problem, latencies as profiled
         self._unobserved_forwards: dict[str, int] = {}  # block -> forwards after its switch not learned from
         self._observed_timing = None  # the last block timing it learned from
+        self._forwards_learned = 0  # forwards learned from whole since the last switch (for the headroom)
         self._bank_dir = bank
         self._register_load_state_dict_pre_hook(self._accept_teacher_checkpoint)
 
@@ -171,6 +179,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
                       f'{self.switcher.device.type} --out table.json and put them in with --apply table.json BANK',
                       logger='current', level=logging.WARNING)
         self.timer = None
+        self.headroom.reset()
         if self.correction is not None:
             self.correction.reset()
             if all(bank.profiles.get(spec.name, s).latency_ms is not None
@@ -261,8 +270,9 @@ class LegoDNN(LatencyEstimates, BaseModel):
         """Chooses descendants for a budget and switches them in; returns the optimizer's result.
 
         Latencies are the profiled ones times ``latency_scale`` times the online correction (:meth:`problem`).
-        An infeasible budget switches to the smallest configuration and says so in
-        ``result.status``. The budget is remembered for :meth:`rescale_if_needed`.
+        A latency budget is aimed at under ``latency_headroom`` (:attr:`last_headroom` says with which; the budget
+        itself when nothing fits under it). An infeasible budget switches to the smallest configuration and says
+        so in ``result.status``. The budget is remembered for :meth:`rescale_if_needed`.
 
         Args:
             latency_ms: Latency limit: ms, a string with a unit (``'30ms'``), a share of the full model (``'60%'``,
@@ -278,6 +288,30 @@ class LegoDNN(LatencyEstimates, BaseModel):
         budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
         memory = None if memory_mb is None else memory_mb * 2 ** 20
+        headroom = self.headroom.value if latency_ms is not None else 0.0
+        result, corrected = self._solve(latency_ms / (1 + headroom) if headroom else latency_ms, memory, solver)
+        if headroom and result.status == 'infeasible':  # nothing fits with the headroom: the budget itself
+            headroom = 0.0
+            result, corrected = self._solve(latency_ms, memory, solver)
+        scale, offset = self._latency_factor(corrected=True), self._frame_offset_ms()
+        result.latency_ms = {name: (value + offset) * scale if corrected is None else corrected
+                             for name, value in result.latency_ms.items()}
+        if result.status == 'infeasible':
+            print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
+                      f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
+                      'running that', logger='current', level=logging.WARNING)
+        if self.switch(result.choice()) and self.correction is not None:
+            self.headroom.predicted(result.latency_ms['model'])
+        self.last_result = result
+        self.last_headroom = headroom
+        self._budget = dict(latency_ms=latency_ms, memory_mb=memory_mb, solver=solver)
+        self._solved_load = self.latency_load
+        return result
+
+    def _solve(self, latency_ms: float | None, memory: float | None,
+               solver: str) -> tuple[ScalingResult, float | None]:
+        """Solves the cached relative problem for a latency target; returns the result (latencies relative) and,
+        when the cache is behind the correction, the chosen configuration's estimate under the factors of now."""
         # The cached problem leaves out the load, latency_scale and the frame's factor: they move the budget
         # instead, and the result's latencies are moved back.
         scale, offset = self._latency_factor(corrected=True), self._frame_offset_ms()  # the frame's: in every config
@@ -290,17 +324,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
                 result = solve(self._relative_problem(rebuild=True), latency_ms=relative_budget,
                                memory_bytes=memory, solver=solver)
                 corrected = None  # solved on the factors of now
-        result.latency_ms = {name: (value + offset) * scale if corrected is None else corrected
-                             for name, value in result.latency_ms.items()}
-        if result.status == 'infeasible':
-            print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
-                      f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
-                      'running that', logger='current', level=logging.WARNING)
-        self.switch(result.choice())
-        self.last_result = result
-        self._budget = dict(latency_ms=latency_ms, memory_mb=memory_mb, solver=solver)
-        self._solved_load = self.latency_load
-        return result
+        return result, corrected
 
     def rescale_if_needed(self, tolerance: float = 0.02, drift: float = 0.1) -> ScalingResult | None:
         """Re-solves the last budget when the online latency correction made the running choice wrong.
@@ -329,6 +353,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
         self._require_bank()
         changed = self.switcher.switch(selection)
         self._unobserved_forwards.update({name: self.FORWARDS_UNOBSERVED_AFTER_SWITCH for name in changed})
+        if changed:
+            self._forwards_learned = 0
         if changed and self.timer is not None:
             self.timer.attach(changed)  # the hooks follow the changed blocks' new member modules
         return changed
