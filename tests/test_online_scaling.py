@@ -459,6 +459,7 @@ def test_tool_sweep_by_latency(lego, workspace, tmp_path):
         # The budget's solve was settled and measured before the epoch too; the online re-solves during it counted.
         assert row['settled_measured_latency_ms'] is not None and row['settled_corrected_latency_ms'] is not None
         assert isinstance(row['online_resolves'], int) and row['online_resolves'] >= 0
+        assert 0.0 <= row['latency_headroom'] <= 0.1  # what the budget's solve aimed under it with (learned, capped)
 
 
 def test_tool_bad_budget_and_infeasible(lego, workspace, tmp_path, monkeypatch, capsys):

@@ -22,13 +22,14 @@ from typing import Any, Sequence
 ROW_KEYS = ('index', 'budget_memory_mb', 'budget_latency_ms', 'status', 'metric_name', 'estimated_metric',
             'measured_metric', 'estimated_drop', 'estimated_metric_profiling', 'profiled_latency_ms',
             'estimated_latency_ms', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
-            'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'settle_solves', 'settled_corrected_latency_ms',
+            'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'latency_headroom', 'settle_solves',
+            'settled_corrected_latency_ms',
             'settled_measured_latency_ms', 'online_resolves', 'rescaled_solves', 'rescaled_corrected_latency_ms',
             'rescaled_measured_latency_ms')
 
 
 #: Fields of a row taken from the epoch's first record (its budget's solve), not from the configuration measured last.
-SOLVE_KEYS = ('settle_solves', 'settled_corrected_latency_ms', 'settled_measured_latency_ms')
+SOLVE_KEYS = ('latency_headroom', 'settle_solves', 'settled_corrected_latency_ms', 'settled_measured_latency_ms')
 
 
 def sweep_row(record: dict[str, Any], index: int, solve_record: dict[str, Any] | None = None,
