@@ -108,6 +108,27 @@ def test_a_budget_change_switches_both_models_and_only_what_changed(two_models):
     assert all(torch.equal(outputs()[name], teacher_out[name]) for name in two_models)
 
 
+def test_a_shared_latency_budget_is_aimed_under_the_largest_headroom_of_the_models(two_models):
+    from mmlego.runtime import MultiModelRuntime
+    runtime = MultiModelRuntime(two_models, weights=WEIGHTS)
+    two_models['pose'].headroom.fixed = 0.25  # the action model keeps its learned one (0: nothing predicted yet)
+    smallest = sum(model.estimate({name: 0.8 for name in model.selection})['latency_ms']
+                   for model in two_models.values())
+    full = runtime.full_estimate()['latency_ms']
+    budget = smallest + 0.6 * (full - smallest)
+    result = runtime.scale(latency_ms=budget)
+    assert runtime.last_headroom == 0.25
+    assert result.total_latency_ms <= budget / 1.25 * (1 + 1e-9)
+    assert result.total_latency_ms == pytest.approx(runtime.estimate()['latency_ms'])
+    # each model that switched waits to learn how far its prediction was off
+    assert all(model.headroom.pending for name, model in two_models.items() if runtime.last_changed[name])
+    result = runtime.scale(latency_ms=smallest * 1.1)  # only the budget itself fits
+    assert result.status != 'infeasible' and runtime.last_headroom == 0.0
+    assert result.total_latency_ms <= smallest * 1.1 * (1 + 1e-9)
+    runtime.scale(memory_mb='100%')
+    assert runtime.last_headroom == 0.0
+
+
 def test_bad_inputs_of_the_shared_budget(two_models, lego, workspace):
     from mmlego.apis import init_lego_model
     from mmlego.runtime import MultiModelRuntime

@@ -97,6 +97,7 @@ class MultiModelRuntime:
         self.budget: dict[str, float | None] | None = None
         self.last_result: ScalingResult | None = None
         self.last_changed: dict[str, list[str]] = {}
+        self.last_headroom = 0.0  # the latency headroom the last scale() aimed under the shared budget with
 
     # -- the joint problem -----------------------------------------------------------------------------------
     def problems(self, corrected: bool = True) -> list[ModelProblem]:
@@ -144,7 +145,8 @@ class MultiModelRuntime:
 
         Args:
             latency_ms: Limit on the summed latency of one forward of each model (ms, ``'30ms'``, ``'60%'`` of the
-                teachers' total, or None).
+                teachers' total, or None); aimed at under the largest of the models' ``latency_headroom``
+                (:attr:`last_headroom`; the limit itself when nothing fits under it).
             memory_mb: Limit on the summed weight bytes (MB, ``'20MB'``, ``'60%'``, or None).
             on_infeasible: ``'error'``: a budget below the smallest joint configuration raises (nothing switched);
                 ``'smallest'``: run the smallest joint configuration (``result.status == 'infeasible'``).
@@ -160,11 +162,21 @@ class MultiModelRuntime:
             raise ValueError(f"on_infeasible must be 'error' or 'smallest', got {on_infeasible!r}")
         budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         memory = None if budget['memory_mb'] is None else budget['memory_mb'] * _MB
-        result = solve(self.problems(), latency_ms=budget['latency_ms'], memory_bytes=memory, solver=self.solver)
+        problems = self.problems()
+        # The models' largest latency headroom (each learned from its own predictions, see LegoDNN.scale).
+        headroom = max(model.headroom.value for model in self.models.values()) if budget['latency_ms'] else 0.0
+        target = budget['latency_ms'] / (1 + headroom) if headroom else budget['latency_ms']
+        result = solve(problems, latency_ms=target, memory_bytes=memory, solver=self.solver)
+        if headroom and result.status == 'infeasible':  # nothing fits with the headroom: the budget itself
+            headroom = 0.0
+            result = solve(problems, latency_ms=budget['latency_ms'], memory_bytes=memory, solver=self.solver)
         if result.status == 'infeasible' and on_infeasible == 'error':
             raise InfeasibleBudgetError(self.smallest_message(budget))
         self.last_changed = {name: model.switch(result.choice(name)) for name, model in self.models.items()}
-        self.budget, self.last_result = budget, result
+        for name, model in self.models.items():
+            if self.last_changed[name] and model.correction is not None:
+                model.headroom.predicted(result.latency_ms[name])
+        self.budget, self.last_result, self.last_headroom = budget, result, headroom
         return result
 
     def rescale_if_needed(self, tolerance: float = 0.02) -> ScalingResult | None:
