@@ -1,6 +1,7 @@
 """B4 quality: mmlego's pick vs a uniformly pruned, end-to-end fine-tuned model of the same memory, on the test split.
 
-    .venv/bin/python bench/quality.py [--only yolov3 fcn simplebaseline] [--budgets 8] [--harsh] [--picks-only]
+    .venv/bin/python bench/quality.py [--only yolov3 fcn simplebaseline] [--budgets 8] [--seeds 3] [--harsh]
+        [--picks-only]
 
 For each model (its bank from ``bench/pipelines.py`` in ``work_dirs/pipelines/<model>/bank``, its teacher from
 ``bench/results/teachers.json``), at ``--budgets`` memory budgets evenly from the bank's smallest configuration to the
@@ -11,8 +12,10 @@ teacher, in one process:
   teacher, deterministic L1 pruning, not retrained);
 * **uniform (a)**: the teacher uniformly L1-pruned (``bench/uniform_baseline.py``) to the largest model within the
   budget, fine-tuned end to end on the task loss (the teacher's optimizer at ``--lr-scale`` x its learning rate)
-  for the block-retraining compute divided by the number of budgets. That compute is measured here: a retraining
-  step of every descendant on the same batches, times the pipeline's batches per epoch and retraining epochs;
+  for the block-retraining compute divided by the number of budgets, once per ``--seeds`` (3: the fine-tuning's own
+  spread is as large as the differences counted; compared by their mean, the range drawn). That compute is measured
+  here: a retraining step of every descendant on the same batches, times the pipeline's batches per epoch and
+  retraining epochs;
 * **uniform (b)** with ``--harsh``: the same with the whole block-retraining compute per budget.
 
 ``--picks-only`` measures mmlego's picks alone (no baseline): banks retrained in other ways side by side.
@@ -81,7 +84,7 @@ def _pick(model, cfg, metric: str, budget: float) -> dict:
 
 
 def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, banks: str | None = None,
-                  cfg_options: dict | None = None, picks_only: bool = False) -> dict:
+                  cfg_options: dict | None = None, picks_only: bool = False, seeds: int = 3) -> dict:
     import torch
     from mmengine.config import Config
 
@@ -159,24 +162,33 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
         row.update(uniform_sparsity=sparsity, uniform_mb=parameter_bytes(pruned) / _MB)
         runs = [('uniform_a', retrain_s / num_budgets)] + ([('uniform_b', retrain_s)] if harsh else [])
         for key, seconds in runs:
-            candidate = copy.deepcopy(pruned)
-            row[key + '_steps'] = _fine_tune(candidate, teacher_cfg, batches, seconds, lr_scale)
-            row[key] = _evaluate(candidate, cfg, metric)
-            del candidate
+            values, steps = [], []
+            for seed in range(seeds):  # the fine-tuning's own spread is as large as the differences counted
+                torch.manual_seed(seed)
+                candidate = copy.deepcopy(pruned)
+                steps.append(_fine_tune(candidate, teacher_cfg, batches, seconds, lr_scale))
+                values.append(_evaluate(candidate, cfg, metric))
+                del candidate
+            row[key], row[key + '_seeds'] = sum(values) / len(values), values
+            row[key + '_steps'] = round(sum(steps) / len(steps))
         rows.append(row)
         print(f'[quality] {name} {row["budget_mb"]:.1f} MB: mmlego {row["mmlego"]:.3f}, untrained '
-              f'{row["untrained"]:.3f}, uniform (a) {row["uniform_a"]:.3f} (s={sparsity:.2f}, '
-              f'{row["uniform_a_steps"]} steps)', flush=True)
+              f'{row["untrained"]:.3f}, uniform (a) {row["uniform_a"]:.3f} over {seeds} seed(s) '
+              f'{[round(v, 3) for v in row["uniform_a_seeds"]]} (s={sparsity:.2f}, {row["uniform_a_steps"]} steps)',
+              flush=True)
     return dict(model=name, metric=metric, teacher_metric=teacher_metric, teacher_mb=teacher_bytes / _MB,
-                retraining_seconds=retrain_s, retrain_step_s=retrain_step_s, lr_scale=lr_scale, rows=rows,
-                **summarize(rows))
+                retraining_seconds=retrain_s, retrain_step_s=retrain_step_s, lr_scale=lr_scale, seeds=seeds,
+                rows=rows, **summarize(rows))
 
 
 def summarize(rows: list) -> dict:
-    """Share of budgets won by mmlego over uniform (a) (ties count as won) and each curve's mean metric."""
+    """Share of budgets won by mmlego over uniform (a) (its mean over the fine-tuning seeds; ties count as won), each
+    curve's mean metric, and the mean spread (max - min) of uniform (a) over its seeds."""
     curves = [key for key in ('mmlego', 'untrained', 'uniform_a', 'uniform_b') if key in rows[0]]
     won = sum(row['mmlego'] >= row['uniform_a'] for row in rows) / len(rows) if 'uniform_a' in rows[0] else None
-    return dict(share_won=won, mean_metric={key: sum(row[key] for row in rows) / len(rows) for key in curves})
+    spreads = [max(row['uniform_a_seeds']) - min(row['uniform_a_seeds']) for row in rows if 'uniform_a_seeds' in row]
+    return dict(share_won=won, mean_metric={key: sum(row[key] for row in rows) / len(rows) for key in curves},
+                uniform_a_seed_spread=sum(spreads) / len(spreads) if spreads else None)
 
 
 def plot(result: dict, out: str) -> None:
@@ -192,6 +204,9 @@ def plot(result: dict, out: str) -> None:
     for key, (label, style) in styles.items():
         if key in rows[0]:
             ax.plot(x, [row[key] for row in rows], style, label=label)
+        if len(rows[0].get(key + '_seeds', ())) > 1:  # the fine-tuning seeds' range around their mean
+            ax.fill_between(x, [min(row[key + '_seeds']) for row in rows], [max(row[key + '_seeds']) for row in rows],
+                            alpha=0.2)
     ax.axhline(result['teacher_metric'], color='gray', lw=0.8, label='teacher')
     ax.set_xlabel('memory budget (MB of weights)')
     ax.set_ylabel(f"{result['metric']} (test split)")
@@ -206,7 +221,8 @@ def plot(result: dict, out: str) -> None:
 
 def markdown(results: dict) -> str:
     lines = ['| model | metric | teacher (test) | budgets | mmlego >= uniform (a) | mean metric: mmlego / without '
-             'retraining / uniform (a) / uniform (b) | retraining compute |', '|---|---|---|---|---|---|---|']
+             'retraining / uniform (a) / uniform (b) | uniform (a) seeds, mean spread | retraining compute |',
+             '|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         mean = r['mean_metric']
         means = ' / '.join(f'{mean[k]:.3f}' if k in mean else '-' for k in ('mmlego', 'untrained', 'uniform_a',
@@ -214,8 +230,10 @@ def markdown(results: dict) -> str:
         won = '-' if r['share_won'] is None else \
             f"{r['share_won']:.0%} ({'met' if r['share_won'] >= TARGET_SHARE else 'not met'})"
         compute = '-' if r['retraining_seconds'] is None else f"{r['retraining_seconds'] / 60:.1f} min"
+        seeds = '-' if r.get('uniform_a_seed_spread') is None else \
+            f"{r.get('seeds', 1)}, {r['uniform_a_seed_spread']:.3f}"
         lines.append(f"| {name} | {r['metric']} | {r['teacher_metric']:.3f} | {len(r['rows'])} | {won} | {means} | "
-                     f"{compute} |")
+                     f"{seeds} | {compute} |")
     return '\n'.join(lines)
 
 
@@ -233,17 +251,22 @@ def main(argv=None):
                         help='overrides of the legodnn config, e.g. the retraining epochs the banks were made with')
     parser.add_argument('--picks-only', action='store_true',
                         help="only mmlego's picks, no baselines: compare banks retrained in other ways")
+    parser.add_argument('--seeds', type=int, default=3,
+                        help='fine-tuning seeds of the uniform baseline per budget (compared: their mean)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.budgets < 2:
         parser.error('--budgets must be >= 2')
+    if args.seeds < 1:
+        parser.error('--seeds must be >= 1')
     if args.child:
         emit(measure_model(args.child, args.budgets, args.harsh, args.lr_scale, args.banks, args.cfg_options,
-                           args.picks_only))
+                           args.picks_only, args.seeds))
         return
     results = json.load(open(args.out)) if osp.exists(args.out) else {}
     for name in [] if args.markdown else args.only:
-        child_args = ['--child', name, '--budgets', str(args.budgets), '--lr-scale', str(args.lr_scale)]
+        child_args = ['--child', name, '--budgets', str(args.budgets), '--lr-scale', str(args.lr_scale),
+                      '--seeds', str(args.seeds)]
         child_args += (['--banks', args.banks] if args.banks else []) + (
             ['--cfg-options', *[f'{k}={v}' for k, v in args.cfg_options.items()]] if args.cfg_options else [])
         child_args += (['--harsh'] if args.harsh else []) + (['--picks-only'] if args.picks_only else [])

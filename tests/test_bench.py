@@ -113,6 +113,21 @@ def test_quality_summary_counts_ties_as_won():
     summary = quality.summarize(rows)
     assert summary['share_won'] == 0.5
     assert summary['mean_metric'] == pytest.approx(dict(mmlego=0.45, untrained=0.15, uniform_a=0.55))
+    assert summary['uniform_a_seed_spread'] is None  # one fine-tuning each
+
+
+def test_quality_compares_with_the_mean_over_fine_tuning_seeds_and_reports_their_spread(tmp_path):
+    import quality
+    rows = [dict(budget_mb=10.0, mmlego=0.50, untrained=0.1, uniform_a=0.48, uniform_a_seeds=[0.40, 0.50, 0.54]),
+            dict(budget_mb=20.0, mmlego=0.55, untrained=0.2, uniform_a=0.56, uniform_a_seeds=[0.55, 0.56, 0.57])]
+    summary = quality.summarize(rows)
+    assert summary['share_won'] == 0.5  # against each mean (0.50 >= 0.48 although one seed reached 0.54)
+    assert summary['uniform_a_seed_spread'] == pytest.approx((0.14 + 0.02) / 2)
+    result = dict(model='fcn', metric='mIoU', teacher_metric=0.6, retraining_seconds=60.0, seeds=3, rows=rows,
+                  **summary)
+    assert '| 3, 0.080 | 1.0 min |' in quality.markdown({'fcn': result})
+    quality.plot(result, str(tmp_path / 'q.png'))  # the seeds' range drawn around the mean
+    assert (tmp_path / 'q.png').stat().st_size > 0
 
 
 def test_quality_passes_banks_and_config_overrides_to_its_child(tmp_path, monkeypatch, capsys):
@@ -128,6 +143,7 @@ def test_quality_passes_banks_and_config_overrides_to_its_child(tmp_path, monkey
     quality.main(['--only', 'simplebaseline', '--budgets', '3', '--banks', '/banks', '--cfg-options',
                   'train_cfg.retrain.epochs=6', '--out', str(out)])
     args, = calls
+    assert args[args.index('--seeds') + 1] == '3'  # the default
     assert args[args.index('--banks') + 1] == '/banks'
     assert args[args.index('--cfg-options') + 1] == 'train_cfg.retrain.epochs=6'
     assert plots == [str(tmp_path / 'quality_long_simplebaseline.png')]
@@ -146,7 +162,7 @@ def test_quality_picks_only_compares_banks_without_baselines(tmp_path, monkeypat
     quality.main(['--only', 'simplebaseline', '--picks-only', '--out', str(out)])
     assert '--picks-only' in calls[0] and (tmp_path / 'picks_simplebaseline.png').stat().st_size > 1000
     line = quality.markdown({'simplebaseline': result}).splitlines()[-1]
-    assert line == '| simplebaseline | coco/AP | 0.800 | 2 | - | 0.600 / - / - / - | - |'
+    assert line == '| simplebaseline | coco/AP | 0.800 | 2 | - | 0.600 / - / - / - | - | - |'
 
 
 def test_summary_reports_end_to_end_and_offline_against_their_targets():
