@@ -52,6 +52,10 @@ class LatencyHeadroom:
         """A configuration was switched in, predicted at ``latency_ms`` (replaces a prediction not yet settled)."""
         self._pending = latency_ms if latency_ms > 0 and math.isfinite(latency_ms) else None
 
+    def discard(self) -> None:
+        """Forgets a prediction not yet learned (another configuration was switched in without one)."""
+        self._pending = None
+
     @property
     def pending(self) -> bool:
         """Whether a prediction waits for its configuration's forwards."""

@@ -76,7 +76,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
                  tensor_path: str | None = None, latency_scale: float = 1.0,
                  latency_correction: dict | bool = True, latency_threads: int | None = None,
-                 latency_headroom: float | str = 'auto', init_cfg: dict | None = None, data_preprocessor: dict | None = None) -> None:
+                 latency_headroom: float | str = 'auto', init_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None) -> None:
         if isinstance(architecture, dict):
             architecture = dict(architecture)
             if data_preprocessor is not None:  # mmengine's Runner passes a config's top-level data_preprocessor
@@ -355,6 +356,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
         self._unobserved_forwards.update({name: self.FORWARDS_UNOBSERVED_AFTER_SWITCH for name in changed})
         if changed:
             self._forwards_learned = 0
+            self.headroom.discard()  # scale() predicts the configuration it switched to; a switch by hand has none
         if changed and self.timer is not None:
             self.timer.attach(changed)  # the hooks follow the changed blocks' new member modules
         return changed
