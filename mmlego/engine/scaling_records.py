@@ -45,7 +45,7 @@ def chosen_lines(record: Mapping[str, Any]) -> list[str]:
     if reason == 'latency correction':
         why = f' [latency x{record["latency_ratio"]:.2f} measured online]'
     if record['latency_headroom']:
-        why += f' [aimed {record["latency_headroom"]:.1%} under it: the headroom of recent predictions]'
+        why += f' [aimed {record["latency_headroom"]:.1%} under it: latency headroom]'
     if record['settle_solves']:
         why += (f' [re-solved {record["settle_solves"]}x on the latencies measured on the configurations '
                 f'chosen first]')

@@ -9,6 +9,6 @@ budget to aim.
 """
 from .block_timer import BlockTimer, BlockTiming
 from .correction import LatencyCorrection
-from .headroom import LatencyHeadroom
+from .headroom import LatencyHeadroom, solve_under_headroom
 
-__all__ = ['BlockTimer', 'BlockTiming', 'LatencyCorrection', 'LatencyHeadroom']
+__all__ = ['BlockTimer', 'BlockTiming', 'LatencyCorrection', 'LatencyHeadroom', 'solve_under_headroom']

@@ -13,6 +13,10 @@ from __future__ import annotations
 import collections
 import math
 import statistics
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # the solver's result type only; the estimation does not depend on the optimizer
+    from ..scaling_optimizer import ScalingResult
 
 
 class LatencyHeadroom:
@@ -26,6 +30,10 @@ class LatencyHeadroom:
         max_headroom: Cap of the learned headroom (an outlier, e.g. a forward preempted while learning, must not
             shrink every later configuration by more).
         min_predictions: Errors needed before the learned headroom leaves 0.
+
+    Attributes:
+        fixed: The fixed headroom, or None when it is learned (settable, e.g. to compare both side by side).
+        errors: The recent relative prediction errors.
 
     Raises:
         ValueError: An invalid argument.
@@ -88,3 +96,23 @@ class LatencyHeadroom:
         """Forgets the errors (e.g. after the latencies were re-profiled)."""
         self.errors.clear()
         self._pending = None
+
+
+def solve_under_headroom(solve_at: Callable[[float | None], ScalingResult], latency_ms: float | None,
+                         headroom: float) -> tuple[ScalingResult, float]:
+    """Solves for ``latency_ms / (1 + headroom)``, and for ``latency_ms`` itself when nothing fits under that.
+
+    Args:
+        solve_at: Solves the problem for a latency limit (None: no limit).
+        latency_ms: The latency budget (None: no limit, no headroom).
+        headroom: The relative headroom.
+
+    Returns:
+        The result, and the headroom it was solved with (0.0 when the budget itself was used).
+    """
+    if latency_ms is None or not headroom:
+        return solve_at(latency_ms), 0.0
+    result = solve_at(latency_ms / (1 + headroom))
+    if result.status == 'infeasible':
+        return solve_at(latency_ms), 0.0
+    return result, headroom

@@ -16,7 +16,7 @@ from mmengine.registry import DefaultScope
 from ..block_bank import BlockBank
 from ..block_bank.bank import MANIFEST, BankError
 from ..block_switcher import BlockSwitcher
-from ..latency_estimation import BlockTimer, LatencyCorrection, LatencyHeadroom
+from ..latency_estimation import BlockTimer, LatencyCorrection, LatencyHeadroom, solve_under_headroom
 from ..profiling.latency import check_thread_count
 from ..registry import MODELS
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
@@ -289,14 +289,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
         budget = self.absolute_budget(dict(latency_ms=latency_ms, memory_mb=memory_mb))
         latency_ms, memory_mb = budget['latency_ms'], budget['memory_mb']
         memory = None if memory_mb is None else memory_mb * 2 ** 20
-        headroom = self.headroom.value if latency_ms is not None else 0.0
-        result, corrected = self._solve(latency_ms / (1 + headroom) if headroom else latency_ms, memory, solver)
-        if headroom and result.status == 'infeasible':  # nothing fits with the headroom: the budget itself
-            headroom = 0.0
-            result, corrected = self._solve(latency_ms, memory, solver)
-        scale, offset = self._latency_factor(corrected=True), self._frame_offset_ms()
-        result.latency_ms = {name: (value + offset) * scale if corrected is None else corrected
-                             for name, value in result.latency_ms.items()}
+        result, headroom = solve_under_headroom(lambda target: self._solve(target, memory, solver), latency_ms,
+                                                self.headroom.value)
         if result.status == 'infeasible':
             print_log(f'budget latency={latency_ms} ms, memory={memory_mb} MB is below the smallest configuration '
                       f'({result.latency_ms["model"]:.2f} ms, {result.memory_bytes["model"] / 2 ** 20:.2f} MB): '
@@ -309,10 +303,9 @@ class LegoDNN(LatencyEstimates, BaseModel):
         self._solved_load = self.latency_load
         return result
 
-    def _solve(self, latency_ms: float | None, memory: float | None,
-               solver: str) -> tuple[ScalingResult, float | None]:
-        """Solves the cached relative problem for a latency target; returns the result (latencies relative) and,
-        when the cache is behind the correction, the chosen configuration's estimate under the factors of now."""
+    def _solve(self, latency_ms: float | None, memory: float | None, solver: str) -> ScalingResult:
+        """Solves the cached relative problem for a latency limit; the result's latencies are the corrected
+        estimates (under the factors of now when the cache is behind the correction)."""
         # The cached problem leaves out the load, latency_scale and the frame's factor: they move the budget
         # instead, and the result's latencies are moved back.
         scale, offset = self._latency_factor(corrected=True), self._frame_offset_ms()  # the frame's: in every config
@@ -325,7 +318,9 @@ class LegoDNN(LatencyEstimates, BaseModel):
                 result = solve(self._relative_problem(rebuild=True), latency_ms=relative_budget,
                                memory_bytes=memory, solver=solver)
                 corrected = None  # solved on the factors of now
-        return result, corrected
+        result.latency_ms = {name: (value + offset) * scale if corrected is None else corrected
+                             for name, value in result.latency_ms.items()}
+        return result
 
     def rescale_if_needed(self, tolerance: float = 0.02, drift: float = 0.1) -> ScalingResult | None:
         """Re-solves the last budget when the online latency correction made the running choice wrong.

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..latency_estimation import solve_under_headroom
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, is_relative, parse_budget, \
     resolve_budget
@@ -164,12 +165,9 @@ class MultiModelRuntime:
         memory = None if budget['memory_mb'] is None else budget['memory_mb'] * _MB
         problems = self.problems()
         # The models' largest latency headroom (each learned from its own predictions, see LegoDNN.scale).
-        headroom = max(model.headroom.value for model in self.models.values()) if budget['latency_ms'] else 0.0
-        target = budget['latency_ms'] / (1 + headroom) if headroom else budget['latency_ms']
-        result = solve(problems, latency_ms=target, memory_bytes=memory, solver=self.solver)
-        if headroom and result.status == 'infeasible':  # nothing fits with the headroom: the budget itself
-            headroom = 0.0
-            result = solve(problems, latency_ms=budget['latency_ms'], memory_bytes=memory, solver=self.solver)
+        result, headroom = solve_under_headroom(
+            lambda target: solve(problems, latency_ms=target, memory_bytes=memory, solver=self.solver),
+            budget['latency_ms'], max(model.headroom.value for model in self.models.values()))
         if result.status == 'infeasible' and on_infeasible == 'error':
             raise InfeasibleBudgetError(self.smallest_message(budget))
         self.last_changed = {name: model.switch(result.choice(name)) for name, model in self.models.items()}
