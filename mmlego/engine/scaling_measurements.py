@@ -19,15 +19,26 @@ def example_inputs(runner, model):
     return example_batch(runner.cfg, model.architecture, batch_size=1, split=split)
 
 
-def warm_up(model, inputs, latency_warmup: int) -> None:
+def warm_up(model, inputs, latency_warmup: int, max_extra_windows: int = 2, stable: float = 0.05) -> None:
     """Untimed forwards before a latency measurement, served like any other: they feed the online correction.
 
     The test epoch's forwards ran beside the data loader's workers; the measurement runs without them. After
     ``latency_warmup`` forwards (the first ones on a new input are slow: allocations, kernel choices) and the ones a
     switch leaves unobserved, a whole correction window of forwards runs, so the corrected estimate read next is
-    learned in the measurement's conditions only (and none of the timed forwards feed it).
+    learned in the measurement's conditions only (and none of the timed forwards feed it). The load and the options'
+    own factors are medians learned from each other: after a change that hit some blocks only (factors learned under
+    another load), they need more than one window to agree again, so up to ``max_extra_windows`` more windows run
+    while the running configuration's corrected estimate still moves by more than ``stable`` (relative) per window.
     """
-    count = latency_warmup + (model.correction.window + model.FORWARDS_UNOBSERVED_AFTER_SWITCH
-                              if model.correction is not None else 0)
+    correction = model.correction
+    count = latency_warmup + (correction.window + model.FORWARDS_UNOBSERVED_AFTER_SWITCH
+                              if correction is not None else 0)
     if count:
         model.measure_latency_ms(inputs, warmup=0, repeats=count)
+    if correction is None:
+        return
+    for _ in range(max_extra_windows):
+        before = model.estimate()['latency_ms']
+        model.measure_latency_ms(inputs, warmup=0, repeats=correction.window)
+        if abs(model.estimate()['latency_ms'] / before - 1.0) <= stable:
+            break
