@@ -359,3 +359,72 @@ def test_cosine_schedule_is_what_the_optimizers_step_with_and_resumes_on_the_sam
     report = retrain(teacher, resumed, train, val, state_dir=tmp_path, epochs=2, lr_schedule='cosine')
     assert report.epochs_run == 1 and report.best_val == pytest.approx(full.best_val, rel=1e-5)
     assert_states_close(states(resumed), states(straight))
+
+
+# -- inputs from the composites -------------------------------------------------------------------------------
+
+def composite_losses(teacher, bank, descendants, batches) -> dict:
+    """Held-out loss of every pruned descendant on its input in the all-at-its-sparsity composite, measured on the
+    models the block switcher composes (another path than the retraining's own)."""
+    from mmlego.block_switcher import BlockSwitcher
+    bank = copy.copy(bank)
+    bank.descendants = descendants
+    capture = FeatureCapture(teacher, bank.blocks)
+    losses = {}
+    for sparsity in sorted({s for by_s in descendants.values() for s in by_s if s > 0}):
+        model = copy.deepcopy(teacher)
+        BlockSwitcher(model, bank, guard_forward=False).switch({spec.name: sparsity for spec in bank.blocks})
+        for batch in batches:
+            targets = capture.run(lambda m, b: m(b), batch)
+            outputs = FeatureCapture(model, bank.blocks).run(lambda m, b: m(b), batch)
+            for name, (_, output) in outputs.items():
+                key = f'{name}@{sparsity:g}'
+                loss = float(feature_loss('mse', output, targets[name][1]))
+                losses[key] = losses.get(key, 0.0) + loss / len(batches)
+    return losses
+
+
+def test_composite_inputs_are_the_switched_models_and_train_each_descendant_alone(shared):
+    from mmlego.block_retraining.inputs import CompositeInputs
+    from mmlego.block_switcher import BlockSwitcher
+    teacher, descendants = fresh(shared)
+    _, bank, train, _ = shared
+    before = {k: t.clone() for k, t in teacher.state_dict().items()}
+    outputs = CompositeInputs(teacher, descendants).outputs(0.8, lambda model, batch: model(batch), train[0])
+    # The same outputs as the model the block switcher composes at all-0.8 (another path to the same composite).
+    switched, bank_copy = copy.deepcopy(teacher), copy.copy(bank)
+    bank_copy.descendants = descendants
+    BlockSwitcher(switched, bank_copy, guard_forward=False).switch({spec.name: 0.8 for spec in bank.blocks})
+    expected = FeatureCapture(switched, bank.blocks).run(lambda model, batch: model(batch), train[0])
+    assert outputs.keys() == expected.keys() == {'stem+b1', 'b2'}
+    for name, output in outputs.items():
+        assert torch.allclose(output, expected[name][1], atol=1e-5), name
+    # A loss on the last block's output reaches its own descendant only: inputs are detached at every block.
+    outputs['b2'].pow(2).mean().backward()
+    assert all(p.grad is None for p in descendants['stem+b1'][0.8].module.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in descendants['b2'][0.8].module.parameters())
+    assert all(torch.equal(before[k], t) for k, t in teacher.state_dict().items())  # the teacher is not touched
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize('inputs', ['composite', 'mixed'])
+def test_retraining_on_composite_inputs_lowers_the_composites_loss(shared, inputs):
+    """Trained where they run, every pruned descendant reproduces its block better inside the all-at-s composite
+    than as pruned; the held-out loss the retraining keeps by is that one (a mean with the teacher's for mixed)."""
+    teacher, descendants = fresh(shared)
+    _, bank, train, val = shared
+    untrained = composite_losses(teacher, bank, descendants, val)
+    report = retrain(teacher, descendants, train, val, epochs=3, inputs=inputs)
+    trained = composite_losses(teacher, bank, descendants, val)
+    assert untrained.keys() == trained.keys() and len(trained) == 4
+    for key in trained:
+        assert trained[key] < untrained[key], (key, trained[key], untrained[key])
+    kept = held_out_losses(teacher, descendants, val)
+    for key, loss in report.best_val.items():
+        expected = trained[key] if inputs == 'composite' else (trained[key] + kept[key]) / 2
+        assert loss == pytest.approx(expected, rel=1e-4), key
+
+
+def test_unknown_retraining_inputs_say_what_exists():
+    with pytest.raises(ValueError, match="'teacher', 'composite', 'mixed'"):
+        RetrainingConfig(inputs='students')

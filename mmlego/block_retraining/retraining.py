@@ -14,29 +14,23 @@ they stay the teacher's block, as sparsity 0.0 does.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
 
-from ..block_extraction import BlockSpec
 from ..descendant_generation import Descendant
 from ..utils.progress import progress
+from .inputs import (CompositeInputs, FeatureCapture, RetrainingError, TeacherForward, check_inputs,
+                     uses_composite)
 from .state import RetrainingState
-
-TeacherForward = Callable[[nn.Module, Any], Any]
 LOSSES = ('mse', 'l1', 'smooth_l1', 'kd')
 LR_SCHEDULES = ('constant', 'cosine')
-
-
-class RetrainingError(RuntimeError):
-    """A descendant's training step failed; the run stops (state of the last completed epoch is kept)."""
 
 
 @dataclass
@@ -55,6 +49,10 @@ class RetrainingConfig:
         kd_temperature: Temperature of the ``'kd'`` loss.
         retrain_original: Also train sparsity 0.0 (off by default: the original block stays the teacher's).
         max_batches_per_epoch: Stop an epoch early (None: the whole loader).
+        inputs: What each descendant is fed: ``'teacher'`` (LegoDNN: its block's input in the teacher),
+            ``'composite'`` (the input the descendants upstream at its sparsity give it, see
+            :class:`~mmlego.block_retraining.inputs.CompositeInputs`; the target stays the teacher's block
+            output) or ``'mixed'`` (the two alternating by batch; held-out loss: their mean).
     """
 
     epochs: int = 1
@@ -66,8 +64,10 @@ class RetrainingConfig:
     kd_temperature: float = 4.0
     retrain_original: bool = False
     max_batches_per_epoch: int | None = None
+    inputs: str = 'teacher'
 
     def __post_init__(self) -> None:
+        check_inputs(self.inputs)
         if self.loss not in LOSSES:
             raise ValueError(f'unknown retraining loss {self.loss!r}; choose one of {LOSSES}')
         if self.lr_schedule not in LR_SCHEDULES:
@@ -112,54 +112,6 @@ class RetrainingReport:
 def descendant_key(block: str, sparsity: float) -> str:
     """``'<block>@<sparsity>'``, the key of one descendant in reports and state files."""
     return f'{block}@{sparsity:g}'
-
-
-class FeatureCapture:
-    """Forward hooks on the teacher that record each block's input and output for one forward.
-
-    Args:
-        model: The teacher.
-        blocks: Blocks to capture.
-    """
-
-    def __init__(self, model: nn.Module, blocks: Sequence[BlockSpec]) -> None:
-        self.model = model
-        self.blocks = list(blocks)
-        self.features: dict[str, list[torch.Tensor]] = {}
-
-    @contextlib.contextmanager
-    def capturing(self) -> Iterator[dict[str, list[torch.Tensor]]]:
-        """Hooks installed inside the context; ``features[name] == [input, output]`` after a forward."""
-        self.features = {}
-        handles = []
-        for spec in self.blocks:
-            first = self.model.get_submodule(spec.members[0])
-            last = self.model.get_submodule(spec.members[-1])
-
-            # Copies: the teacher may later modify these tensors in place (e.g. an in-place ReLU after a block).
-            def pre_hook(module, args, name=spec.name):
-                self.features[name] = [args[0].detach().clone()]
-
-            def post_hook(module, args, output, name=spec.name):
-                self.features[name].append(output.detach().clone())
-
-            handles.append(first.register_forward_pre_hook(pre_hook))
-            handles.append(last.register_forward_hook(post_hook))
-        try:
-            yield self.features
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def run(self, teacher_forward: TeacherForward, batch: Any) -> dict[str, list[torch.Tensor]]:
-        """One teacher forward on ``batch``; returns block name -> [input, output]."""
-        with self.capturing() as features, torch.no_grad():
-            teacher_forward(self.model, batch)
-        missing = [spec.name for spec in self.blocks if len(features.get(spec.name, ())) != 2]
-        if missing:
-            raise RetrainingError(f'the teacher forward did not run blocks {missing}; teacher_forward must run '
-                                  'the same tensor path the blocks were extracted from')
-        return dict(features)
 
 
 def feature_loss(kind: str, output: torch.Tensor, target: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
@@ -269,8 +221,9 @@ def retrain_descendants(teacher: nn.Module,
     state = RetrainingState(state_dir, sorted(trainees), config.__dict__)
     start = state.load(trainees, optimizers, report)
     teacher.eval()
+    composite = CompositeInputs(teacher, descendants) if config.inputs != 'teacher' else None
     if start == 0 and val_batches is not None:  # the untrained pruned weights compete for the best epoch
-        initial = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config)
+        initial = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite)
         state.set_initial(trainees, loss_sync(initial) if loss_sync is not None else initial)
     for epoch in range(start, config.epochs):
         for descendant in trainees.values():
@@ -286,24 +239,15 @@ def retrain_descendants(teacher: nn.Module,
             for optimizer in optimizers.values():
                 for group in optimizer.param_groups:
                     group['lr'] = rate
-            for key, descendant in trainees.items():
-                if key in report.stopped:
-                    continue
-                x, y = features[descendant.spec.name]
-                try:
-                    loss = feature_loss(config.loss, descendant.module(x), y, config.kd_temperature)
-                    if not torch.isfinite(loss):
-                        _stop(key, descendant, state, report, f'loss {loss.item()} at epoch {epoch + 1}, batch {index}')
-                        continue
-                    optimizers[key].zero_grad(set_to_none=True)
-                    loss.backward()
-                    if grad_sync is not None:
-                        grad_sync(descendant.module)
-                    optimizers[key].step()
-                except Exception as error:
-                    raise RetrainingError(f'retraining descendant {key} failed at epoch {epoch + 1}, batch '
-                                          f'{index}: {type(error).__name__}: {error}') from error
-                train_sums[key] += float(loss.detach())
+            where = f'at epoch {epoch + 1}, batch {index}'
+            if composite is not None and uses_composite(config.inputs, index):
+                losses = _composite_steps(composite, trainees, optimizers, features, batch, teacher_forward,
+                                          config, grad_sync, state, report, where)
+            else:
+                losses = _teacher_input_steps(trainees, optimizers, features, config, grad_sync, state, report,
+                                              where)
+            for key, loss in losses.items():
+                train_sums[key] += loss
             if len(report.stopped) == len(trainees):
                 raise RetrainingError(f'every descendant\'s loss is not finite (first: {next(iter(report.stopped))}, '
                                       f'{next(iter(report.stopped.values()))}): the batches or the teacher\'s outputs '
@@ -311,7 +255,7 @@ def retrain_descendants(teacher: nn.Module,
             count += 1
         if count == 0:
             raise RetrainingError('the training dataloader yielded no batch; check its dataset and sampler')
-        val = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config) \
+        val = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite) \
             if val_batches is not None else {key: math.nan for key in trainees}
         if loss_sync is not None and val_batches is not None:
             val = loss_sync(val)
@@ -334,6 +278,67 @@ def retrain_descendants(teacher: nn.Module,
     return report
 
 
+def _teacher_input_steps(trainees, optimizers, features, config, grad_sync, state, report, where) -> dict[str, float]:
+    """One step of every descendant on its block's input in the teacher (LegoDNN); returns key -> loss."""
+    losses = {}
+    for key, descendant in trainees.items():
+        if key in report.stopped:
+            continue
+        x, y = features[descendant.spec.name]
+        try:
+            loss = feature_loss(config.loss, descendant.module(x), y, config.kd_temperature)
+            if not torch.isfinite(loss):
+                _stop(key, descendant, state, report, f'loss {loss.item()} {where}')
+                continue
+            optimizers[key].zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_sync is not None:
+                grad_sync(descendant.module)
+            optimizers[key].step()
+        except Exception as error:
+            raise RetrainingError(f'retraining descendant {key} failed {where}: {type(error).__name__}: '
+                                  f'{error}') from error
+        losses[key] = float(loss.detach())
+    return losses
+
+
+def _composite_steps(composite, trainees, optimizers, features, batch, teacher_forward, config, grad_sync, state,
+                     report, where) -> dict[str, float]:
+    """One step of every descendant on its input in the all-at-its-sparsity composite: one composite forward and
+    one backward per sparsity (the inputs are detached per block, so the summed loss trains each alone)."""
+    by_sparsity: dict[float, dict[str, Descendant]] = {}
+    for key, descendant in trainees.items():
+        by_sparsity.setdefault(descendant.sparsity, {})[key] = descendant
+    losses = {}
+    for sparsity, group in sorted(by_sparsity.items()):
+        try:
+            outputs = composite.outputs(sparsity, teacher_forward, batch)
+            total = []
+            for key, descendant in group.items():
+                if key in report.stopped:
+                    continue
+                loss = feature_loss(config.loss, outputs[descendant.spec.name], features[descendant.spec.name][1],
+                                    config.kd_temperature)
+                if not torch.isfinite(loss):
+                    _stop(key, descendant, state, report, f'loss {loss.item()} on composite inputs {where}')
+                    continue
+                total.append(loss)
+                losses[key] = float(loss.detach())
+            if not total:
+                continue
+            for key in losses.keys() & group.keys():
+                optimizers[key].zero_grad(set_to_none=True)
+            torch.stack(total).sum().backward()
+            for key in losses.keys() & group.keys():
+                if grad_sync is not None:
+                    grad_sync(group[key].module)
+                optimizers[key].step()
+        except Exception as error:
+            raise RetrainingError(f'retraining the descendants of sparsity {sparsity:g} on composite inputs failed '
+                                  f'{where}: {type(error).__name__}: {error}') from error
+    return losses
+
+
 def _stop(key: str, descendant: Descendant, state: RetrainingState, report: RetrainingReport, why: str) -> None:
     """Stops one descendant's retraining (its loss is not finite); the others train on."""
     report.stopped[key] = why
@@ -345,17 +350,25 @@ def _stop(key: str, descendant: Descendant, state: RetrainingState, report: Retr
 
 
 def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant], batches: Iterable[Any],
-                         teacher_forward: TeacherForward, config: RetrainingConfig) -> dict[str, float]:
-    """Mean held-out loss of every descendant (eval mode, no grad)."""
+                         teacher_forward: TeacherForward, config: RetrainingConfig,
+                         composite: CompositeInputs | None = None) -> dict[str, float]:
+    """Mean held-out loss of every descendant (eval mode, no grad) on the inputs ``config.inputs`` trains on
+    (``'mixed'``: the mean of the teacher's and the composite's)."""
     sums, count = dict.fromkeys(trainees, 0.0), 0
     for descendant in trainees.values():
         descendant.module.eval()
+    modes = {'teacher': ('teacher',), 'composite': ('composite',), 'mixed': ('teacher', 'composite')}[config.inputs]
     with torch.no_grad():
         for batch in batches:
             features = capture.run(teacher_forward, batch)
+            composites = {s: composite.outputs(s, teacher_forward, batch)
+                          for s in sorted({d.sparsity for d in trainees.values()})} if 'composite' in modes else {}
             for key, descendant in trainees.items():
                 x, y = features[descendant.spec.name]
-                sums[key] += float(feature_loss(config.loss, descendant.module(x), y, config.kd_temperature))
+                for mode in modes:
+                    output = descendant.module(x) if mode == 'teacher' else composites[descendant.sparsity][
+                        descendant.spec.name]
+                    sums[key] += float(feature_loss(config.loss, output, y, config.kd_temperature)) / len(modes)
             count += 1
     if count == 0:
         raise RetrainingError('the held-out dataloader yielded no batch; check its dataset')

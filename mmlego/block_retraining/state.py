@@ -48,6 +48,8 @@ class RetrainingState:
         constant = config.get('lr_schedule', 'constant') == 'constant'
         ignored = ('epochs', 'lr_schedule', 'min_lr_ratio') if constant else ()
         self.config = {k: v for k, v in config.items() if k not in ignored}
+        if self.config.get('inputs') == 'teacher':  # the default: states written before the key existed resume
+            del self.config['inputs']
         self.best_val: dict[str, float] = {key: math.inf for key in keys}
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
         self.best_epoch: dict[str, int] = {}

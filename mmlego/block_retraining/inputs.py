@@ -1,0 +1,144 @@
+"""What descendants are fed in retraining: their block's input in the teacher, or in the composites.
+
+LegoDNN trains every descendant on its block's input in the *teacher* (:class:`FeatureCapture`). A configuration
+runs descendants after descendants, so each one meets inputs already off the teacher's by the errors upstream, and
+those errors stack (the all-at-0.8 configuration of a nine-block SimpleBaseline lost 0.1-0.5 AP more than any of its
+blocks alone). :class:`CompositeInputs` runs the all-at-``s`` composite of the teacher (every block at its descendant
+of sparsity ``s``) on the same batch and lets each descendant of sparsity ``s`` learn its block's *teacher* output
+from the input it gets there. The input is detached at every block, so each descendant still learns alone (no
+gradient crosses blocks) and one composite forward per sparsity serves every block: LegoDNN's economics, plus the
+frame's forward once per sparsity.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..block_extraction import BlockSpec
+from ..block_extraction.block_module import put_block
+from ..descendant_generation import Descendant
+
+INPUTS = ('teacher', 'composite', 'mixed')
+TeacherForward = Callable[[nn.Module, Any], Any]
+
+
+class RetrainingError(RuntimeError):
+    """A descendant's training step failed; the run stops (state of the last completed epoch is kept)."""
+
+
+class FeatureCapture:
+    """Forward hooks on the teacher that record each block's input and output for one forward.
+
+    Args:
+        model: The teacher.
+        blocks: Blocks to capture.
+    """
+
+    def __init__(self, model: nn.Module, blocks: Sequence[BlockSpec]) -> None:
+        self.model = model
+        self.blocks = list(blocks)
+        self.features: dict[str, list[torch.Tensor]] = {}
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[dict[str, list[torch.Tensor]]]:
+        """Hooks installed inside the context; ``features[name] == [input, output]`` after a forward."""
+        self.features = {}
+        handles = []
+        for spec in self.blocks:
+            first = self.model.get_submodule(spec.members[0])
+            last = self.model.get_submodule(spec.members[-1])
+
+            # Copies: the teacher may later modify these tensors in place (e.g. an in-place ReLU after a block).
+            def pre_hook(module, args, name=spec.name):
+                self.features[name] = [args[0].detach().clone()]
+
+            def post_hook(module, args, output, name=spec.name):
+                self.features[name].append(output.detach().clone())
+
+            handles.append(first.register_forward_pre_hook(pre_hook))
+            handles.append(last.register_forward_hook(post_hook))
+        try:
+            yield self.features
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run(self, teacher_forward: TeacherForward, batch: Any) -> dict[str, list[torch.Tensor]]:
+        """One teacher forward on ``batch``; returns block name -> [input, output]."""
+        with self.capturing() as features, torch.no_grad():
+            teacher_forward(self.model, batch)
+        missing = [spec.name for spec in self.blocks if len(features.get(spec.name, ())) != 2]
+        if missing:
+            raise RetrainingError(f'the teacher forward did not run blocks {missing}; teacher_forward must run '
+                                  'the same tensor path the blocks were extracted from')
+        return dict(features)
+
+
+
+class CompositeInputs:
+    """A copy of the teacher whose blocks are switched to one sparsity at a time, run to feed descendants.
+
+    Args:
+        teacher: The frozen teacher (copied once; the copy's own weights never train).
+        descendants: Block name -> sparsity -> descendant; their modules are put into the copy (not copied), so
+            what trains there is the descendant itself.
+    """
+
+    def __init__(self, teacher: nn.Module, descendants: Mapping[str, Mapping[float, Descendant]]) -> None:
+        self.model = copy.deepcopy(teacher).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.descendants = descendants
+
+    @contextlib.contextmanager
+    def _capturing(self, modules: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor]) -> Iterator[None]:
+        handles = []
+        for name, block in modules.items():
+            def detach_input(module, args):  # each descendant learns alone: no gradient into the blocks upstream
+                return (args[0].detach(),) + tuple(args[1:])
+
+            def record_output(module, args, output, name=name):
+                outputs[name] = output
+                return output.clone()  # the frame may modify its input in place; the loss keeps the original
+
+            handles.append(block.layers[0].register_forward_pre_hook(detach_input))
+            handles.append(block.layers[-1].register_forward_hook(record_output))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def outputs(self, sparsity: float, forward: Callable[[nn.Module, Any], Any], batch: Any) -> dict[str, torch.Tensor]:
+        """Runs the all-at-``sparsity`` composite on ``batch`` (with gradients, if enabled, into the descendants
+        only); returns block name -> the output of its descendant there."""
+        modules = {}
+        for name, by_sparsity in self.descendants.items():
+            modules[name] = by_sparsity[sparsity].module
+            put_block(self.model, modules[name])
+        outputs: dict[str, torch.Tensor] = {}
+        with self._capturing(modules, outputs):
+            forward(self.model, batch)
+        missing = sorted(set(modules) - set(outputs))
+        if missing:
+            raise RuntimeError(f'the composite forward did not run blocks {missing}; teacher_forward must run the '
+                               'tensor path the blocks were extracted from')
+        return outputs
+
+
+def check_inputs(inputs: str) -> str:
+    """Validates ``RetrainingConfig.inputs``."""
+    if inputs not in INPUTS:
+        raise ValueError(f'unknown retraining inputs {inputs!r}; choose one of {INPUTS} (teacher: LegoDNN, each '
+                         "descendant on its block's input in the teacher; composite: on the input the descendants "
+                         'upstream at its sparsity give it; mixed: the two alternating by batch)')
+    return inputs
+
+
+def uses_composite(inputs: str, batch_index: int) -> bool:
+    """Whether batch ``batch_index`` of an epoch trains on composite inputs (``'mixed'``: the odd batches)."""
+    return inputs == 'composite' or (inputs == 'mixed' and batch_index % 2 == 1)
