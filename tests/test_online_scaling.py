@@ -569,3 +569,38 @@ def test_sweep_anchors_on_the_teacher_row_or_evaluates_the_teacher_once():
     assert [row['estimated_metric'] for row in loop.rows] == pytest.approx([0.55, 0.6])
     loop.rows = [dict(measured_metric=None, choice={'a': 0.2, 'b': 0.0})]
     assert loop._report_teacher_metric(model, hook) is None and epochs == [1]  # no metric to anchor on
+
+
+def test_warm_up_runs_more_windows_only_while_the_estimate_moves():
+    """One correction window after the warm-up forwards, then more (at most two) while the running configuration's
+    corrected estimate moves by more than 5% per window."""
+    from mmlego.engine.scaling_measurements import warm_up
+
+    class Served:
+        FORWARDS_UNOBSERVED_AFTER_SWITCH = 2
+
+        def __init__(self, estimates):
+            self.correction = SimpleNamespace(window=5)
+            self.estimates, self.forwards = list(estimates), []
+
+        def measure_latency_ms(self, inputs, warmup, repeats):
+            self.forwards.append(repeats)
+            if len(self.forwards) > 1:  # each later window moves the estimate to its next value
+                self.estimates.pop(0)
+
+        def estimate(self):
+            return {'latency_ms': self.estimates[0]}
+
+    settled = Served([10.0, 10.2])  # moved 2% in the first extra window: done
+    warm_up(settled, None, latency_warmup=1)
+    assert settled.forwards == [1 + 5 + 2, 5]
+    moving = Served([10.0, 13.0, 16.0, 19.0])  # keeps moving: capped at two extra windows
+    warm_up(moving, None, latency_warmup=1)
+    assert moving.forwards == [8, 5, 5]
+    settling = Served([10.0, 13.0, 13.1])
+    warm_up(settling, None, latency_warmup=0)
+    assert settling.forwards == [7, 5, 5]
+    uncorrected = Served([10.0])
+    uncorrected.correction = None
+    warm_up(uncorrected, None, latency_warmup=2)
+    assert uncorrected.forwards == [2]
