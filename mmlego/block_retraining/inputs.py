@@ -78,7 +78,6 @@ class FeatureCapture:
         return dict(features)
 
 
-
 class CompositeInputs:
     """A copy of the teacher whose blocks are switched to one sparsity at a time, run to feed descendants.
 
@@ -113,7 +112,7 @@ class CompositeInputs:
             for handle in handles:
                 handle.remove()
 
-    def outputs(self, sparsity: float, forward: Callable[[nn.Module, Any], Any], batch: Any) -> dict[str, torch.Tensor]:
+    def outputs(self, sparsity: float, forward: TeacherForward, batch: Any) -> dict[str, torch.Tensor]:
         """Runs the all-at-``sparsity`` composite on ``batch`` (with gradients, if enabled, into the descendants
         only); returns block name -> the output of its descendant there."""
         modules = {}
@@ -125,8 +124,8 @@ class CompositeInputs:
             forward(self.model, batch)
         missing = sorted(set(modules) - set(outputs))
         if missing:
-            raise RuntimeError(f'the composite forward did not run blocks {missing}; teacher_forward must run the '
-                               'tensor path the blocks were extracted from')
+            raise RetrainingError(f'the composite forward did not run blocks {missing}; teacher_forward must run '
+                                  'the tensor path the blocks were extracted from')
         return outputs
 
 

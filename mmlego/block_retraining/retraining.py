@@ -326,10 +326,11 @@ def _composite_steps(composite, trainees, optimizers, features, batch, teacher_f
                 losses[key] = float(loss.detach())
             if not total:
                 continue
-            for key in losses.keys() & group.keys():
+            stepped = [key for key in group if key in losses]
+            for key in stepped:
                 optimizers[key].zero_grad(set_to_none=True)
             torch.stack(total).sum().backward()
-            for key in losses.keys() & group.keys():
+            for key in stepped:
                 if grad_sync is not None:
                     grad_sync(group[key].module)
                 optimizers[key].step()
@@ -357,7 +358,7 @@ def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant
     sums, count = dict.fromkeys(trainees, 0.0), 0
     for descendant in trainees.values():
         descendant.module.eval()
-    modes = {'teacher': ('teacher',), 'composite': ('composite',), 'mixed': ('teacher', 'composite')}[config.inputs]
+    modes = ('teacher',) * (config.inputs != 'composite') + ('composite',) * (config.inputs != 'teacher')
     with torch.no_grad():
         for batch in batches:
             features = capture.run(teacher_forward, batch)
