@@ -93,6 +93,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.block_switcher import BlockSwitcher
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
+    from mmlego.models.tensor_path import task_loss
     from pipelines import LEGO_CONFIGS
     from teachers import TEACHERS
     from uniform_baseline import parameter_bytes, prune_to_bytes
@@ -142,10 +143,11 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     teacher_forward = lambda m, batch: forward(m, m.data_preprocessor(batch, False)['inputs'])  # noqa: E731
     scratch = BlockBank.build(teacher, (example,), bank.sparsities, loop_cfg.get('max_ratio', 0.125), forward,
                               show_progress=False)
-    retrain_descendants(teacher, scratch.descendants, timed[:1], None, teacher_forward, retrain_cfg, show_progress=False)
+    retrain_descendants(teacher, scratch.descendants, timed[:1], None, teacher_forward, retrain_cfg,
+                        show_progress=False, task_loss=task_loss)
     start = time.perf_counter()
     retrain_descendants(teacher, scratch.descendants, timed[1:], None, teacher_forward, retrain_cfg,
-                        show_progress=False)
+                        show_progress=False, task_loss=task_loss)
     retrain_step_s = (time.perf_counter() - start) / len(timed[1:])
     del scratch
     from mmengine.runner import Runner

@@ -46,16 +46,20 @@ def test_every_teacher_has_a_legodnn_config():
 
 @pytest.mark.slow
 # yolov3, fcn: test_package_tools; tsn: the kill-and-resume test (test_crash_resume.py)
-@pytest.mark.parametrize('model_name', ['faster_rcnn', 'deeppose'])  # simplebaseline: the pose_lego fixture
-def test_pipeline_builds_a_profiled_bank(model_name, workspace, tmp_path):
+# Each also trains its descendants through the model, with the task's own loss (a two-stage detector's RPN and RoI
+# losses on the composite) or by distillation to the teacher's outputs.
+@pytest.mark.parametrize('model_name,through', [('faster_rcnn', 'task'), ('deeppose', 'distill')])
+def test_pipeline_builds_a_profiled_bank(model_name, through, workspace, tmp_path):
     checkpoint = teacher_checkpoint(model_name, workspace, tmp_path)
     work_dir = tmp_path / 'work'
     run_tool('train.py', str(CONFIGS / LEGO_CONFIGS[model_name]), '--work-dir', str(work_dir), '--cfg-options',
-             *tiny_pipeline_options(checkpoint), cwd=workspace, timeout=900)
+             *tiny_pipeline_options(checkpoint), f'train_cfg.retrain.through_model={through}', cwd=workspace,
+             timeout=900)
     assert_profiled_bank(work_dir)
     # Every stage leaves a readable trace with an ETA in the run's log file (not only a terminal progress bar).
     log = sorted(work_dir.glob('2*/2*.log'))[-1].read_text()
-    for stage in ('retraining epoch 1/1: 2/2, elapsed', 'accuracy profiling', 'latency profiling (in the model)'):
+    for stage in ('retraining epoch 1/1: 2/2, elapsed', 'accuracy profiling', 'latency profiling (in the model)',
+                  f'{through} loss through the model'):
         assert stage in log, stage
     assert ', eta 0:00:00' in log
     if model_name == 'deeppose':  # 20 convs: the downsampling BasicBlocks' residual branches through the shared ReLU

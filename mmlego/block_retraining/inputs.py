@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..block_extraction import BlockSpec
-from ..block_extraction.block_module import put_block
+from ..block_extraction.block_module import block_module_of, put_block
 from ..descendant_generation import Descendant
 
 INPUTS = ('teacher', 'composite', 'mixed')
@@ -42,6 +42,7 @@ class FeatureCapture:
         self.model = model
         self.blocks = list(blocks)
         self.features: dict[str, list[torch.Tensor]] = {}
+        self.outputs: Any = None
 
     @contextlib.contextmanager
     def capturing(self) -> Iterator[dict[str, list[torch.Tensor]]]:
@@ -70,7 +71,7 @@ class FeatureCapture:
     def run(self, teacher_forward: TeacherForward, batch: Any) -> dict[str, list[torch.Tensor]]:
         """One teacher forward on ``batch``; returns block name -> [input, output]."""
         with self.capturing() as features, torch.no_grad():
-            teacher_forward(self.model, batch)
+            self.outputs = teacher_forward(self.model, batch)  # the model's outputs, for losses through the model
         missing = [spec.name for spec in self.blocks if len(features.get(spec.name, ())) != 2]
         if missing:
             raise RetrainingError(f'the teacher forward did not run blocks {missing}; teacher_forward must run '
@@ -92,9 +93,13 @@ class CompositeInputs:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.descendants = descendants
+        # The copy's own (frozen) blocks, for configurations that run a block at sparsity 0.0 untrained.
+        self.originals = {name: block_module_of(self.model, next(iter(by_s.values())).spec, copy_modules=False)
+                          for name, by_s in descendants.items()}
 
     @contextlib.contextmanager
-    def _capturing(self, modules: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor]) -> Iterator[None]:
+    def _capturing(self, modules: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor],
+                   detach: bool = True) -> Iterator[None]:
         handles = []
         for name, block in modules.items():
             def detach_input(module, args):  # each descendant learns alone: no gradient into the blocks upstream
@@ -104,7 +109,8 @@ class CompositeInputs:
                 outputs[name] = output
                 return output.clone()  # the frame may modify its input in place; the loss keeps the original
 
-            handles.append(block.layers[0].register_forward_pre_hook(detach_input))
+            if detach:
+                handles.append(block.layers[0].register_forward_pre_hook(detach_input))
             handles.append(block.layers[-1].register_forward_hook(record_output))
         try:
             yield
@@ -112,21 +118,38 @@ class CompositeInputs:
             for handle in handles:
                 handle.remove()
 
-    def outputs(self, sparsity: float, forward: TeacherForward, batch: Any) -> dict[str, torch.Tensor]:
-        """Runs the all-at-``sparsity`` composite on ``batch`` (with gradients, if enabled, into the descendants
-        only); returns block name -> the output of its descendant there."""
+    def configure(self, config: Mapping[str, float], originals_at_zero: bool = True) -> dict[str, nn.Module]:
+        """Puts block ``name`` at its descendant of sparsity ``config[name]`` into the copy (at 0.0 the copy's own
+        frozen block unless ``originals_at_zero`` is False); returns block name -> the module put there."""
         modules = {}
-        for name, by_sparsity in self.descendants.items():
-            modules[name] = by_sparsity[sparsity].module
+        for name, sparsity in config.items():
+            by_sparsity = self.descendants[name]
+            if sparsity not in by_sparsity:
+                raise RetrainingError(f'block {name} has no descendant of sparsity {sparsity:g} '
+                                      f'(it has {sorted(by_sparsity)})')
+            modules[name] = self.originals[name] if sparsity == 0 and originals_at_zero \
+                else by_sparsity[sparsity].module
             put_block(self.model, modules[name])
+        return modules
+
+    def run(self, config: Mapping[str, float], forward: TeacherForward, batch: Any, detach: bool = True,
+            originals_at_zero: bool = True) -> tuple[dict[str, torch.Tensor], Any]:
+        """Runs the composite of ``config`` (block -> sparsity) on ``batch``; returns block name -> its output there,
+        and the model's outputs. ``detach``: no gradient crosses blocks (each descendant learns alone)."""
+        modules = self.configure(config, originals_at_zero)
         outputs: dict[str, torch.Tensor] = {}
-        with self._capturing(modules, outputs):
-            forward(self.model, batch)
+        with self._capturing(modules, outputs, detach):
+            result = forward(self.model, batch)
         missing = sorted(set(modules) - set(outputs))
         if missing:
             raise RetrainingError(f'the composite forward did not run blocks {missing}; teacher_forward must run '
                                   'the tensor path the blocks were extracted from')
-        return outputs
+        return outputs, result
+
+    def outputs(self, sparsity: float, forward: TeacherForward, batch: Any) -> dict[str, torch.Tensor]:
+        """Runs the all-at-``sparsity`` composite on ``batch`` (with gradients, if enabled, into the descendants
+        only); returns block name -> the output of its descendant there."""
+        return self.run(dict.fromkeys(self.descendants, sparsity), forward, batch, originals_at_zero=False)[0]
 
 
 def check_inputs(inputs: str) -> str:

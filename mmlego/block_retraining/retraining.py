@@ -29,6 +29,7 @@ from ..utils.progress import progress
 from .inputs import (CompositeInputs, FeatureCapture, RetrainingError, TeacherForward, check_inputs,
                      uses_composite)
 from .state import RetrainingState
+from .through_model import TaskLoss, ThroughModel, check_through
 LOSSES = ('mse', 'l1', 'smooth_l1', 'kd')
 LR_SCHEDULES = ('constant', 'cosine')
 
@@ -53,6 +54,13 @@ class RetrainingConfig:
             ``'composite'`` (the input the descendants upstream at its sparsity give it, see
             :class:`~mmlego.block_retraining.inputs.CompositeInputs`; the target stays the teacher's block
             output) or ``'mixed'`` (the two alternating by batch; held-out loss: their mean).
+        through_model: Also train the descendants through the rest of the model, one composite per batch
+            (:class:`~mmlego.block_retraining.through_model.ThroughModel`): ``None`` (LegoDNN), ``'distill'``
+            (the composite's outputs to the teacher's) or ``'task'`` (the task loss on the labels). The held-out
+            loss that picks the best epoch is then the all-at-its-sparsity composite's (for ``'task'`` the task
+            loss if the held-out batches carry targets, else the distillation loss).
+        through_configurations: The composites trained through: ``'random'`` (a sparsity drawn per block, every
+            few batches all at the highest) or ``'uniform'`` (all blocks at one sparsity, cycling).
     """
 
     epochs: int = 1
@@ -65,9 +73,12 @@ class RetrainingConfig:
     retrain_original: bool = False
     max_batches_per_epoch: int | None = None
     inputs: str = 'teacher'
+    through_model: str | None = None
+    through_configurations: str = 'random'
 
     def __post_init__(self) -> None:
         check_inputs(self.inputs)
+        check_through(self.through_model, self.through_configurations)
         if self.loss not in LOSSES:
             raise ValueError(f'unknown retraining loss {self.loss!r}; choose one of {LOSSES}')
         if self.lr_schedule not in LR_SCHEDULES:
@@ -166,7 +177,8 @@ def retrain_descendants(teacher: nn.Module,
                         state_dir: str | None = None,
                         grad_sync: Callable[[nn.Module], None] | None = None,
                         loss_sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
-                        show_progress: bool = True) -> RetrainingReport:
+                        show_progress: bool = True,
+                        task_loss: TaskLoss | None = None) -> RetrainingReport:
     """Retrains all descendants from one teacher pass per batch.
 
     Args:
@@ -184,6 +196,8 @@ def retrain_descendants(teacher: nn.Module,
         loss_sync: Maps this process's held-out losses to the ones every process agrees on (e.g. their mean over
             data-parallel ranks), so that all ranks keep the same best epoch.
         show_progress: Show progress bars.
+        task_loss: ``task_loss(model, batch)`` -> the task's training loss on ``batch`` (for
+            ``config.through_model == 'task'``).
 
     Returns:
         Losses per epoch and the best held-out losses.
@@ -218,18 +232,23 @@ def retrain_descendants(teacher: nn.Module,
     capture = FeatureCapture(teacher, specs)
     optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
                   for key, d in trainees.items()}
+    through = ThroughModel(teacher, descendants, trainees, config.through_model, config.through_configurations,
+                           task_loss, config.lr, config.weight_decay) if config.through_model else None
+    saved_optimizers = dict(optimizers, **{f'{key}#through': optimizer
+                                           for key, optimizer in (through.optimizers if through else {}).items()})
     state = RetrainingState(state_dir, sorted(trainees), config.__dict__)
-    start = state.load(trainees, optimizers, report)
+    start = state.load(trainees, saved_optimizers, report)
     teacher.eval()
     composite = CompositeInputs(teacher, descendants) if config.inputs != 'teacher' else None
     if start == 0 and val_batches is not None:  # the untrained pruned weights compete for the best epoch
-        initial = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite)
+        initial = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite, through)
         state.set_initial(trainees, loss_sync(initial) if loss_sync is not None else initial)
     for epoch in range(start, config.epochs):
         for descendant in trainees.values():
             descendant.module.train()
             freeze_batch_norm(descendant.module)
         train_sums, count = dict.fromkeys(trainees, 0.0), 0
+        through_sum, through_count = 0.0, 0
         batches = _limited(train_batches, config.max_batches_per_epoch)
         per_epoch = _length(train_batches, config)
         for index, batch in enumerate(progress(batches, f'retraining epoch {epoch + 1}/{config.epochs}',
@@ -248,6 +267,11 @@ def retrain_descendants(teacher: nn.Module,
                                               where)
             for key, loss in losses.items():
                 train_sums[key] += loss
+            if through is not None:
+                through_loss = through.step(epoch, index, teacher_forward, batch, capture.outputs, rate,
+                                            skip=tuple(report.stopped))
+                if through_loss is not None:
+                    through_sum, through_count = through_sum + through_loss, through_count + 1
             if len(report.stopped) == len(trainees):
                 raise RetrainingError(f'every descendant\'s loss is not finite (first: {next(iter(report.stopped))}, '
                                       f'{next(iter(report.stopped.values()))}): the batches or the teacher\'s outputs '
@@ -255,15 +279,17 @@ def retrain_descendants(teacher: nn.Module,
             count += 1
         if count == 0:
             raise RetrainingError('the training dataloader yielded no batch; check its dataset and sampler')
-        val = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite) \
+        val = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite, through) \
             if val_batches is not None else {key: math.nan for key in trainees}
         if loss_sync is not None and val_batches is not None:
             val = loss_sync(val)
         record = dict(epoch=epoch + 1, val=val, train={k: math.nan if k in report.stopped else v / count
                                                        for k, v in train_sums.items()})
+        if through_count:
+            record['through_train'] = through_sum / through_count
         report.history.append(record)
         report.epochs_run += 1
-        state.save_epoch(epoch + 1, trainees, optimizers, record, use_val=val_batches is not None)
+        state.save_epoch(epoch + 1, trainees, saved_optimizers, record, use_val=val_batches is not None)
         print_log(f'retraining epoch {epoch + 1}: mean train loss {_mean(record["train"].values()):.5g}, mean '
                   f'held-out loss {_mean(val.values()):.5g}', logger='current', level=logging.DEBUG)
     state.restore_best(trainees)
@@ -352,9 +378,11 @@ def _stop(key: str, descendant: Descendant, state: RetrainingState, report: Retr
 
 def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant], batches: Iterable[Any],
                          teacher_forward: TeacherForward, config: RetrainingConfig,
-                         composite: CompositeInputs | None = None) -> dict[str, float]:
+                         composite: CompositeInputs | None = None,
+                         through: ThroughModel | None = None) -> dict[str, float]:
     """Mean held-out loss of every descendant (eval mode, no grad) on the inputs ``config.inputs`` trains on
-    (``'mixed'``: the mean of the teacher's and the composite's)."""
+    (``'mixed'``: the mean of the teacher's and the composite's); with ``through``, the all-at-its-sparsity
+    composite's loss through the model instead (:meth:`ThroughModel.heldout_losses`)."""
     sums, count = dict.fromkeys(trainees, 0.0), 0
     for descendant in trainees.values():
         descendant.module.eval()
@@ -362,6 +390,11 @@ def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant
     with torch.no_grad():
         for batch in batches:
             features = capture.run(teacher_forward, batch)
+            count += 1
+            if through is not None:
+                for key, value in through.heldout_losses(teacher_forward, batch, capture.outputs).items():
+                    sums[key] += value
+                continue
             composites = {s: composite.outputs(s, teacher_forward, batch)
                           for s in sorted({d.sparsity for d in trainees.values()})} if 'composite' in modes else {}
             for key, descendant in trainees.items():
@@ -370,7 +403,6 @@ def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant
                     output = descendant.module(x) if mode == 'teacher' else composites[descendant.sparsity][
                         descendant.spec.name]
                     sums[key] += float(feature_loss(config.loss, output, y, config.kd_temperature)) / len(modes)
-            count += 1
     if count == 0:
         raise RetrainingError('the held-out dataloader yielded no batch; check its dataset')
     return {key: value / count for key, value in sums.items()}

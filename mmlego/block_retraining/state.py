@@ -48,8 +48,11 @@ class RetrainingState:
         constant = config.get('lr_schedule', 'constant') == 'constant'
         ignored = ('epochs', 'lr_schedule', 'min_lr_ratio') if constant else ()
         self.config = {k: v for k, v in config.items() if k not in ignored}
-        if self.config.get('inputs') == 'teacher':  # the default: states written before the key existed resume
-            del self.config['inputs']
+        for key, default in (('inputs', 'teacher'), ('through_model', None)):  # states written before these
+            if key in self.config and self.config[key] == default:          # keys existed resume
+                del self.config[key]
+        if 'through_model' not in self.config:
+            self.config.pop('through_configurations', None)
         self.best_val: dict[str, float] = {key: math.inf for key in keys}
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
         self.best_epoch: dict[str, int] = {}
@@ -85,7 +88,8 @@ class RetrainingState:
         for key, descendant in trainees.items():
             descendant.module.load_state_dict(_subset(tensors, f'current|{key}|'))
             self.best_state[key] = _subset(tensors, f'best|{key}|')
-            optimizers[key].load_state_dict(optim_states[key])
+        for key, optimizer in optimizers.items():  # the descendants' own, and those of training through the model
+            optimizer.load_state_dict(optim_states[key])
         self.best_val = {key: (math.inf if value is None else value) for key, value in meta['best_val'].items()}
         self.best_epoch = {key: int(value) for key, value in meta['best_epoch'].items()}
         self.initial_val = dict(meta['initial_val'])

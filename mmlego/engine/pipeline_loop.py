@@ -21,7 +21,7 @@ from ..block_bank import BlockBank
 from ..block_retraining import RetrainingConfig, retrain_descendants
 from ..block_retraining.state import completed_epochs
 from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
-from ..models.tensor_path import TENSOR_PATHS, example_batch, trace_tensor_path
+from ..models.tensor_path import TENSOR_PATHS, example_batch, task_loss, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, intra_op_threads, profile_accuracy, profile_costs, profile_model
 from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
@@ -289,17 +289,21 @@ class LegoDNNPipelineLoop(BaseLoop):
                                 state_dir=str(state_dir),
                                 grad_sync=_average_gradients if _world_size() > 1 else None,
                                 loss_sync=_average_losses if _world_size() > 1 else None,
-                                show_progress=_rank() == 0)
+                                show_progress=_rank() == 0, task_loss=task_loss)
             self._epoch = self.retrain.epochs
             for record in report.history:
                 train, val = record['train'].values(), record['val'].values()
+                through = record.get('through_train')
                 if train and val:
                     runner.visualizer.add_scalars({'retrain/mean_train_loss': sum(train) / len(train),
-                                                   'retrain/mean_heldout_loss': sum(val) / len(val)},
+                                                   'retrain/mean_heldout_loss': sum(val) / len(val),
+                                                   **({} if through is None else {'retrain/through_loss': through})},
                                                   step=int(record['epoch']))
                 runner.logger.info(f'block retraining epoch {record["epoch"]}/{self.retrain.epochs}: mean train '
                                    f'loss {sum(train) / len(train):.5g}, mean held-out loss {sum(val) / len(val):.5g} '
-                                   f'over {len(train)} descendants')
+                                   f'over {len(train)} descendants'
+                                   + ('' if through is None else f', {self.retrain.through_model} loss through the '
+                                      f'model {through:.5g}'))
             self._finish_stage('retrained', bank)
             stage = 'retrained'
 

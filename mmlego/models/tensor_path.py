@@ -40,6 +40,14 @@ def extract_feat(model: nn.Module, inputs: torch.Tensor) -> Any:
     return model.extract_feat(inputs)
 
 
+def task_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+    """The model's own training loss on a data batch (``mode='loss'``, summed by ``parse_losses``): what
+    ``train_cfg.retrain.through_model='task'`` trains descendants with, through the rest of the model."""
+    data = model.data_preprocessor(batch, True)
+    total, _ = model.parse_losses(model(**data, mode='loss'))
+    return total
+
+
 TENSOR_PATHS: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
     'tensor': tensor_mode, 'extract_feat': extract_feat}
 
