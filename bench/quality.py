@@ -138,7 +138,13 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
 
     # The block-retraining compute, measured on the same machine now (one call per epoch, as the pipeline runs).
     batches = _batches(cfg)
-    retrain_cfg = RetrainingConfig(**{**dict(loop_cfg.get('retrain') or {}), 'epochs': 1})
+    # The bank's own retraining settings where its pipeline recorded them (epochs, training through the model, ...).
+    retrain_settings = dict(loop_cfg.get('retrain') or {})
+    recorded = osp.join(osp.dirname(bank_dir), 'legodnn', 'pipeline.json')
+    if osp.exists(recorded) and not (cfg_options and any(k.startswith('train_cfg.retrain') for k in cfg_options)):
+        retrain_settings = json.load(open(recorded))['settings']['retrain']
+        loop_cfg.retrain = retrain_settings
+    retrain_cfg = RetrainingConfig(**{**retrain_settings, 'epochs': 1})
     timed = [next(batches) for _ in range(4)]
     teacher_forward = lambda m, batch: forward(m, m.data_preprocessor(batch, False)['inputs'])  # noqa: E731
     scratch = BlockBank.build(teacher, (example,), bank.sparsities, loop_cfg.get('max_ratio', 0.125), forward,
@@ -179,8 +185,8 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
               f'{[round(v, 3) for v in row["uniform_a_seeds"]]} (s={sparsity:.2f}, {row["uniform_a_steps"]} steps)',
               flush=True)
     return dict(model=name, metric=metric, teacher_metric=teacher_metric, teacher_mb=teacher_bytes / _MB,
-                retraining_seconds=retrain_s, retrain_step_s=retrain_step_s, lr_scale=lr_scale, seeds=seeds,
-                rows=rows, **summarize(rows))
+                retraining_seconds=retrain_s, retrain_step_s=retrain_step_s, retrain_settings=retrain_settings,
+                lr_scale=lr_scale, seeds=seeds, rows=rows, **summarize(rows))
 
 
 def summarize(rows: list) -> dict:

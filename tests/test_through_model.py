@@ -168,3 +168,15 @@ def test_unknown_through_settings_say_what_exists():
         RetrainingConfig(through_model='kd')
     with pytest.raises(ValueError, match="'uniform', 'random'"):
         RetrainingConfig(through_model='distill', through_configurations='all')
+
+
+def test_settings_recorded_before_the_newer_keys_existed_still_match():
+    """Pipelines and retraining states recorded before ``inputs`` / ``through_model`` existed resume with the
+    defaults; a run trained through the model records how."""
+    legodnn = RetrainingConfig(epochs=6, lr=1e-3).recorded()
+    assert not {'inputs', 'through_model', 'through_configurations'} & set(legodnn)
+    assert legodnn == {k: v for k, v in RetrainingConfig(epochs=6, lr=1e-3).__dict__.items()
+                       if k not in ('inputs', 'through_model', 'through_configurations')}
+    through = RetrainingConfig(through_model='task', inputs='mixed').recorded()
+    assert (through['through_model'], through['through_configurations'], through['inputs']) == \
+        ('task', 'random', 'mixed')

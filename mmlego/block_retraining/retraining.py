@@ -96,6 +96,18 @@ class RetrainingConfig:
                              f'{limit!r}')
 
 
+    def recorded(self) -> dict[str, Any]:
+        """The settings as run records and resume compares them: keys added since (at their defaults, which
+        behave as before they existed) are left out, so runs recorded before them still resume."""
+        settings = dict(self.__dict__)
+        for key, default in (('inputs', 'teacher'), ('through_model', None)):
+            if settings.get(key, default) == default:
+                settings.pop(key, None)
+        if 'through_model' not in settings:
+            settings.pop('through_configurations', None)
+        return settings
+
+
 @dataclass
 class RetrainingReport:
     """What retraining did.
@@ -236,7 +248,7 @@ def retrain_descendants(teacher: nn.Module,
                            task_loss, config.lr, config.weight_decay) if config.through_model else None
     saved_optimizers = dict(optimizers, **{f'{key}#through': optimizer
                                            for key, optimizer in (through.optimizers if through else {}).items()})
-    state = RetrainingState(state_dir, sorted(trainees), config.__dict__)
+    state = RetrainingState(state_dir, sorted(trainees), config.recorded())
     start = state.load(trainees, saved_optimizers, report)
     teacher.eval()
     composite = CompositeInputs(teacher, descendants) if config.inputs != 'teacher' else None

@@ -37,7 +37,7 @@ class RetrainingState:
     Args:
         state_dir: Directory of the state files (None: nothing is written).
         keys: Descendant keys being trained.
-        config: Retraining settings; a resume with different settings is refused.
+        config: Retraining settings (``RetrainingConfig.recorded()``); a resume with other settings is refused.
     """
 
     def __init__(self, state_dir: str | None, keys: list[str], config: dict[str, Any]) -> None:
@@ -48,11 +48,6 @@ class RetrainingState:
         constant = config.get('lr_schedule', 'constant') == 'constant'
         ignored = ('epochs', 'lr_schedule', 'min_lr_ratio') if constant else ()
         self.config = {k: v for k, v in config.items() if k not in ignored}
-        for key, default in (('inputs', 'teacher'), ('through_model', None)):  # states written before these
-            if key in self.config and self.config[key] == default:          # keys existed resume
-                del self.config[key]
-        if 'through_model' not in self.config:
-            self.config.pop('through_configurations', None)
         self.best_val: dict[str, float] = {key: math.inf for key in keys}
         self.best_state: dict[str, dict[str, torch.Tensor]] = {}
         self.best_epoch: dict[str, int] = {}

@@ -175,7 +175,7 @@ class LegoDNNPipelineLoop(BaseLoop):
     def settings(self) -> dict:
         """What the saved stages depend on; ``--resume`` refuses to continue when any of it changed."""
         return dict(load_from=str(self.runner.cfg.get('load_from')), sparsities=self.sparsities,
-                    max_ratio=self.max_ratio, retrain=dataclasses.asdict(self.retrain),
+                    max_ratio=self.max_ratio, retrain=self.retrain.recorded(),
                     heldout_batches=self.heldout_batches, references=[str(r) for r in self.references],
                     max_val_batches=self.max_val_batches, metric=self.metric)
 
