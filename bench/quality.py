@@ -14,7 +14,8 @@ teacher, in one process:
   budget, fine-tuned end to end on the task loss (the teacher's optimizer at ``--lr-scale`` x its learning rate)
   for the block-retraining compute divided by the number of budgets, once per ``--seeds`` (3: the fine-tuning's own
   spread is as large as the differences counted; compared by their mean, the range drawn). That compute is measured
-  here: a retraining step of every descendant on the same batches, times the pipeline's batches per epoch and
+  here: a retraining step of every descendant on the same batches (with the retraining settings the bank's
+  pipeline recorded, training through the model included), times the pipeline's batches per epoch and
   retraining epochs;
 * **uniform (b)** with ``--harsh``: the same with the whole block-retraining compute per budget.
 

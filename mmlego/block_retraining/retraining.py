@@ -20,17 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import nn
 
 from ..descendant_generation import Descendant
 from ..utils.progress import progress
+from .heldout import evaluate_descendants
 from .inputs import (CompositeInputs, FeatureCapture, RetrainingError, TeacherForward, check_inputs,
                      uses_composite)
+from .losses import LOSSES, feature_loss
 from .state import RetrainingState
 from .through_model import TaskLoss, ThroughModel, check_through
-LOSSES = ('mse', 'l1', 'smooth_l1', 'kd')
+
 LR_SCHEDULES = ('constant', 'cosine')
 
 
@@ -135,19 +136,6 @@ class RetrainingReport:
 def descendant_key(block: str, sparsity: float) -> str:
     """``'<block>@<sparsity>'``, the key of one descendant in reports and state files."""
     return f'{block}@{sparsity:g}'
-
-
-def feature_loss(kind: str, output: torch.Tensor, target: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """The retraining loss between a descendant's output and its block's output."""
-    if kind == 'mse':
-        return F.mse_loss(output, target)
-    if kind == 'l1':
-        return F.l1_loss(output, target)
-    if kind == 'smooth_l1':
-        return F.smooth_l1_loss(output, target)
-    log_p = F.log_softmax(output / temperature, dim=1)
-    q = F.softmax(target / temperature, dim=1)
-    return F.kl_div(log_p, q, reduction='batchmean') * temperature ** 2
 
 
 def learning_rate(config: RetrainingConfig, epoch: int, index: int, batches_per_epoch: int | None) -> float:
@@ -386,38 +374,6 @@ def _stop(key: str, descendant: Descendant, state: RetrainingState, report: Retr
     print_log(f'retraining of descendant {key} stopped: {why} is not finite; it keeps its best weights so far '
               f'(epoch {state.best_epoch.get(key, "none")}), the other descendants train on. Check the data '
               '(inf/NaN inputs) or lower train_cfg.retrain.lr', logger='current', level=logging.WARNING)
-
-
-def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant], batches: Iterable[Any],
-                         teacher_forward: TeacherForward, config: RetrainingConfig,
-                         composite: CompositeInputs | None = None,
-                         through: ThroughModel | None = None) -> dict[str, float]:
-    """Mean held-out loss of every descendant (eval mode, no grad) on the inputs ``config.inputs`` trains on
-    (``'mixed'``: the mean of the teacher's and the composite's); with ``through``, the all-at-its-sparsity
-    composite's loss through the model instead (:meth:`ThroughModel.heldout_losses`)."""
-    sums, count = dict.fromkeys(trainees, 0.0), 0
-    for descendant in trainees.values():
-        descendant.module.eval()
-    modes = ('teacher',) * (config.inputs != 'composite') + ('composite',) * (config.inputs != 'teacher')
-    with torch.no_grad():
-        for batch in batches:
-            features = capture.run(teacher_forward, batch)
-            count += 1
-            if through is not None:
-                for key, value in through.heldout_losses(teacher_forward, batch, capture.outputs).items():
-                    sums[key] += value
-                continue
-            composites = {s: composite.outputs(s, teacher_forward, batch)
-                          for s in sorted({d.sparsity for d in trainees.values()})} if 'composite' in modes else {}
-            for key, descendant in trainees.items():
-                x, y = features[descendant.spec.name]
-                for mode in modes:
-                    output = descendant.module(x) if mode == 'teacher' else composites[descendant.sparsity][
-                        descendant.spec.name]
-                    sums[key] += float(feature_loss(config.loss, output, y, config.kd_temperature)) / len(modes)
-    if count == 0:
-        raise RetrainingError('the held-out dataloader yielded no batch; check its dataset')
-    return {key: value / count for key, value in sums.items()}
 
 
 def _length(batches: Iterable[Any], config: RetrainingConfig) -> int | None:

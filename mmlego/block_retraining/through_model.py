@@ -28,6 +28,7 @@ from torch import nn
 
 from ..descendant_generation import Descendant
 from .inputs import CompositeInputs, RetrainingError, TeacherForward
+from .losses import distill_loss
 
 THROUGH_LOSSES = ('distill', 'task')
 CONFIGURATIONS = ('uniform', 'random')
@@ -43,28 +44,6 @@ def check_through(loss: str | None, configurations: str) -> None:
     if configurations not in CONFIGURATIONS:
         raise ValueError(f'unknown retraining through_configurations {configurations!r}; choose one of '
                          f'{CONFIGURATIONS} (uniform: every block at one sparsity; random: one drawn per block)')
-
-
-def tensors_of(outputs: Any) -> list[torch.Tensor]:
-    """The tensors of a (nested) model output, in a fixed order."""
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    if isinstance(outputs, Mapping):
-        return [t for key in sorted(outputs) for t in tensors_of(outputs[key])]
-    if isinstance(outputs, (list, tuple)):
-        return [t for item in outputs for t in tensors_of(item)]
-    return []
-
-
-def distill_loss(outputs: Any, targets: Any) -> torch.Tensor:
-    """Mean over output tensors of ``||out - target||^2 / ||target||^2`` (scale-free across tasks and heads)."""
-    pairs = list(zip(tensors_of(outputs), tensors_of(targets)))
-    if not pairs:
-        raise RetrainingError('the model forward returned no tensor to distill; through_model="distill" needs the '
-                              'tensor path to return tensors (or nested lists/tuples/dicts of them)')
-    terms = [(out.float() - target.float()).pow(2).sum() / target.float().pow(2).sum().clamp_min(1e-12)
-             for out, target in pairs]
-    return torch.stack(terms).mean()
 
 
 class ThroughModel:
