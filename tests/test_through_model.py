@@ -174,9 +174,11 @@ def test_settings_recorded_before_the_newer_keys_existed_still_match():
     """Pipelines and retraining states recorded before ``inputs`` / ``through_model`` existed resume with the
     defaults; a run trained through the model records how."""
     legodnn = RetrainingConfig(epochs=6, lr=1e-3).recorded()
-    assert not {'inputs', 'through_model', 'through_configurations'} & set(legodnn)
+    assert not {'inputs', 'through_model', 'through_configurations', 'through_lr_ratio'} & set(legodnn)
     assert legodnn == {k: v for k, v in RetrainingConfig(epochs=6, lr=1e-3).__dict__.items()
-                       if k not in ('inputs', 'through_model', 'through_configurations')}
+                       if k not in ('inputs', 'through_model', 'through_configurations', 'through_lr_ratio')}
     through = RetrainingConfig(through_model='task', inputs='mixed').recorded()
     assert (through['through_model'], through['through_configurations'], through['inputs']) == \
         ('task', 'random', 'mixed')
+    with pytest.raises(ValueError, match='through_lr_ratio must be a number > 0'):
+        RetrainingConfig(through_model='distill', through_lr_ratio=0)

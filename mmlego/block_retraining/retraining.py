@@ -62,6 +62,9 @@ class RetrainingConfig:
             loss if the held-out batches carry targets, else the distillation loss).
         through_configurations: The composites trained through: ``'random'`` (a sparsity drawn per block, every
             few batches all at the highest) or ``'uniform'`` (all blocks at one sparsity, cycling).
+        through_lr_ratio: Rate of the steps through the model as a fraction of the blocks' own (their Adam takes
+            steps of about the rate whatever the loss's size, so a loss already near its floor still moves the
+            weights by that much: on SimpleBaseline a ratio of 1 made the composites worse, see README).
     """
 
     epochs: int = 1
@@ -76,10 +79,14 @@ class RetrainingConfig:
     inputs: str = 'teacher'
     through_model: str | None = None
     through_configurations: str = 'random'
+    through_lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         check_inputs(self.inputs)
         check_through(self.through_model, self.through_configurations)
+        if isinstance(self.through_lr_ratio, bool) or not isinstance(self.through_lr_ratio, (int, float)) \
+                or not self.through_lr_ratio > 0:
+            raise ValueError(f'through_lr_ratio must be a number > 0, got {self.through_lr_ratio!r}')
         if self.loss not in LOSSES:
             raise ValueError(f'unknown retraining loss {self.loss!r}; choose one of {LOSSES}')
         if self.lr_schedule not in LR_SCHEDULES:
@@ -106,6 +113,7 @@ class RetrainingConfig:
                 settings.pop(key, None)
         if 'through_model' not in settings:
             settings.pop('through_configurations', None)
+            settings.pop('through_lr_ratio', None)
         return settings
 
 
@@ -233,7 +241,8 @@ def retrain_descendants(teacher: nn.Module,
     optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
                   for key, d in trainees.items()}
     through = ThroughModel(teacher, descendants, trainees, config.through_model, config.through_configurations,
-                           task_loss, config.lr, config.weight_decay) if config.through_model else None
+                           task_loss, config.lr * config.through_lr_ratio, config.weight_decay) \
+        if config.through_model else None
     saved_optimizers = dict(optimizers, **{f'{key}#through': optimizer
                                            for key, optimizer in (through.optimizers if through else {}).items()})
     state = RetrainingState(state_dir, sorted(trainees), config.recorded())
@@ -268,8 +277,8 @@ def retrain_descendants(teacher: nn.Module,
             for key, loss in losses.items():
                 train_sums[key] += loss
             if through is not None:
-                through_loss = through.step(epoch, index, teacher_forward, batch, capture.outputs, rate,
-                                            skip=tuple(report.stopped))
+                through_loss = through.step(epoch, index, teacher_forward, batch, capture.outputs,
+                                            rate * config.through_lr_ratio, skip=tuple(report.stopped))
                 if through_loss is not None:
                     through_sum, through_count = through_sum + through_loss, through_count + 1
             if len(report.stopped) == len(trainees):
