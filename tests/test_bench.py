@@ -327,3 +327,22 @@ def test_range_check_agrees_with_the_banks_smallest_configuration(lego, workspac
     assert shares[0.8] < shares[0.5] < 1.0
     table = range_check.markdown({'tsn': {str(s): v for s, v in shares.items()}})
     assert table.splitlines()[0] == '| model | top sparsity 0.5 | top sparsity 0.8 |' and '| tsn |' in table
+
+
+def test_composite_error_is_zero_for_the_teacher_and_the_relative_error_of_the_switched_model():
+    import composite_error
+
+    from mmlego.block_switcher import BlockSwitcher
+
+    from .test_block_bank import build_bank, make_tiny
+    teacher = make_tiny()
+    bank = build_bank(teacher)
+    generator = torch.Generator().manual_seed(2)
+    batches = [torch.randn(2, 3, 16, 16, generator=generator) for _ in range(2)]
+    errors = composite_error.composite_errors(teacher, bank, bank.descendants, lambda m, b: m(b), batches,
+                                              [0.0, 0.8])
+    model = copy.deepcopy(teacher)
+    BlockSwitcher(model, bank, guard_forward=False).switch({spec.name: 0.8 for spec in bank.blocks})
+    with torch.no_grad():
+        expected = sum(float(((model(b) - teacher(b)) ** 2).sum() / (teacher(b) ** 2).sum()) for b in batches) / 2
+    assert errors[0.0] == 0.0 and errors[0.8] == pytest.approx(expected, rel=1e-5) and expected > 1e-3
