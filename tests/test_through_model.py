@@ -56,7 +56,9 @@ def test_a_step_is_the_switched_model_and_moves_only_its_descendants(shared):
     before_teacher, before = copy.deepcopy(teacher.state_dict()), states(descendants)
     with torch.no_grad():
         targets = teacher(train[0])
-    loss = through.step(0, 0, forward, train[0], targets, rate=1e-3)
+    synced = []
+    loss = through.step(0, 0, forward, train[0], targets, rate=1e-3, grad_sync=synced.append)
+    assert sorted(map(id, synced)) == sorted(id(descendants[name][0.4].module) for name in ('stem+b1', 'b2'))
     assert loss == pytest.approx(float(distill_loss(expected, targets)), rel=1e-4)
     after = states(descendants)
     for (name, sparsity), state in after.items():

@@ -278,7 +278,8 @@ def retrain_descendants(teacher: nn.Module,
                 train_sums[key] += loss
             if through is not None:
                 through_loss = through.step(epoch, index, teacher_forward, batch, capture.outputs,
-                                            rate * config.through_lr_ratio, skip=tuple(report.stopped))
+                                            rate * config.through_lr_ratio, skip=tuple(report.stopped),
+                                            grad_sync=grad_sync)
                 if through_loss is not None:
                     through_sum, through_count = through_sum + through_loss, through_count + 1
             if len(report.stopped) == len(trainees):

@@ -99,9 +99,11 @@ class ThroughModel:
         return self.task_loss(self.composite.model, batch)
 
     def step(self, epoch: int, index: int, forward: TeacherForward, batch: Any, teacher_outputs: Any,
-             rate: float, skip: Sequence[str] = ()) -> float | None:
+             rate: float, skip: Sequence[str] = (),
+             grad_sync: Callable[[nn.Module], None] | None = None) -> float | None:
         """One step of every trained descendant in this batch's composite; returns the loss (None: nothing to
-        train there). ``skip``: keys whose training stopped."""
+        train there). ``skip``: keys whose training stopped; ``grad_sync``: called with each of them after the
+        backward (data-parallel retraining: every rank draws the same configuration, then averages)."""
         config = self.configuration(epoch, index)
         keys = [key for key, d in self.trainees.items()
                 if config.get(d.spec.name) == d.sparsity and key not in skip]
@@ -119,6 +121,8 @@ class ThroughModel:
                     group['lr'] = rate
             loss.backward()
             for key in keys:
+                if grad_sync is not None:
+                    grad_sync(self.trainees[key].module)
                 self.optimizers[key].step()
         except RetrainingError:
             raise
