@@ -604,3 +604,47 @@ def test_warm_up_runs_more_windows_only_while_the_estimate_moves():
     uncorrected.correction = None
     warm_up(uncorrected, None, latency_warmup=2)
     assert uncorrected.forwards == [2]
+
+
+def test_settling_that_runs_out_of_re_solves_over_the_budget_falls_back_to_one_measured_within_it():
+    """Each re-solve lands on a configuration measured over the budget after one measured within it: when the
+    re-solves run out, the best configuration measured within the budget runs, measured again."""
+    from mmlego.engine import OnlineScalingHook
+
+    class Model:  # the LegoDNN surface settling uses: estimates, the running selection, re-solves, switches
+        correction = object()
+
+        def __init__(self):
+            self.selection, self.switched = {'a': 0.8}, []
+            self.next = iter([{'a': 0.4}, {'a': 0.0}])  # the re-solves' answers
+
+        def estimate(self):
+            return dict(latency_ms=9.0, metric={0.8: 0.5, 0.4: 0.7, 0.0: 0.9}[self.selection['a']])
+
+        def rescale_if_needed(self, tolerance, drift):
+            self.selection = next(self.next)
+            return SimpleNamespace(status='optimal')
+
+        def switch(self, selection):
+            self.switched.append(dict(selection))
+            self.selection = dict(selection)
+
+    measured = {0.8: 7.0, 0.4: 9.5, 0.0: 12.0}  # budget 10: 0.8 and 0.4 fit, 0.0 (the last re-solve) does not
+    hook = OnlineScalingHook(budget=dict(latency_ms=10.0), latency_repeats=5, latency_settle=2)
+    hook._current_budget = dict(latency_ms=10.0)
+    hook._warm_up = lambda runner, model: None
+    hook._measure_latency_ms = lambda runner, model: measured[model.selection['a']]
+    model = Model()
+    fields = hook._settle(None, model)
+    assert fields['settle_solves'] == 2 and fields['settle_fallback']
+    assert model.switched == [{'a': 0.4}] and model.selection == {'a': 0.4}  # the better of the two within
+    assert fields['settled_measured_latency_ms'] == 9.5
+    # Re-solves left over (the last configuration fits): no fallback.
+    hook.latency_settle = 3
+    model = Model()
+    model.next = iter([{'a': 0.4}, None])
+    model.rescale_if_needed = lambda tolerance, drift: (lambda s: s and (setattr(model, 'selection', s) or
+                                                                         SimpleNamespace(status='optimal')))(
+        next(model.next))
+    fields = hook._settle(None, model)
+    assert 'settle_fallback' not in fields and model.switched == [] and model.selection == {'a': 0.4}

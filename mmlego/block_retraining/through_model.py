@@ -71,9 +71,8 @@ class ThroughModel:
                              'gives the model\'s own loss); use through_model="distill" without labels')
         self.composite = CompositeInputs(teacher, descendants)
         self.descendants = descendants
-        self.trainees = dict(trainees)
         self.loss, self.configurations, self.task_loss = loss, configurations, task_loss
-        self.trainees = {key: d for key, d in self.trainees.items() if d.sparsity > 0}  # 0.0 runs the teacher's
+        self.trainees = {key: d for key, d in trainees.items() if d.sparsity > 0}  # 0.0 runs the teacher's block
         self.sparsities = sorted({d.sparsity for d in self.trainees.values()})
         self.optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=lr, weight_decay=weight_decay)
                            for key, d in self.trainees.items()}

@@ -66,7 +66,9 @@ class OnlineScalingHook(Hook):
             configuration serves a correction window of forwards on an example batch (after ``latency_warmup``
             untimed ones) and, with ``latency_repeats``, is measured (timed forwards teach the correction too), then
             :meth:`mmlego.LegoDNN.rescale_if_needed`; the configuration the epoch runs was always served a window
-            (and measured). The correction in force when a budget is
+            (and measured). When the re-solves run out on a configuration measured over the budget, the best
+            configuration measured within it during settling runs instead (measured again; the record's
+            ``settle_fallback``). The correction in force when a budget is
             solved knows only the options that ran before, and a device's ratio to the profiles differs between
             options (a sweep's test batches, not of the profiled size, teach it nothing); the epoch then runs a
             configuration whose options were measured to hold now. 0: off (forwards the epoch serves at
@@ -256,11 +258,15 @@ class OnlineScalingHook(Hook):
                 or (self._current_budget or {}).get('latency_ms') is None):
             return fields
         measure = self.log_measured and self.latency_repeats > 0
+        budget_ms = self._current_budget['latency_ms']
+        within = []  # (estimated metric, selection) of the configurations measured within the budget
         while True:
             self._warm_up(runner, model)  # the configuration the epoch runs has always been served a window
             if measure:
                 fields['settled_corrected_latency_ms'] = model.estimate()['latency_ms']
                 fields['settled_measured_latency_ms'] = self._measure_latency_ms(runner, model)
+                if fields['settled_measured_latency_ms'] <= budget_ms:
+                    within.append((model.estimate()['metric'], dict(model.selection)))
             if fields['settle_solves'] == self.latency_settle:
                 break
             result = model.rescale_if_needed(0.0, self.rescale_drift)
@@ -269,6 +275,16 @@ class OnlineScalingHook(Hook):
             fields['settle_solves'] += 1
             self.num_solves += 1
             self._last_result = result
+        if within and fields['settle_solves'] == self.latency_settle \
+                and fields['settled_measured_latency_ms'] > budget_ms:
+            # Out of re-solves on a configuration measured over the budget while the correction still learns (its
+            # load and per-option factors are fitted from each other, which can take more windows than allowed):
+            # run the best configuration measured within the budget instead, measured again.
+            model.switch(max(within, key=lambda entry: entry[0])[1])
+            self._warm_up(runner, model)
+            fields.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
+                          settled_measured_latency_ms=self._measure_latency_ms(runner, model),
+                          settle_fallback=True)
         return fields
 
     def _check_latency(self, runner, mode: str) -> None:
@@ -301,6 +317,7 @@ class OnlineScalingHook(Hook):
             settled.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
                            settled_measured_latency_ms=self._measure_latency_ms(runner, model))
         fields = dict(rescaled_solves=1 + settled['settle_solves'], rescaled_choice=dict(model.selection),
+                      rescaled_fallback=settled.get('settle_fallback', False),
                       rescaled_corrected_latency_ms=settled['settled_corrected_latency_ms'],
                       rescaled_measured_latency_ms=settled['settled_measured_latency_ms'])
         runner.logger.info(
