@@ -98,7 +98,9 @@ class OnlineScalingHook(Hook):
             (whether the optimizer ran for it), ``settle_solves`` (re-solves of ``latency_settle``),
             ``settled_corrected_latency_ms`` and ``settled_measured_latency_ms`` (with ``latency_repeats``, a
             settled latency budget's configuration estimated and measured right after settling, before the epoch:
-            where it was chosen), ``rescaled_solves``, ``rescaled_choice``, ``rescaled_corrected_latency_ms`` and
+            where it was chosen; ``settle_fallback`` when settling ran out of re-solves and fell back to a
+            configuration measured within the budget), ``rescaled_solves``, ``rescaled_choice``,
+            ``rescaled_fallback``, ``rescaled_corrected_latency_ms`` and
             ``rescaled_measured_latency_ms`` (the configuration the correction re-solved to after the epoch's latency
             measurement, settled and measured, if it did), ``latency_headroom`` (how far under the latency budget the
             solve aimed, :attr:`mmlego.LegoDNN.last_headroom`) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
