@@ -144,7 +144,6 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     recorded = osp.join(osp.dirname(bank_dir), 'legodnn', 'pipeline.json')
     if osp.exists(recorded) and not (cfg_options and any(k.startswith('train_cfg.retrain') for k in cfg_options)):
         retrain_settings = json.load(open(recorded))['settings']['retrain']
-        loop_cfg.retrain = retrain_settings
     retrain_cfg = RetrainingConfig(**{**retrain_settings, 'epochs': 1})
     timed = [next(batches) for _ in range(4)]
     teacher_forward = lambda m, batch: forward(m, m.data_preprocessor(batch, False)['inputs'])  # noqa: E731
@@ -159,8 +158,8 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     del scratch
     from mmengine.runner import Runner
     epoch_batches = len(Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader)))
-    epoch_batches = (loop_cfg.get('retrain') or {}).get('max_batches_per_epoch') or epoch_batches
-    retrain_s = retrain_step_s * epoch_batches * (loop_cfg.get('retrain') or {}).get('epochs', 1)
+    epoch_batches = retrain_settings.get('max_batches_per_epoch') or epoch_batches
+    retrain_s = retrain_step_s * epoch_batches * retrain_settings.get('epochs', 1)
 
     rows = []
     for budget in budgets:

@@ -184,3 +184,17 @@ def test_settings_recorded_before_the_newer_keys_existed_still_match():
         ('task', 'random', 'mixed')
     with pytest.raises(ValueError, match='through_lr_ratio must be a number > 0'):
         RetrainingConfig(through_model='distill', through_lr_ratio=0)
+
+
+def test_composite_inputs_and_training_through_share_one_teacher_copy(shared, monkeypatch):
+    from mmlego.block_retraining import inputs
+    teacher, descendants = fresh(shared)
+    _, bank, train, val = shared
+    copies = []
+    original = inputs.CompositeInputs.__init__
+    monkeypatch.setattr(inputs.CompositeInputs, '__init__', lambda self, *a: copies.append(self) or original(self, *a))
+    report = retrain(teacher, descendants, train, val, epochs=1, inputs='mixed', through_model='distill')
+    assert len(copies) == 1 and report.history[0]['through_train'] > 0
+    errors = composite_errors(teacher, bank, descendants, val)
+    for key, loss in report.best_val.items():
+        assert loss == pytest.approx(errors[float(key.split('@')[1])], rel=1e-4), key

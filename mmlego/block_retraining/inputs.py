@@ -96,6 +96,7 @@ class CompositeInputs:
         # The copy's own (frozen) blocks, for configurations that run a block at sparsity 0.0 untrained.
         self.originals = {name: block_module_of(self.model, next(iter(by_s.values())).spec, copy_modules=False)
                           for name, by_s in descendants.items()}
+        self.modules: dict[str, nn.Module] = {}  # block name -> the module the copy runs now
 
     @contextlib.contextmanager
     def _capturing(self, modules: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor],
@@ -130,6 +131,7 @@ class CompositeInputs:
             modules[name] = self.originals[name] if sparsity == 0 and originals_at_zero \
                 else by_sparsity[sparsity].module
             put_block(self.model, modules[name])
+        self.modules.update(modules)
         return modules
 
     def run(self, config: Mapping[str, float], forward: TeacherForward, batch: Any, detach: bool = True,

@@ -103,7 +103,6 @@ class RetrainingConfig:
             raise ValueError(f'max_batches_per_epoch must be an integer >= 1 or None (the whole loader), got '
                              f'{limit!r}')
 
-
     def recorded(self) -> dict[str, Any]:
         """The settings as run records and resume compares them: keys added since (at their defaults, which
         behave as before they existed) are left out, so runs recorded before them still resume."""
@@ -240,15 +239,15 @@ def retrain_descendants(teacher: nn.Module,
     capture = FeatureCapture(teacher, specs)
     optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
                   for key, d in trainees.items()}
+    composite = CompositeInputs(teacher, descendants) if config.inputs != 'teacher' else None
     through = ThroughModel(teacher, descendants, trainees, config.through_model, config.through_configurations,
-                           task_loss, config.lr * config.through_lr_ratio, config.weight_decay) \
+                           task_loss, composite, config.lr * config.through_lr_ratio, config.weight_decay) \
         if config.through_model else None
     saved_optimizers = dict(optimizers, **{f'{key}#through': optimizer
                                            for key, optimizer in (through.optimizers if through else {}).items()})
     state = RetrainingState(state_dir, sorted(trainees), config.recorded())
     start = state.load(trainees, saved_optimizers, report)
     teacher.eval()
-    composite = CompositeInputs(teacher, descendants) if config.inputs != 'teacher' else None
     if start == 0 and val_batches is not None:  # the untrained pruned weights compete for the best epoch
         initial = evaluate_descendants(capture, trainees, val_batches, teacher_forward, config, composite, through)
         state.set_initial(trainees, loss_sync(initial) if loss_sync is not None else initial)

@@ -55,21 +55,24 @@ class ThroughModel:
         trainees: Key -> descendant of those that train (others run frozen in the composite).
         loss: ``'distill'`` or ``'task'``.
         configurations: ``'uniform'`` (batch ``i`` runs every block at the ``i``-th trained sparsity, cycling) or
-            ``'random'`` (each block draws its sparsity; every ``len(sparsities)``-th batch runs all blocks at the
-            highest, the configuration whose errors stack most).
+            ``'random'`` (each block draws its sparsity; every ``len(sparsities) + 1``-th batch runs all blocks at
+            the highest, the configuration whose errors stack most).
         task_loss: ``task_loss(model, batch)`` -> the task's training loss (required for ``'task'``).
-        lr: Adam learning rate of the through steps.
+        composite: The :class:`CompositeInputs` to run (shared with composite inputs: one teacher copy); default:
+            a new one.
+        lr: Adam learning rate of the through steps (each :meth:`step` sets its rate).
         weight_decay: Adam weight decay.
     """
 
     def __init__(self, teacher: nn.Module, descendants: Mapping[str, Mapping[float, Descendant]],
                  trainees: Mapping[str, Descendant], loss: str, configurations: str = 'random',
-                 task_loss: TaskLoss | None = None, lr: float = 3e-4, weight_decay: float = 0.0) -> None:
+                 task_loss: TaskLoss | None = None, composite: CompositeInputs | None = None, lr: float = 3e-4,
+                 weight_decay: float = 0.0) -> None:
         check_through(loss, configurations)
         if loss == 'task' and task_loss is None:
             raise ValueError('through_model="task" needs a task_loss(model, batch) callable (the LegoDNN pipeline '
                              'gives the model\'s own loss); use through_model="distill" without labels')
-        self.composite = CompositeInputs(teacher, descendants)
+        self.composite = composite or CompositeInputs(teacher, descendants)
         self.descendants = descendants
         self.loss, self.configurations, self.task_loss = loss, configurations, task_loss
         self.trainees = {key: d for key, d in trainees.items() if d.sparsity > 0}  # 0.0 runs the teacher's block
@@ -81,13 +84,16 @@ class ThroughModel:
     def configuration(self, epoch: int, index: int) -> dict[str, float]:
         """Block -> sparsity of the composite of batch ``index`` of ``epoch`` (deterministic: resumes alike)."""
         if self.configurations == 'uniform':
-            sparsity = self.sparsities[index % len(self.sparsities)]
-            return {name: sparsity if sparsity in by_s else 0.0 for name, by_s in self.descendants.items()}
+            return self._all_at(self.sparsities[index % len(self.sparsities)])
         if index % (len(self.sparsities) + 1) == 0:
             top = self.sparsities[-1]
             return {name: top if top in by_s else max(by_s) for name, by_s in self.descendants.items()}
         rng = random.Random(epoch * 1_000_003 + index)
         return {name: rng.choice(sorted(by_s)) for name, by_s in self.descendants.items()}
+
+    def _all_at(self, sparsity: float) -> dict[str, float]:
+        """Every block at ``sparsity`` (a block without that descendant at its teacher's)."""
+        return {name: sparsity if sparsity in by_s else 0.0 for name, by_s in self.descendants.items()}
 
     def _loss(self, config: Mapping[str, float], forward: TeacherForward, batch: Any, teacher_outputs: Any,
               kind: str) -> torch.Tensor:
@@ -130,8 +136,7 @@ class ThroughModel:
                                   f'{error}') from error
         finally:  # descendants in the composite that do not train here (skipped, stopped) keep no gradient
             trained = {id(self.trainees[key].module) for key in keys}
-            for name, sparsity in config.items():
-                module = self.descendants[name][sparsity].module
+            for module in self.composite.modules.values():
                 if id(module) not in trained:
                     module.zero_grad(set_to_none=True)
         return float(loss.detach())
@@ -146,8 +151,8 @@ class ThroughModel:
         losses = {}
         with torch.no_grad():
             for sparsity in self.sparsities:
-                config = {name: sparsity if sparsity in by_s else 0.0 for name, by_s in self.descendants.items()}
-                losses[sparsity] = float(self._loss(config, forward, batch, teacher_outputs, self.heldout_kind))
+                losses[sparsity] = float(self._loss(self._all_at(sparsity), forward, batch, teacher_outputs,
+                                                    self.heldout_kind))
         return {key: losses[d.sparsity] for key, d in self.trainees.items()}
 
     def _heldout_kind(self, forward: TeacherForward, batch: Any, teacher_outputs: Any) -> str:
