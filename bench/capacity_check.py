@@ -114,18 +114,19 @@ def markdown(results: dict, finetune: bool) -> str:
         lines = ['| model | metric | teacher (test) | sparsity | params kept | pruned | fine-tuned (teacher schedule) | '
                  'loss after fine-tuning (0-100) | target | fine-tune minutes |', '|---|---|---|---|---|---|---|---|---|---|']
     for key, r in results.items():
-        name = key.split('@')[0]
+        label = key.split('@')[0]  # '<model>' or '<model>:<variant>' (e.g. a teacher of another width, kept beside)
+        name = label.split(':')[0]
         metric = TEACHERS[name][1]
         full, pruned = r['metrics_full'][metric], r['metrics_pruned'][metric]
         kept = r['params_pruned'] / r['params_full']
         if not finetune:
-            lines.append(f'| {name} | {metric} | {full:.3f} | {pruned:.3f} | {full - pruned:.3f} | {kept:.0%} |')
+            lines.append(f'| {label} | {metric} | {full:.3f} | {pruned:.3f} | {full - pruned:.3f} | {kept:.0%} |')
             continue
         tuned = r['metrics_finetuned'][metric]
         points = 1.0 if metric == 'mIoU' else 100.0
         loss = (full - tuned) * points
         target = 3.0 if r['sparsity'] < 0.7 else 8.0
-        lines.append(f'| {name} | {metric} | {full:.3f} | {r["sparsity"]:g} | {kept:.0%} | {pruned:.3f} | {tuned:.3f} '
+        lines.append(f'| {label} | {metric} | {full:.3f} | {r["sparsity"]:g} | {kept:.0%} | {pruned:.3f} | {tuned:.3f} '
                      f'| {loss:.1f} | >= {target:g}: {"met" if loss >= target else "not met"} | '
                      f'{r["finetune_seconds"] / 60:.1f} |')
     return '\n'.join(lines)
