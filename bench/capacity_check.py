@@ -117,7 +117,8 @@ def markdown(results: dict, finetune: bool) -> str:
         label = key.split('@')[0]  # '<model>' or '<model>:<variant>' (e.g. a teacher of another width, kept beside)
         name = label.split(':')[0]
         metric = TEACHERS[name][1]
-        full, pruned = r['metrics_full'][metric], r['metrics_pruned'][metric]
+        full = r['metrics_full'][metric]
+        pruned = r['metrics_pruned'].get(metric, 0.0)  # no metrics: the pruned model detected nothing
         kept = r['params_pruned'] / r['params_full']
         if not finetune:
             lines.append(f'| {label} | {metric} | {full:.3f} | {pruned:.3f} | {full - pruned:.3f} | {kept:.0%} |')
