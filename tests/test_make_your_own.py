@@ -23,7 +23,7 @@ def test_guide_turns_pspnet_into_a_lego_model(workspace, tmp_path):
     teacher_config = tmp_path / 'pspnet_r18-d8_synthseg.py'
     teacher_config.write_text(
         f"_base_ = ['{CONFIGS / 'segmentation/fcn/fcn_r18-d8_synthseg.py'}']\n"
-        "model = dict(decode_head=dict(_delete_=True, type='PSPHead', in_channels=512, in_index=3, channels=128,\n"
+        "model = dict(decode_head=dict(_delete_=True, type='PSPHead', in_channels=128, in_index=3, channels=32,\n"
         "    pool_scales=(1, 2, 3, 6), dropout_ratio=0.1, num_classes=4, norm_cfg=dict(type='BN', requires_grad=True),\n"
         "    align_corners=False, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))\n")
     torch.manual_seed(0)
