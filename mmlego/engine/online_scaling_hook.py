@@ -41,7 +41,7 @@ from ..registry import HOOKS
 from ..scaling_optimizer.budget import InfeasibleBudgetError, format_budget, parse_budget
 from ..scaling_optimizer.hysteresis import DEFAULT_HYSTERESIS, decide
 from .budget_schedule import BudgetSource, infeasible_message, load_schedule
-from .scaling_measurements import example_inputs, measure_memory_mb, warm_up
+from .scaling_measurements import example_inputs, measure_memory_mb, settle_latency, warm_up
 from .scaling_records import SCALAR_KEYS, chosen_lines, measured_line, new_record
 
 __all__ = ['OnlineScalingHook', 'load_schedule', 'parse_budget']
@@ -249,44 +249,19 @@ class OnlineScalingHook(Hook):
         return decision.reason
 
     def _settle(self, runner, model) -> dict[str, Any]:
-        """Teaches the online correction on the configuration just chosen and re-solves while its corrected
-        estimate exceeds the latency budget at all (see ``latency_settle``; a bounded loop, so no tolerance against
-        alternating as in serving). With ``latency_repeats``, each configuration is measured before that check (its
-        timed forwards teach the correction too, so a configuration measured over its budget is re-solved); returns
-        the record's ``settle_solves`` and the last configuration's corrected estimate and measurement
-        (``settled_*_latency_ms``), taken there and then."""
-        fields: dict[str, Any] = dict(settle_solves=0)
+        """Settles the configuration just chosen under the latency budget (:func:`settle_latency`); returns the
+        record's ``settle_solves`` and ``settled_*`` fields."""
         if (model.correction is None or not self.latency_settle
                 or (self._current_budget or {}).get('latency_ms') is None):
-            return fields
+            return dict(settle_solves=0)
         measure = self.log_measured and self.latency_repeats > 0
-        budget_ms = self._current_budget['latency_ms']
-        within = []  # (estimated metric, selection) of the configurations measured within the budget
-        while True:
-            self._warm_up(runner, model)  # the configuration the epoch runs has always been served a window
-            if measure:
-                fields['settled_corrected_latency_ms'] = model.estimate()['latency_ms']
-                fields['settled_measured_latency_ms'] = self._measure_latency_ms(runner, model)
-                if fields['settled_measured_latency_ms'] <= budget_ms:
-                    within.append((model.estimate()['metric'], dict(model.selection)))
-            if fields['settle_solves'] == self.latency_settle:
-                break
-            result = model.rescale_if_needed(0.0, self.rescale_drift)
-            if result is None:
-                break
-            fields['settle_solves'] += 1
-            self.num_solves += 1
+        fields, result = settle_latency(
+            model, lambda: self._warm_up(runner, model),
+            (lambda: self._measure_latency_ms(runner, model)) if measure else None,
+            self._current_budget['latency_ms'], self.latency_settle, self.rescale_drift)
+        self.num_solves += fields['settle_solves']
+        if result is not None:
             self._last_result = result
-        if within and fields['settle_solves'] == self.latency_settle \
-                and fields['settled_measured_latency_ms'] > budget_ms:
-            # Out of re-solves on a configuration measured over the budget while the correction still learns (its
-            # load and per-option factors are fitted from each other, which can take more windows than allowed):
-            # run the best configuration measured within the budget instead, measured again.
-            model.switch(max(within, key=lambda entry: entry[0])[1])
-            self._warm_up(runner, model)
-            fields.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
-                          settled_measured_latency_ms=self._measure_latency_ms(runner, model),
-                          settle_fallback=True)
         return fields
 
     def _check_latency(self, runner, mode: str) -> None:

@@ -1,6 +1,9 @@
 """How ``mmlego.OnlineScalingHook`` measures a running configuration, apart from the estimates it checks: resident
-bytes on the compute device, and timed tensor-path forwards on one example batch of the run's data."""
+bytes on the compute device, and timed tensor-path forwards on one example batch of the run's data; and how it
+settles a configuration under a latency budget from those forwards."""
 from __future__ import annotations
+
+from typing import Any, Callable
 
 _MB = 2 ** 20
 
@@ -42,3 +45,41 @@ def warm_up(model, inputs, latency_warmup: int, max_extra_windows: int = 2, stab
         model.measure_latency_ms(inputs, warmup=0, repeats=correction.window)
         if abs(model.estimate()['latency_ms'] / before - 1.0) <= stable:
             break
+
+
+def settle_latency(model, warm: Callable[[], None], measure_ms: Callable[[], float] | None, budget_ms: float,
+                   max_solves: int, drift: float) -> tuple[dict[str, Any], Any]:
+    """Teaches the online correction on the running configuration and re-solves while its corrected estimate exceeds
+    ``budget_ms`` at all, at most ``max_solves`` times (a bounded loop, so no tolerance against alternating as in
+    serving). With ``measure_ms``, each configuration is measured before that check (its timed forwards teach the
+    correction too, so one measured over its budget is re-solved).
+
+    Returns the fields ``settle_solves`` and (measured) ``settled_corrected_latency_ms`` /
+    ``settled_measured_latency_ms`` of the configuration left running, and the last solve's result (None: none).
+    When the re-solves run out on a configuration measured over the budget, the best one (highest estimated metric)
+    measured within it runs instead, measured again (``settle_fallback``): the correction's load and per-option
+    factors are fitted from each other and can take more windows to agree than allowed.
+    """
+    fields: dict[str, Any] = dict(settle_solves=0)
+    last_result = None
+    within = []  # (estimated metric, selection) of the configurations measured within the budget
+    while True:
+        warm()  # the configuration the epoch runs has always been served a window
+        if measure_ms is not None:
+            fields['settled_corrected_latency_ms'] = model.estimate()['latency_ms']
+            fields['settled_measured_latency_ms'] = measure_ms()
+            if fields['settled_measured_latency_ms'] <= budget_ms:
+                within.append((model.estimate()['metric'], dict(model.selection)))
+        if fields['settle_solves'] == max_solves:
+            break
+        result = model.rescale_if_needed(0.0, drift)
+        if result is None:
+            break
+        fields['settle_solves'] += 1
+        last_result = result
+    if within and fields['settle_solves'] == max_solves and fields['settled_measured_latency_ms'] > budget_ms:
+        model.switch(max(within, key=lambda entry: entry[0])[1])
+        warm()
+        fields.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
+                      settled_measured_latency_ms=measure_ms(), settle_fallback=True)
+    return fields, last_result
