@@ -3,7 +3,7 @@
 # Then:          python tools/train.py configs/action/trn/trn_r18_legodnn_synthaction.py
 # Scaled:        python tools/test.py configs/action/trn/trn_r18_legodnn_synthaction.py work_dirs/trn_r18_synthaction/epoch_20.pth  (at the budget of its OnlineScalingHook)
 _base_ = ['./trn_r18_synthaction.py', '../../_base_/budgets/teacher_60pct_memory_80pct_latency.py']
-custom_imports = dict(imports=['mmlego'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmlego', 'mmlego.models.mmaction_resnet'], allow_failed_imports=False)  # + the teacher's
 runner_type = 'mmlego.LegoRunner'  # any package's tools/train.py and test.py build it
 custom_hooks = [{{_base_.legodnn_scaling_hook}}]  # online scaling at test time (budget: _base_)
 

@@ -1,13 +1,13 @@
 # LegoDNN over the deeppose_res18_synthpose-128x128 teacher: blocks, descendants, retraining, profiling -> work_dir/bank.
 # Teacher first: python tools/train.py configs/pose/deeppose/deeppose_res18_synthpose-128x128.py
 # Then:          python tools/train.py configs/pose/deeppose/deeppose_res18_legodnn_synthpose-128x128.py
-# Scaled:        python tools/test.py configs/pose/deeppose/deeppose_res18_legodnn_synthpose-128x128.py work_dirs/deeppose_res18_synthpose-128x128/epoch_40.pth  (at the budget of its OnlineScalingHook)
+# Scaled:        python tools/test.py configs/pose/deeppose/deeppose_res18_legodnn_synthpose-128x128.py work_dirs/deeppose_res18_synthpose-128x128/epoch_120.pth  (at the budget of its OnlineScalingHook)
 _base_ = ['./deeppose_res18_synthpose-128x128.py', '../../_base_/budgets/teacher_60pct_memory_80pct_latency.py']
 custom_imports = dict(imports=['mmlego'], allow_failed_imports=False)
 runner_type = 'mmlego.LegoRunner'  # any package's tools/train.py and test.py build it
 custom_hooks = [dict(type='SyncBuffersHook'), {{_base_.legodnn_scaling_hook}}]  # the teacher's + scaling
 
-load_from = 'work_dirs/deeppose_res18_synthpose-128x128/epoch_40.pth'  # the teacher
+load_from = 'work_dirs/deeppose_res18_synthpose-128x128/epoch_120.pth'  # the teacher
 model = dict(_delete_=True, type='mmlego.LegoDNN', architecture={{_base_.model}}, bank='{work_dir}/bank')
 train_cfg = dict(
     _delete_=True, type='mmlego.LegoDNNPipelineLoop', sparsities=[0.0, 0.2, 0.4, 0.6, 0.8], max_ratio=0.125,

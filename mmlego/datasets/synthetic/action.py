@@ -31,8 +31,10 @@ from .shapes import (SHAPE_KINDS, ProgressFn, add_noise, blend_polygon,
 ACTION_CLASSES = ('move_right', 'move_left', 'move_up', 'move_down', 'grow',
                   'shrink')
 
-#: Default knobs of :func:`generate_action`.
-ACTION_DEFAULTS = dict(num_train=480, num_val=60, img_size=64, frames=16)
+#: Default knobs of :func:`generate_action`. 1920 training clips: on 480 a TSN teacher learns them by heart (100%
+#: training accuracy, 0.47 val); on 1920 the quarter-width teacher reaches 0.83 val in about 5 min. 240 val and test
+#: clips: one clip is 0.4 points of top-1.
+ACTION_DEFAULTS = dict(num_train=1920, num_val=240, img_size=64, frames=16)
 
 TASK_ID = 4
 
@@ -43,7 +45,7 @@ _TRAIL_ALPHAS = (0.4, 0.7)  # oldest first
 _DIRECTIONS = {0: (1.0, 0.0), 1: (-1.0, 0.0), 2: (0.0, -1.0), 3: (0.0, 1.0)}
 
 
-def action_params(seed: int = 0, num_train: int = 480, num_val: int = 60,
+def action_params(seed: int = 0, num_train: int = 1920, num_val: int = 240,
                   img_size: int = 64, frames: int = 16,
                   num_test: Optional[int] = None) -> dict:
     """Return the parameter dict recorded in ``meta.json``."""
@@ -129,8 +131,8 @@ def _render_clip(rng: np.random.Generator, label: int, size: int,
     return clip
 
 
-def generate_action(out_dir: str, seed: int = 0, num_train: int = 480,
-                    num_val: int = 60, img_size: int = 64, frames: int = 16,
+def generate_action(out_dir: str, seed: int = 0, num_train: int = 1920,
+                    num_val: int = 240, img_size: int = 64, frames: int = 16,
                     progress: ProgressFn = None,
                     num_test: Optional[int] = None) -> dict:
     """Write the synthetic action-recognition dataset into ``out_dir``.
