@@ -346,3 +346,18 @@ def test_composite_error_is_zero_for_the_teacher_and_the_relative_error_of_the_s
     with torch.no_grad():
         expected = sum(float(((model(b) - teacher(b)) ** 2).sum() / (teacher(b) ** 2).sum()) for b in batches) / 2
     assert errors[0.0] == 0.0 and errors[0.8] == pytest.approx(expected, rel=1e-5) and expected > 1e-3
+
+
+def test_val_precision_evaluates_the_chosen_samples_only():
+    import numpy as np
+    from mmaction.evaluation import AccMetric
+
+    import val_precision
+    scores = {0: [0.9, 0.1], 1: [0.2, 0.8]}  # class 0 predicted, class 1 predicted
+    results = [dict(pred=np.array(scores[p], dtype=np.float32), label=np.int64(t))
+               for p, t in [(0, 0), (1, 0), (1, 1), (0, 1)]]  # right, wrong, right, wrong
+    metric = AccMetric(metric_list=('top_k_accuracy',), metric_options=dict(top_k_accuracy=dict(topk=(1,))))
+    assert val_precision._subset_metric(metric, results, {0, 1, 2, 3})['top1'] == pytest.approx(0.5)
+    assert val_precision._subset_metric(metric, results, {0, 2})['top1'] == pytest.approx(1.0)
+    assert val_precision._subset_metric(metric, results, {1, 3})['top1'] == pytest.approx(0.0)
+    assert val_precision._scaled('acc/top1', {'top1': 0.25}) == 25.0 and val_precision._scaled('mIoU', {'mIoU': 40}) == 40
