@@ -29,6 +29,8 @@ TARGET_POINTS = 0.5
 
 def _sample_key(result: dict, index: int):
     """What identifies a sample's image across the results: COCO metrics group instances by image."""
+    if isinstance(result, tuple) and result and isinstance(result[0], dict):  # mmpose's CocoMetric: (pred, gt)
+        result = result[0]
     return result.get('img_id', index) if isinstance(result, dict) else index
 
 
@@ -40,13 +42,14 @@ def _subset_metric(metric, results: list, keep: set) -> dict:
         saved['img_ids'] = metric.img_ids
         metric.img_ids = sorted(keep)
     elif getattr(metric, 'coco', None) is not None:  # mmpose CocoMetric: evaluates every image of metric.coco
-        from pycocotools.coco import COCO
         saved['coco'] = metric.coco
         full = metric.coco.dataset
-        part = COCO()
+        part = type(metric.coco)()  # mmpose's is xtcocotools' COCO, whose COCOeval also reads anno_file
         part.dataset = dict(full, images=[im for im in full['images'] if im['id'] in keep],
                             annotations=[a for a in full['annotations'] if a['image_id'] in keep])
         part.createIndex()
+        if hasattr(metric.coco, 'anno_file'):
+            part.anno_file = metric.coco.anno_file
         metric.coco = part
     try:
         return metric.compute_metrics(copy.deepcopy(subset))
@@ -132,6 +135,10 @@ def main(argv=None):
         teachers = json.load(open(args.teachers))
         for name, record in teachers.items():
             if args.only and name not in args.only:
+                continue
+            if not osp.exists(record['checkpoint']):
+                print(f"[val_precision] {name}: skipped, its checkpoint {record['checkpoint']} is missing "
+                      f"(train it: bench/teachers.py --only {name})", flush=True)
                 continue
             results[name] = measure(record['config'], record['checkpoint'], record['metric'], args.splits,
                                     args.split)
