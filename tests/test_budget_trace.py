@@ -53,7 +53,9 @@ def make_trace(model, seed=0):
     fast, slow = limits['min_latency_ms'], limits['max_latency_ms']
     middle = model.scale(memory_mb=small + 0.6 * (full - small)).memory_bytes['model'] / MB
     model.switcher.reset()
-    latency = (1.3 * fast + slow) / 2  # feasible even on the slowed device
+    # Feasible even on the slowed device (the fastest configuration slowed 1.3x fits), whatever the model's range:
+    # a narrow model's configurations span little latency (overhead dominates), a wide one's a lot.
+    latency = max((1.3 * fast + slow) / 2, 1.4 * fast)
     trace = [('flat', dict(memory_mb=middle), 1.0)] * 15
     trace += [('noisy', dict(memory_mb=middle * (1 + rng.uniform(-0.03, 0.03))), 1.0) for _ in range(60)]
     trace += [('drop', dict(memory_mb=small * 1.02), 1.0)] * 10
