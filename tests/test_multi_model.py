@@ -62,8 +62,8 @@ def test_joint_choice_equals_brute_force(two_models):
 
 def test_default_weights_make_metrics_relative_to_each_teacher(two_models):
     from mmlego.runtime import MultiModelRuntime
-    teacher = two_models['action'].bank.profiles.teacher_metric
-    assert teacher > 0
+    # The tiny test teacher's own metric on its 4 val clips may be 0 (it is barely trained): set a reference.
+    two_models['action'].bank.profiles.teacher_metric = teacher = 0.4
     runtime = MultiModelRuntime({'action': two_models['action']})
     assert runtime.weights['action'] == pytest.approx(1 / teacher)
     # A model whose teacher metric cannot be a reference needs an explicit weight, and says so.
@@ -115,7 +115,8 @@ def test_a_shared_latency_budget_is_aimed_under_the_largest_headroom_of_the_mode
     smallest = sum(model.estimate({name: 0.8 for name in model.selection})['latency_ms']
                    for model in two_models.values())
     full = runtime.full_estimate()['latency_ms']
-    budget = smallest + 0.6 * (full - smallest)
+    # Room for the headroom above the smallest configuration, however little latency the models' ranges span
+    budget = max(smallest + 0.6 * (full - smallest), 1.3 * smallest)
     result = runtime.scale(latency_ms=budget)
     assert runtime.last_headroom == 0.25
     assert result.total_latency_ms <= budget / 1.25 * (1 + 1e-9)
