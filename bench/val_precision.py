@@ -76,11 +76,15 @@ def measure(config: str, checkpoint: str, metric_name: str, splits: int, split: 
     with torch.no_grad():
         for batch in loader:
             evaluator.process(data_samples=model.val_step(batch), data_batch=batch)
-    metric = next(m for m in evaluator.metrics
-                  if metric_name.split('/')[-1] in _names(m, copy.deepcopy(m.results)))
-    results = list(metric.results)
-    whole = _scaled(metric_name, _subset_metric(metric, results, {_sample_key(r, i) for i, r in enumerate(results)}))
-    keys = sorted({_sample_key(r, i) for i, r in enumerate(results)}, key=str)
+    for metric in evaluator.metrics:  # the one reporting metric_name, evaluated once on the whole split
+        results = list(metric.results)
+        keys = sorted({_sample_key(r, i) for i, r in enumerate(results)}, key=str)
+        metrics = _subset_metric(metric, results, set(keys))
+        if metric_name.split('/')[-1] in metrics:
+            break
+    else:
+        raise KeyError(f'no metric of {config} reports {metric_name}')
+    whole = _scaled(metric_name, metrics)
     rng = random.Random(seed)
     differences = []
     for _ in range(splits):
@@ -96,11 +100,6 @@ def measure(config: str, checkpoint: str, metric_name: str, splits: int, split: 
                 whole_points=whole, splits=splits, median_points=statistics.median(differences),
                 mean_points=statistics.fmean(differences), p90_points=differences[int(0.9 * (len(differences) - 1))],
                 max_points=differences[-1], whole_standard_error_points=sd / 2)
-
-
-def _names(metric, results) -> set:
-    """The short names of the metrics ``metric`` reports (``compute_metrics`` keys)."""
-    return set(metric.compute_metrics(results))
 
 
 def _scaled(metric_name: str, metrics: dict) -> float:
