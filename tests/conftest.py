@@ -114,14 +114,16 @@ def run_tool_one_thread(tool, *args, cwd):
 
 
 def tiny_bank(name: str, lego_config: Path, root: Path, workspace: Path, sparsities: str = '[0.0,0.8]',
-              seed: int = 0, options: tuple = ()) -> SimpleNamespace:
+              seed: int = 0, options: tuple = (), teacher_options: dict | None = None) -> SimpleNamespace:
     """A random-init teacher checkpoint of ``TEACHER_CONFIGS[name]`` and its bank from tools/train.py (tiny run)."""
     import torch
     from mmengine.config import Config
 
     from mmlego.models import build_model
     torch.manual_seed(seed)
-    teacher = build_model(Config.fromfile(str(CONFIGS / TEACHER_CONFIGS[name])))
+    teacher_cfg = Config.fromfile(str(CONFIGS / TEACHER_CONFIGS[name]))
+    teacher_cfg.merge_from_dict(teacher_options or {})  # e.g. another width, matching ``options`` of the pipeline
+    teacher = build_model(teacher_cfg)
     checkpoint = root / 'teacher.pth'
     torch.save({'state_dict': teacher.state_dict()}, checkpoint)
     del teacher
@@ -135,7 +137,7 @@ def tiny_bank(name: str, lego_config: Path, root: Path, workspace: Path, sparsit
     assert (bank / 'manifest.json').is_file()
     manifest = json.loads((bank / 'manifest.json').read_text())
     return SimpleNamespace(root=root, teacher=checkpoint, bank=bank, profiles=manifest['profiles'],
-                           config=lego_config)
+                           config=lego_config, teacher_options=teacher_options or {})
 
 
 @pytest.fixture(scope='session')

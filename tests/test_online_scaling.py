@@ -83,11 +83,24 @@ def _runner(lego, tmp_path, hook, name, batch_size=1):
                              experiment_name=f'online_scaling_{name}_{os.getpid()}',
                              test_dataloader=dict(batch_size=batch_size, num_workers=0, persistent_workers=False)))
     cfg.model.bank = str(lego.bank)
+    cfg.merge_from_dict({'model.architecture.' + key[len('model.'):]: value
+                         for key, value in lego.teacher_options.items()})  # a teacher of another width
     cfg.custom_hooks = []  # the config's own scaling hook: each test brings one
     runner = Runner.from_cfg(cfg)
     scope_runner_checkpoint_loading(runner)
     runner.register_hook(hook)
     return runner
+
+
+@pytest.fixture(scope='module')
+def wide_lego(workspace, tmp_path_factory):
+    """The lego bank's TSN at full width: the latency scenarios need configurations whose latencies span far more
+    than this machine's timing jitter (the quarter-width TSN's span ~1 ms around 5 ms)."""
+    from .conftest import tiny_bank
+    wide = {'model.backbone.base_channels': 64, 'model.cls_head.in_channels': 512}
+    return tiny_bank('tsn', LEGO_CONFIG, tmp_path_factory.mktemp('wide_lego'), workspace,
+                     options=tuple(f'model.architecture.{k[len("model."):]}={v}' for k, v in wide.items()),
+                     teacher_options=wide)
 
 
 def _limits(lego):
@@ -173,12 +186,13 @@ def test_corrected_latency_follows_conditions_that_change_before_the_measurement
     assert record['corrected_latency_ms'] == pytest.approx(record['profiled_latency_ms'] * record['latency_ratio'])
 
 
-def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(lego, workspace, tmp_path, monkeypatch):
+def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(wide_lego, workspace, tmp_path, monkeypatch):
     """The online correction in force when a budget is solved was learned on the previous configuration. On a device
     where the teacher's own blocks run 4 ms per conv slower than profiled and the pruned ones as profiled, the
     configuration picked with the smallest one's correction misses its budget; ``latency_settle`` serves the new
     configuration a correction window before the epoch and re-solves, so the epoch runs one that holds. The test
     batches hold two clips, as in a sweep: not of the profiled size, they teach the correction nothing."""
+    lego = wide_lego  # the full-width TSN (see the fixture)
     import time
     from mmlego.engine import OnlineScalingHook
     monkeypatch.chdir(workspace)
@@ -233,12 +247,13 @@ def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(lego, work
     assert 're-solved' in _log_text(runner)
 
 
-def test_after_the_epoch_the_correction_re_solves_a_configuration_the_device_slowed(lego, workspace, tmp_path,
+def test_after_the_epoch_the_correction_re_solves_a_configuration_the_device_slowed(wide_lego, workspace, tmp_path,
                                                                                    monkeypatch):
     """The device slows down while the epoch runs (here: the teacher's own blocks 4 ms per conv, from the end of the
     epoch on) and the epoch's batches do not teach the correction (two clips: not of the profiled size). The
     measurement window after the epoch does: the hook re-solves there, as serving would, and measures the new
     configuration; the epoch's own configuration keeps its measurement, and the next epoch starts from the new one."""
+    lego = wide_lego  # the full-width TSN (see the fixture)
     import time
     from mmlego.engine import OnlineScalingHook
     monkeypatch.chdir(workspace)
