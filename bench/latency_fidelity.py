@@ -71,17 +71,19 @@ def configurations(names: list, sparsities: list, count: int, seed: int) -> list
     return chosen
 
 
-def reprofile_in_model(model, example) -> dict:
+def reprofile_in_model(model, example, min_seconds: float | None = None) -> dict:
     """Re-profiles a loaded LegoDNN model's bank in the model (what the pipeline and ``tools/profile_latency.py``
-    run) and re-attaches it (a fresh problem, the correction reset); returns ``profile_latency``'s check."""
+    run) and re-attaches it (a fresh problem, the correction reset); returns ``profile_latency``'s check.
+    ``min_seconds``: the span of the profiling (None: ``profile_latency``'s default)."""
     from mmlego.models import TENSOR_PATHS
     from mmlego.profiling import profile_latency
     model.switcher.reset()
     model.switcher.detach()
     model.timer.detach()
     model.switcher = model.timer = None
+    span = {} if min_seconds is None else dict(min_seconds=min_seconds)
     check = profile_latency(model.bank, model.architecture, (example,),
-                            TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')], show_progress=False)
+                            TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')], show_progress=False, **span)
     model.attach_bank(model.bank)
     return check
 

@@ -47,7 +47,8 @@ def _build_profiled_bank(config, out_dir):
                            show_progress=False)
     bank.meta['tensor_path'] = path
     profile_costs(bank, show_progress=False)
-    profile_model(bank, model, (inputs,), forward_fn=TENSOR_PATHS[path], warmup=0, repeats=1, show_progress=False)
+    profile_model(bank, model, (inputs,), forward_fn=TENSOR_PATHS[path], warmup=0, repeats=1, show_progress=False,
+                  min_seconds=0)
     for spec in bank.blocks:
         for sparsity in bank.sparsities:
             bank.profiles.get(spec.name, sparsity).accuracy_drop = sparsity

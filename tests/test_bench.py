@@ -246,7 +246,11 @@ def test_merge_results_keeps_the_models_not_measured_now(tmp_path):
 def test_latency_phases_profiles_and_measures_every_composite_per_cycle(lego, workspace, tmp_path, monkeypatch):
     import json
 
+    import functools
+
     import latency_phases
+    monkeypatch.setattr(latency_phases, 'reprofile_in_model',
+                        functools.partial(latency_phases.reprofile_in_model, min_seconds=0))  # 4 rounds, no span
     monkeypatch.chdir(workspace)
     (tmp_path / 'tsn').mkdir()
     (tmp_path / 'tsn' / 'bank').symlink_to(lego.bank)
@@ -361,3 +365,34 @@ def test_val_precision_evaluates_the_chosen_samples_only():
     assert val_precision._subset_metric(metric, results, {0, 2})['top1'] == pytest.approx(1.0)
     assert val_precision._subset_metric(metric, results, {1, 3})['top1'] == pytest.approx(0.0)
     assert val_precision._scaled('acc/top1', {'top1': 0.25}) == 25.0 and val_precision._scaled('mIoU', {'mIoU': 40}) == 40
+
+
+def test_latency_profile_span_profiles_with_each_span_and_scores_them_against_the_visits(lego, workspace, tmp_path,
+                                                                                        monkeypatch):
+    import json
+
+    import latency_profile_span
+    monkeypatch.chdir(workspace)
+    (tmp_path / 'tsn').mkdir()
+    (tmp_path / 'tsn' / 'bank').symlink_to(lego.bank)
+    teachers = tmp_path / 'teachers.json'
+    teachers.write_text(json.dumps({'tsn': {'checkpoint': str(lego.teacher)}}))
+    threads = torch.get_num_threads()
+    try:
+        result = latency_profile_span.measure_model('tsn', [0.0, 0.5], 2, 0.2, str(tmp_path), str(teachers), 1)
+    finally:
+        torch.set_num_threads(threads)
+    assert result['num_threads'] == 1 and set(result['by_span']) == {'0.0', '0.5'}
+    assert result['profile_seconds']['0.5'] >= 0.5
+    assert result['profile_seconds']['0.5'] > result['profile_seconds']['0.0']
+    for span in ('0.0', '0.5'):
+        assert len(result['profiles'][span]) == 2 and all(set(c) == {'0.0', '0.8'} for c in result['profiles'][span])
+    # the scores, recomputed from the stored profiles and references
+    reference = result['reference_ms']
+    cycles = result['profiles']['0.5']
+    errors = sorted(abs(c[s] - reference[s]) / reference[s] for c in cycles for s in reference)
+    assert result['by_span']['0.5']['max_error'] == pytest.approx(errors[-1])
+    assert result['by_span']['0.5']['median_error'] == pytest.approx((errors[1] + errors[2]) / 2)
+    spread = sorted((max(c[s] for c in cycles) - min(c[s] for c in cycles)) / reference[s] for s in reference)
+    assert result['by_span']['0.5']['reproducibility'] == pytest.approx(sum(spread) / 2)
+    assert '| tsn |' in latency_profile_span.markdown({'tsn': result})

@@ -93,6 +93,33 @@ def test_block_timer_times_every_block_inside_the_forward_and_follows_switches(p
         switcher.detach()
 
 
+def test_latency_profiling_spans_min_seconds_in_more_rounds_and_exactly_rounds_without(monkeypatch):
+    """A model of a few ms is profiled over ``min_seconds`` (the machine's speed phases averaged), not one instant."""
+    from mmlego.profiling import profile_latency
+    torch.manual_seed(0)
+    model = TinyTask(16).eval()
+    x = example_input(shape=SHAPE)
+    bank = BlockBank.build(model, (x,), sparsities=SPARSITIES, max_ratio=0.5, show_progress=False)
+    forwards = []
+
+    def forward(m, inputs):
+        forwards.append(time.perf_counter())
+        time.sleep(0.002)  # a forward of >= 2 ms, whatever the machine
+        return m(inputs)
+
+    profile_latency(bank, model, (x,), forward, warmup=0, repeats=1, rounds=1, settle_s=0.0, show_progress=False,
+                    min_seconds=0)
+    assert len(forwards) == len(SPARSITIES)  # one round, one timed forward per composite
+    forwards.clear()
+    profile_latency(bank, model, (x,), forward, warmup=0, repeats=1, rounds=1, settle_s=0.0, show_progress=False,
+                    min_seconds=0.3)
+    assert forwards[-1] - forwards[0] >= 0.3 - 0.05  # the visits span the time asked (one last forward's slack)
+    assert len(forwards) % len(SPARSITIES) == 0 and len(forwards) > 10 * len(SPARSITIES)  # whole rounds only
+    assert bank.profiles.model_latency_ms >= 2.0
+    with pytest.raises(ValueError, match='min_seconds must be a number >= 0'):
+        profile_latency(bank, model, (x,), forward, min_seconds=-1)
+
+
 def test_profiled_teacher_latency_is_its_in_model_composite_and_the_check_is_recorded(profiled):
     _, bank, _ = profiled
     profiles = bank.profiles

@@ -30,7 +30,7 @@ from mmlego.models import build_model
 arch = build_model(Config.fromfile(config), teacher)
 profiled = rt.BlockBank.load(bank, arch)
 check = rt.profile_latency(profiled, arch, [inputs], forward, warmup=1, repeats=2, rounds=1, settle_s=0.0,
-                           show_progress=False)
+                           show_progress=False, min_seconds=0)
 table = rt.LatencyTable.from_bank(profiled)
 # An exported configuration, loaded without bank or teacher, runs the same outputs.
 from mmlego.export import export_configuration

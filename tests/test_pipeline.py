@@ -33,6 +33,7 @@ def teacher_checkpoint(model_name, workspace, tmp_path):
 def tiny_pipeline_options(checkpoint):
     return ['load_from=' + str(checkpoint), 'train_cfg.retrain.max_batches_per_epoch=2', 'train_cfg.retrain.epochs=1',
             "train_cfg.references=['teacher']", 'train_cfg.sparsities=[0.0,0.8]', 'train_cfg.latency_repeats=2',
+            'train_cfg.latency_min_seconds=0',
             'train_cfg.heldout_batches=1', 'train_dataloader.batch_size=2', *fast_loader_options()]
 
 

@@ -89,7 +89,7 @@ def test_profile_costs(setup):
     x = torch.randn(*bank.blocks[1].input_shape)
     teacher_block = bank.descendant('b2', 0.0).module
     assert bank.profiles.get('b2', 0.0).flops == count_flops(lambda: teacher_block(x))
-    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False)
+    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False, min_seconds=0)
     assert bank.profiles.device == 'cpu' and bank.profiles.latency_method == 'in-model'
     for spec in bank.blocks:
         profiles = [bank.profiles.get(spec.name, s) for s in SPARSITIES]
@@ -196,7 +196,7 @@ def test_latency_table_round_trip(setup, tmp_path):
     with pytest.raises(ValueError, match='latenc'):  # block latencies not measured yet
         LatencyTable.from_bank(bank)
     profile_costs(bank, show_progress=False)
-    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False)
+    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False, min_seconds=0)
     table = LatencyTable.from_bank(bank)
     assert set(table.composites) == {f'{s:g}' for s in SPARSITIES}
     table.save(tmp_path / 'latency.json')
@@ -246,7 +246,7 @@ def test_solved_selection_runs_with_the_estimated_memory(setup):
     model, bank, data, target = setup
     profile_accuracy(bank, model, make_evaluate(data, target), show_progress=False)
     profile_costs(bank, show_progress=False)
-    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False)
+    profile_model(bank, model, (data,), warmup=1, repeats=3, show_progress=False, min_seconds=0)
     assert bank.profiles.model_memory_bytes == memory_bytes(model)
     problem = problem_from_bank(bank, name='tiny')
     switcher = BlockSwitcher(model, bank)

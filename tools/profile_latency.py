@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='with --apply: apply a table measured on another device type than --device anyway')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--min-seconds', type=float, default=None,
+                        help='in-model profiling visits the composites for at least this long, in more rounds if '
+                        'needed, to span the device\'s speed phases (default 10; 0: 4 rounds)')
     parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
     parser.add_argument('--threads', type=int, help='CPU intra-op threads to measure with (default: the config\'s '
                         'model.latency_threads, else as this process runs); serve with the same count')
@@ -131,7 +134,8 @@ def measure(args: argparse.Namespace) -> str:
         from mmlego.profiling import intra_op_threads
         threads = args.threads if args.threads is not None else cfg.model.get('latency_threads')
         with intra_op_threads(threads):
-            check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats)
+            span = {} if args.min_seconds is None else dict(min_seconds=args.min_seconds)
+            check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats, **span)
         table = LatencyTable.from_bank(bank)
         default_name = f'latency_{args.device.replace(":", "")}.json'
     out = args.out or osp.join(bank_dir, default_name)

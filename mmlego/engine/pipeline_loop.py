@@ -23,6 +23,7 @@ from ..block_retraining.state import completed_epochs
 from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
 from ..models.tensor_path import TENSOR_PATHS, example_batch, task_loss, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, intra_op_threads, profile_accuracy, profile_costs, profile_model
+from ..profiling.latency import DEFAULT_MIN_SECONDS
 from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
 from ..utils.atomic_io import atomic_write_json, read_json
@@ -105,6 +106,8 @@ class LegoDNNPipelineLoop(BaseLoop):
         max_val_batches: Limit accuracy-profiling evaluations to this many val batches (None: the whole set).
         metric: The evaluator metric to maximize (default: the task family's usual one).
         latency_repeats: Timed runs per latency measurement (median).
+        latency_min_seconds: Latency profiling visits its composites for at least this long (more rounds for a
+            model of a few milliseconds, so the profile spans the machine's speed phases; 0: 4 rounds).
         resume: Continue the stages saved in ``work_dir`` (``tools/train.py --resume`` sets it). Refused when the
             settings above (or ``load_from``) changed since the saved stages were made.
         overwrite: Start over even though ``work_dir/legodnn`` holds an earlier run (deleted then). Without it and
@@ -114,7 +117,8 @@ class LegoDNNPipelineLoop(BaseLoop):
     def __init__(self, runner, dataloader, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
                  max_ratio: float = 0.125, retrain: dict | None = None, heldout_batches: int = 4,
                  references: Sequence[str] = DEFAULT_REFERENCES, max_val_batches: int | None = None,
-                 metric: str | None = None, latency_repeats: int = 20, resume: bool = False,
+                 metric: str | None = None, latency_repeats: int = 20,
+                 latency_min_seconds: float = DEFAULT_MIN_SECONDS, resume: bool = False,
                  overwrite: bool = False) -> None:
         super().__init__(runner, dataloader)
         self.sparsities = [float(s) for s in check_sparsities(sparsities)]
@@ -140,6 +144,11 @@ class LegoDNNPipelineLoop(BaseLoop):
         self.max_val_batches = max_val_batches
         self.metric = metric
         self.latency_repeats = latency_repeats
+        if isinstance(latency_min_seconds, bool) or not isinstance(latency_min_seconds, (int, float)) \
+                or latency_min_seconds < 0:
+            raise ValueError(f'latency_min_seconds must be a number >= 0 (seconds latency profiling spans), got '
+                             f'{latency_min_seconds!r}')
+        self.latency_min_seconds = float(latency_min_seconds)
         self.resume = resume
         self.lego_dir = Path(runner.work_dir) / 'legodnn'
         self.bank_dir = Path(runner.work_dir) / 'bank'
@@ -326,7 +335,7 @@ class LegoDNNPipelineLoop(BaseLoop):
             profile_costs(bank, show_progress=_rank() == 0)
             with intra_op_threads(wrapper.latency_threads):  # the thread count the model will be served with
                 check = profile_model(bank, teacher, (example,), TENSOR_PATHS[path], repeats=self.latency_repeats,
-                                      show_progress=_rank() == 0)
+                                      show_progress=_rank() == 0, min_seconds=self.latency_min_seconds)
             runner.logger.info('in-model latency: teacher {:.2f} ms; frame + blocks vs measured composites: {}'.format(
                 bank.profiles.model_latency_ms, ', '.join(f's={key}: {error:+.1%}' for key, error in check.items())))
             self._finish_stage('done', bank)

@@ -84,7 +84,8 @@ def profile_costs(bank: BlockBank, show_progress: bool = True) -> None:
 
 def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],
                   forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 20,
-                  show_progress: bool = True, rounds: int = 4, settle_s: float = 1.0) -> dict[str, float]:
+                  show_progress: bool = True, rounds: int = 4, settle_s: float = 1.0,
+                  min_seconds: float | None = None) -> dict[str, float]:
     """Fills the teacher's memory and FLOPs and every latency, measured inside ``model``.
 
     ``forward_fn(model, *inputs)`` (default ``model(*inputs)``) runs the path the blocks were extracted from. Run
@@ -102,7 +103,9 @@ def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[An
         bank.profiles.model_flops = count_flops(lambda: forward_fn(model, *example_inputs))
     finally:
         model.train(was_training)
-    return profile_latency(bank, model, example_inputs, forward_fn, warmup, repeats, show_progress, rounds, settle_s)
+    span = {} if min_seconds is None else dict(min_seconds=min_seconds)  # None: profile_latency's default
+    return profile_latency(bank, model, example_inputs, forward_fn, warmup, repeats, show_progress, rounds, settle_s,
+                           **span)
 
 
 @dataclass

@@ -6,7 +6,11 @@ is the median of whole forwards of the all-0.0 composite, and the frame (everyth
 teacher's latency minus its blocks' in-model times. Before the first timing the teacher runs for a while (the
 process has often just finished minutes of evaluation; caches, the allocator and the CPU's clock settle first);
 composites are then visited in ``rounds`` rounds, alternately forward and in reverse, so a drift of the machine's
-speed during profiling spreads evenly over the sparsities instead of biasing those measured last.
+speed during profiling spreads evenly over the sparsities instead of biasing those measured last. Rounds go on until
+the timed visits span ``min_seconds``: a model that serves in a few milliseconds would otherwise be profiled in under
+a second, inside one of the speed phases a shared machine goes through (on this project's 2-vCPU VM the median of
+half a second of forwards moved by up to 1.4x between neighbouring half seconds, a pure-Python loop by 1.8x;
+``bench/latency_profile_span.py``), and the profile would describe that phase instead of the device.
 
 Checked after profiling (and stored in ``profiles.latency_check``): the estimate of every all-at-``s`` composite
 (frame + its blocks, as timed) against that composite's measured whole-forward median. A negative frame, a composite
@@ -41,6 +45,10 @@ from ..utils.progress import progress
 
 #: A composite whose estimate is further than this from its measurement is reported.
 CONSISTENCY_TOLERANCE = 0.10
+#: Default span of the timed visits (seconds): 4 rounds of a 20-80 ms model take longer, a 3-10 ms model gets more.
+DEFAULT_MIN_SECONDS = 10.0
+#: Rounds at most, whatever ``min_seconds`` asks (a model of a fraction of a millisecond).
+MAX_ROUNDS = 400
 
 
 def check_thread_count(count: Any, name: str = 'the number of threads') -> None:
@@ -73,7 +81,8 @@ def synchronize(device: torch.device) -> None:
 
 def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],
                     forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 20,
-                    show_progress: bool = True, rounds: int = 4, settle_s: float = 1.0) -> dict[str, float]:
+                    show_progress: bool = True, rounds: int = 4, settle_s: float = 1.0,
+                    min_seconds: float = DEFAULT_MIN_SECONDS) -> dict[str, float]:
     """Fills every descendant's in-model latency, the teacher's latency and the composites' latencies.
 
     Args:
@@ -86,6 +95,8 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
         show_progress: Show a progress bar.
         rounds: Visits of every composite; even rounds go from the teacher to the smallest, odd ones back.
         settle_s: Seconds of untimed teacher forwards before the first timing (at least ``warmup`` forwards).
+        min_seconds: More rounds (up to :data:`MAX_ROUNDS`) until the visits span this many seconds (0: exactly
+            ``rounds``), so that the profile averages over the machine's speed phases.
 
     Returns:
         Sparsity (as text) -> relative error of the composite's estimate (frame + blocks) vs its measurement.
@@ -97,9 +108,10 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     blocks: dict[float, dict[str, list[float]]] = {s: {name: [] for name in names} for s in bank.sparsities}
     if rounds < 1 or repeats < 1:
         raise ValueError(f'profile_latency needs rounds >= 1 and repeats >= 1, got rounds={rounds}, repeats={repeats}')
+    if not isinstance(min_seconds, (int, float)) or min_seconds < 0:
+        raise ValueError(f'min_seconds must be a number >= 0 (seconds the timed visits span), got {min_seconds!r}')
     per_round = max(1, math.ceil(repeats / rounds))
     order = list(bank.sparsities)
-    visits = [s for r in range(rounds) for s in (order if r % 2 == 0 else order[::-1])]
     was_training = model.training
     model.eval()
     switcher = BlockSwitcher(model, bank, guard_forward=False)
@@ -107,7 +119,7 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     try:
         with torch.no_grad():
             _settle(model, example_inputs, forward_fn, device, warmup, settle_s)
-            for sparsity in progress(visits, 'latency profiling (in the model)', enabled=show_progress):
+            for sparsity in _visits(order, rounds, min_seconds, show_progress):
                 switcher.switch({name: sparsity for name in names})
                 timer.attach()
                 for i in range(warmup + per_round):
@@ -145,6 +157,21 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     profiles.num_threads = torch.get_num_threads() if device.type == 'cpu' else None
     fill_latency_drops(profiles, names, bank.sparsities)
     return check_latency_model(profiles, names, bank.sparsities)
+
+
+def _visits(order: Sequence[float], rounds: int, min_seconds: float, show_progress: bool) -> Iterator[float]:
+    """The sparsities to visit: ``rounds`` rounds, alternately forward and in reverse, then more rounds (up to
+    :data:`MAX_ROUNDS`, their count estimated from the first ``rounds``) until ``min_seconds`` have passed."""
+    start = time.perf_counter()
+    first = [s for r in range(rounds) for s in (order if r % 2 == 0 else order[::-1])]
+    yield from progress(first, 'latency profiling (in the model)', enabled=show_progress)
+    elapsed = time.perf_counter() - start
+    if elapsed >= min_seconds or rounds >= MAX_ROUNDS:
+        return
+    extra = min(MAX_ROUNDS - rounds, math.ceil(rounds * (min_seconds - elapsed) / max(elapsed, 1e-9)))
+    more = [s for r in range(rounds, rounds + extra) for s in (order if r % 2 == 0 else order[::-1])]
+    yield from progress(more, f'latency profiling: {extra} more rounds to span {min_seconds:g} s',
+                        enabled=show_progress)
 
 
 def _settle(model: nn.Module, example_inputs: Sequence[Any], forward_fn: Callable[..., Any], device: torch.device,
