@@ -47,11 +47,11 @@ def _evaluate(model, cfg, metric: str) -> float:
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
 
-    from mmlego.engine.task_metrics import evaluate_model
+    from mmlego.engine.task_metrics import evaluate_model, reported_metric
     loader = Runner.build_dataloader(copy.deepcopy(cfg.test_dataloader))
     evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
     evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
-    return float(evaluate_model(model, loader, evaluator)[metric])
+    return reported_metric(evaluate_model(model, loader, evaluator), metric)  # 0 when it predicts nothing
 
 
 def _batches(cfg):

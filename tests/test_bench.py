@@ -395,4 +395,8 @@ def test_latency_profile_span_profiles_with_each_span_and_scores_them_against_th
     assert result['by_span']['0.5']['median_error'] == pytest.approx((errors[1] + errors[2]) / 2)
     spread = sorted((max(c[s] for c in cycles) - min(c[s] for c in cycles)) / reference[s] for s in reference)
     assert result['by_span']['0.5']['reproducibility'] == pytest.approx(sum(spread) / 2)
+    medians = result['cycle_measured_ms']
+    assert all(len(m) == 2 for m in medians.values())
+    between = sorted((max(m) - min(m)) / reference[s] for s, m in medians.items())
+    assert result['measured_reproducibility'] == pytest.approx(sum(between) / 2)
     assert '| tsn |' in latency_profile_span.markdown({'tsn': result})

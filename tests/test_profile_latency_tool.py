@@ -35,14 +35,15 @@ def test_measure_copy_apply(workspace, tmp_path, monkeypatch):
     checkpoint = _bank_for_config(config, bank_dir, seed=0)
     table = tmp_path / 'device_table.json'
     run_tool('profile_latency.py', config, str(bank_dir), '--checkpoint', str(checkpoint), '--out', str(table),
-             '--repeats', '2', '--warmup', '1', '--threads', '1', cwd=workspace)
+             '--repeats', '2', '--warmup', '1', '--threads', '1', '--min-seconds', '0', cwd=workspace)
     measured = json.loads(table.read_text())
     assert measured['model_latency_ms'] > 0
     assert measured['num_threads'] == 1  # measured with the thread count asked for, recorded for serving
     # the legodnn config of the same teacher names the same model (its architecture): same fingerprint, no error
     lego_table = tmp_path / 'lego_table.json'
     run_tool('profile_latency.py', str(CONFIGS / 'action/tsn/tsn_r18_legodnn_synthaction.py'), str(bank_dir),
-             '--checkpoint', str(checkpoint), '--out', str(lego_table), '--repeats', '2', '--warmup', '1', cwd=workspace)
+             '--checkpoint', str(checkpoint), '--out', str(lego_table), '--repeats', '2', '--warmup', '1',
+             '--min-seconds', '0.5', cwd=workspace)
     assert json.loads(lego_table.read_text())['teacher_fingerprint'] == measured['teacher_fingerprint']
     assert all(v > 0 for block in measured['blocks'].values() for v in block.values())
 

@@ -28,7 +28,7 @@ from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
 from ..utils.atomic_io import atomic_write_json, read_json
 from ..utils.checkpoint import check_teacher_checkpoint
-from .task_metrics import evaluate_model, pick_metric
+from .task_metrics import evaluate_model, pick_metric, reported_metric
 
 STAGES = ('descendants', 'retrained', 'accuracy', 'done')
 
@@ -321,8 +321,9 @@ class LegoDNNPipelineLoop(BaseLoop):
 
             def evaluate(_model) -> float:
                 metrics = evaluate_model(wrapper, val_loader, evaluator, self.max_val_batches)
-                metric_key.setdefault('key', pick_metric(metrics, self.metric))
-                return float(metrics[metric_key['key']])
+                if 'key' not in metric_key:  # the teacher's evaluation, first: it names the metric
+                    metric_key['key'] = pick_metric(metrics, self.metric)
+                return reported_metric(metrics, metric_key['key'])  # 0 for a composite that predicts nothing
 
             profile_accuracy(bank, teacher, evaluate, self.references,
                              cache_file=self.lego_dir / 'accuracy_cache.json', show_progress=_rank() == 0)

@@ -5,6 +5,7 @@ knowledge LegoDNN needs is which of the evaluator's metrics to maximize. Configs
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 import torch
@@ -29,6 +30,26 @@ def pick_metric(metrics: dict[str, Any], metric: str | None = None) -> str:
             return key
     raise KeyError(f'none of the known task metrics {DEFAULT_METRICS} is reported by the evaluator '
                    f'({sorted(metrics)}); set metric= in the LegoDNN loop config')
+
+
+def reported_metric(metrics: dict[str, Any], key: str) -> float:
+    """``metrics[key]``, or 0.0 (with a warning) when the evaluator reported nothing at all.
+
+    mmdet's ``CocoMetric`` returns no metric when the model predicted no box on the whole split ("The testing results
+    of the whole dataset is empty."): a heavily pruned detector, e.g. LegoDNN's all-max-sparsity reference composite,
+    does that, and its score is the worst one, 0, not a crash of accuracy profiling.
+
+    Raises:
+        KeyError: The evaluator reported metrics, but not ``key``.
+    """
+    if not metrics:
+        from mmengine.logging import print_log
+        print_log(f'the evaluator reported no metric (a detector that predicted nothing on the whole split?): '
+                  f'{key} counts as 0', logger='current', level=logging.WARNING)
+        return 0.0
+    if key not in metrics:
+        raise KeyError(f'the evaluator reports {sorted(metrics)}, not {key!r}')
+    return float(metrics[key])
 
 
 def bank_metric(metrics: dict[str, Any] | None, preferred: str | None) -> tuple[str | None, float | None]:
