@@ -47,6 +47,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from child import emit, merge_results, run_child  # noqa: E402
 
+from mmlego.profiling.latency import DEFAULT_MIN_SECONDS  # noqa: E402
+
 TARGETS = dict(profiled=0.10, corrected=0.05, over_budget=1.05)
 #: Where the banks and their teachers are by default: those of bench/pipelines.py (``--banks`` / ``--teachers``:
 #: e.g. the latency-only banks of bench/latency_banks.py).
@@ -71,35 +73,42 @@ def configurations(names: list, sparsities: list, count: int, seed: int) -> list
     return chosen
 
 
-def reprofile_in_model(model, example, min_seconds: float | None = None) -> dict:
+def reprofile_in_model(model, example, min_seconds: float = DEFAULT_MIN_SECONDS) -> dict:
     """Re-profiles a loaded LegoDNN model's bank in the model (what the pipeline and ``tools/profile_latency.py``
     run) and re-attaches it (a fresh problem, the correction reset); returns ``profile_latency``'s check.
-    ``min_seconds``: the span of the profiling (None: ``profile_latency``'s default)."""
+    ``min_seconds``: the span of the profiling (``profile_latency``'s)."""
     from mmlego.models import TENSOR_PATHS
     from mmlego.profiling import profile_latency
     model.switcher.reset()
     model.switcher.detach()
     model.timer.detach()
     model.switcher = model.timer = None
-    span = {} if min_seconds is None else dict(min_seconds=min_seconds)
     check = profile_latency(model.bank, model.architecture, (example,),
-                            TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')], show_progress=False, **span)
+                            TENSOR_PATHS[model.bank.meta.get('tensor_path', 'tensor')], show_progress=False,
+                            min_seconds=min_seconds)
     model.attach_bank(model.bank)
     return check
 
 
-def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
-                  banks: str = BANKS, teachers: str = TEACHERS, threads: int | None = None) -> dict:
+def load_lego(name: str, banks: str = BANKS, teachers: str = TEACHERS, threads: int | None = None):
+    """A model's bank loaded as a user loads it (``init_lego_model``, file-backed bank) with its teacher, and the
+    example batch of its profiles; ``threads`` sets the process's CPU intra-op threads first."""
     import torch
     if threads:
         torch.set_num_threads(threads)  # the process's; LegoDNN warns if the bank was profiled with another count
     from mmlego.apis import init_lego_model
     from mmlego.models.tensor_path import example_batch
     from pipelines import LEGO_CONFIGS
-    teacher = json.load(open(teachers))[name]['checkpoint']
+    checkpoint = json.load(open(teachers))[name]['checkpoint']
     model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
-                            checkpoint=teacher)
-    example = example_batch(model.cfg, model.architecture, batch_size=1)
+                            checkpoint=checkpoint)
+    return model, example_batch(model.cfg, model.architecture, batch_size=1)
+
+
+def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
+                  banks: str = BANKS, teachers: str = TEACHERS, threads: int | None = None) -> dict:
+    import torch
+    model, example = load_lego(name, banks, teachers, threads)
     if reprofile:
         reprofile_in_model(model, example)
     names = [spec.name for spec in model.bank.blocks]

@@ -16,7 +16,6 @@ Reported per model and cycle: the profiled and the measured composite latencies 
 (default: as the process runs, i.e. every core).
 """
 import argparse
-import json
 import os.path as osp
 import statistics
 import sys
@@ -25,20 +24,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from child import emit, merge_results, run_child  # noqa: E402
-from latency_fidelity import BANKS, TEACHERS, reprofile_in_model  # noqa: E402
+from latency_fidelity import BANKS, TEACHERS, load_lego, reprofile_in_model  # noqa: E402
 
 
 def measure_model(name: str, cycles: int, banks: str, teachers: str, threads: int | None) -> dict:
     import torch
-    if threads:
-        torch.set_num_threads(threads)
-    from mmlego.apis import init_lego_model
-    from mmlego.models.tensor_path import example_batch
-    from pipelines import LEGO_CONFIGS
-    checkpoint = json.load(open(teachers))[name]['checkpoint']
-    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
-                            checkpoint=checkpoint)
-    example = example_batch(model.cfg, model.architecture, batch_size=1)
+    model, example = load_lego(name, banks, teachers, threads)
     names = [spec.name for spec in model.bank.blocks]
     results = []
     for _ in range(cycles):

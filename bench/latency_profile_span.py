@@ -32,7 +32,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from child import emit, merge_results, run_child  # noqa: E402
-from latency_fidelity import BANKS, TEACHERS, reprofile_in_model  # noqa: E402
+from latency_fidelity import BANKS, TEACHERS, load_lego, reprofile_in_model  # noqa: E402
 
 
 def _measure_composites(model, example, sparsities, seconds: float, rng: random.Random) -> dict:
@@ -64,15 +64,7 @@ def summarize(profiles: dict, visits: dict) -> dict:
 def measure_model(name: str, spans: list, cycles: int, measure_seconds: float, banks: str, teachers: str,
                   threads: int | None) -> dict:
     import torch
-    if threads:
-        torch.set_num_threads(threads)
-    from mmlego.apis import init_lego_model
-    from mmlego.models.tensor_path import example_batch
-    from pipelines import LEGO_CONFIGS
-    checkpoint = json.load(open(teachers))[name]['checkpoint']
-    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
-                            checkpoint=checkpoint)
-    example = example_batch(model.cfg, model.architecture, batch_size=1)
+    model, example = load_lego(name, banks, teachers, threads)
     sparsities = list(model.bank.sparsities)
     rng = random.Random(0)
     profiles = {str(span): [] for span in spans}

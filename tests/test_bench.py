@@ -243,19 +243,24 @@ def test_merge_results_keeps_the_models_not_measured_now(tmp_path):
     assert json.load(open(path)) == dict(quick=False, results=dict(tsn=dict(median_ms=0.5), trn=dict(median_ms=2.0)))
 
 
-def test_latency_phases_profiles_and_measures_every_composite_per_cycle(lego, workspace, tmp_path, monkeypatch):
+def _banks_dir(lego, root):
+    """``root`` laid out as the latency benchmarks read banks (``root/tsn/bank``); returns their teachers JSON."""
     import json
+    (root / 'tsn').mkdir()
+    (root / 'tsn' / 'bank').symlink_to(lego.bank)
+    teachers = root / 'teachers.json'
+    teachers.write_text(json.dumps({'tsn': {'checkpoint': str(lego.teacher)}}))
+    return teachers
 
+
+def test_latency_phases_profiles_and_measures_every_composite_per_cycle(lego, workspace, tmp_path, monkeypatch):
     import functools
 
     import latency_phases
     monkeypatch.setattr(latency_phases, 'reprofile_in_model',
                         functools.partial(latency_phases.reprofile_in_model, min_seconds=0))  # 4 rounds, no span
     monkeypatch.chdir(workspace)
-    (tmp_path / 'tsn').mkdir()
-    (tmp_path / 'tsn' / 'bank').symlink_to(lego.bank)
-    teachers = tmp_path / 'teachers.json'
-    teachers.write_text(json.dumps({'tsn': {'checkpoint': str(lego.teacher)}}))
+    teachers = _banks_dir(lego, tmp_path)
     threads = torch.get_num_threads()
     try:
         result = latency_phases.measure_model('tsn', 2, str(tmp_path), str(teachers), threads=1)
@@ -369,14 +374,9 @@ def test_val_precision_evaluates_the_chosen_samples_only():
 
 def test_latency_profile_span_profiles_with_each_span_and_scores_them_against_the_visits(lego, workspace, tmp_path,
                                                                                         monkeypatch):
-    import json
-
     import latency_profile_span
     monkeypatch.chdir(workspace)
-    (tmp_path / 'tsn').mkdir()
-    (tmp_path / 'tsn' / 'bank').symlink_to(lego.bank)
-    teachers = tmp_path / 'teachers.json'
-    teachers.write_text(json.dumps({'tsn': {'checkpoint': str(lego.teacher)}}))
+    teachers = _banks_dir(lego, tmp_path)
     threads = torch.get_num_threads()
     try:
         result = latency_profile_span.measure_model('tsn', [0.0, 0.5], 2, 0.2, str(tmp_path), str(teachers), 1)

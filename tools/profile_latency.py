@@ -31,6 +31,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from mmlego.profiling.latency import DEFAULT_MIN_SECONDS
     parser = argparse.ArgumentParser(description='Profile (or apply) the latency table of a block bank')
     parser.add_argument('paths', nargs='+', metavar='PATH', help='CONFIG BANK_DIR to measure, or BANK_DIR with --apply')
     parser.add_argument('--apply', metavar='TABLE', help='write the latencies of TABLE into the bank\'s manifest')
@@ -43,9 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='with --apply: apply a table measured on another device type than --device anyway')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
-    parser.add_argument('--min-seconds', type=float, default=None,
+    parser.add_argument('--min-seconds', type=float, default=DEFAULT_MIN_SECONDS,
                         help='in-model profiling visits the composites for at least this long, in more rounds if '
-                        'needed, to span the device\'s speed phases (default 10; 0: 4 rounds)')
+                        'needed, to span the device\'s speed phases (default %(default)g; 0: 4 rounds)')
     parser.add_argument('--batch-size', type=int, default=1, help='batch of the example input (default 1)')
     parser.add_argument('--threads', type=int, help='CPU intra-op threads to measure with (default: the config\'s '
                         'model.latency_threads, else as this process runs); serve with the same count')
@@ -134,8 +135,8 @@ def measure(args: argparse.Namespace) -> str:
         from mmlego.profiling import intra_op_threads
         threads = args.threads if args.threads is not None else cfg.model.get('latency_threads')
         with intra_op_threads(threads):
-            span = {} if args.min_seconds is None else dict(min_seconds=args.min_seconds)
-            check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats, **span)
+            check = profile_latency(bank, model, (inputs,), forward, warmup=args.warmup, repeats=args.repeats,
+                                    min_seconds=args.min_seconds)
         table = LatencyTable.from_bank(bank)
         default_name = f'latency_{args.device.replace(":", "")}.json'
     out = args.out or osp.join(bank_dir, default_name)

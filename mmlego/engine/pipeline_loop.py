@@ -23,7 +23,7 @@ from ..block_retraining.state import completed_epochs
 from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
 from ..models.tensor_path import TENSOR_PATHS, example_batch, task_loss, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, intra_op_threads, profile_accuracy, profile_costs, profile_model
-from ..profiling.latency import DEFAULT_MIN_SECONDS
+from ..profiling.latency import DEFAULT_MIN_SECONDS, check_min_seconds
 from ..profiling.accuracy import reference_sparsity
 from ..registry import LOOPS
 from ..utils.atomic_io import atomic_write_json, read_json
@@ -144,10 +144,7 @@ class LegoDNNPipelineLoop(BaseLoop):
         self.max_val_batches = max_val_batches
         self.metric = metric
         self.latency_repeats = latency_repeats
-        if isinstance(latency_min_seconds, bool) or not isinstance(latency_min_seconds, (int, float)) \
-                or latency_min_seconds < 0:
-            raise ValueError(f'latency_min_seconds must be a number >= 0 (seconds latency profiling spans), got '
-                             f'{latency_min_seconds!r}')
+        check_min_seconds(latency_min_seconds, 'latency_min_seconds')  # before minutes of retraining, not after
         self.latency_min_seconds = float(latency_min_seconds)
         self.resume = resume
         self.lego_dir = Path(runner.work_dir) / 'legodnn'

@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..block_bank import BankProfiles, BlockBank
 from ..utils.atomic_io import atomic_write_json
 from ..utils.progress import progress
-from .latency import check_latency_model, fill_latency_drops, profile_latency, synchronize
+from .latency import DEFAULT_MIN_SECONDS, check_latency_model, fill_latency_drops, profile_latency, synchronize
 
 LATENCY_TABLE_VERSION = 2  # 2: in-model latencies plus the measured composites
 
@@ -85,7 +85,7 @@ def profile_costs(bank: BlockBank, show_progress: bool = True) -> None:
 def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],
                   forward_fn: Callable[..., Any] | None = None, warmup: int = 3, repeats: int = 20,
                   show_progress: bool = True, rounds: int = 4, settle_s: float = 1.0,
-                  min_seconds: float | None = None) -> dict[str, float]:
+                  min_seconds: float = DEFAULT_MIN_SECONDS) -> dict[str, float]:
     """Fills the teacher's memory and FLOPs and every latency, measured inside ``model``.
 
     ``forward_fn(model, *inputs)`` (default ``model(*inputs)``) runs the path the blocks were extracted from. Run
@@ -103,9 +103,8 @@ def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[An
         bank.profiles.model_flops = count_flops(lambda: forward_fn(model, *example_inputs))
     finally:
         model.train(was_training)
-    span = {} if min_seconds is None else dict(min_seconds=min_seconds)  # None: profile_latency's default
     return profile_latency(bank, model, example_inputs, forward_fn, warmup, repeats, show_progress, rounds, settle_s,
-                           **span)
+                           min_seconds)
 
 
 @dataclass

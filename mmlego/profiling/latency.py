@@ -58,6 +58,12 @@ def check_thread_count(count: Any, name: str = 'the number of threads') -> None:
                          f'got {count!r}')
 
 
+def check_min_seconds(seconds: Any, name: str = 'min_seconds') -> None:
+    """ValueError unless ``seconds`` is a number >= 0 (the span latency profiling visits its composites for)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ValueError(f'{name} must be a number >= 0 (seconds latency profiling spans), got {seconds!r}')
+
+
 @contextlib.contextmanager
 def intra_op_threads(count: int | None) -> Iterator[None]:
     """Runs the block with ``torch.set_num_threads(count)`` (None: as is), restoring the thread count after."""
@@ -108,8 +114,7 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
     blocks: dict[float, dict[str, list[float]]] = {s: {name: [] for name in names} for s in bank.sparsities}
     if rounds < 1 or repeats < 1:
         raise ValueError(f'profile_latency needs rounds >= 1 and repeats >= 1, got rounds={rounds}, repeats={repeats}')
-    if not isinstance(min_seconds, (int, float)) or min_seconds < 0:
-        raise ValueError(f'min_seconds must be a number >= 0 (seconds the timed visits span), got {min_seconds!r}')
+    check_min_seconds(min_seconds)
     per_round = max(1, math.ceil(repeats / rounds))
     order = list(bank.sparsities)
     was_training = model.training
