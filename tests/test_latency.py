@@ -511,6 +511,51 @@ def test_latency_headroom_is_an_upper_quantile_of_recent_prediction_errors():
     assert headroom.value == 0.0 and not headroom.errors
 
 
+def test_latency_headroom_covers_the_slow_phases_the_device_ran_in_lately():
+    """The phase spread: a device that changes speed in phases gets the slow phases' load over the load now as
+    headroom (none in the slowest phase), at most ``max_spread``, forgotten after ``spread_horizon_s``."""
+    from mmlego.latency_estimation import LatencyHeadroom
+    with pytest.raises(ValueError, match='spread_quantile'):
+        LatencyHeadroom(spread_quantile=1.0)
+    with pytest.raises(ValueError, match='spread_horizon_s'):
+        LatencyHeadroom(spread_horizon_s=-1)
+    now = [0.0]
+    headroom = LatencyHeadroom(spread_horizon_s=30.0, spread_quantile=0.9, max_spread=0.5, min_loads=10,
+                               clock=lambda: now[0])
+
+    def serve(load, forwards):
+        for _ in range(forwards):
+            now[0] += 0.1
+            headroom.observe_load(load)
+    serve(1.3, 8)
+    serve(1.0, 1)
+    assert headroom.spread == 0.0  # 9 loads: not enough yet
+    serve(1.0, 10)
+    assert headroom.spread == pytest.approx(0.3)  # fast now, slow 8 of 19 forwards ago: aimed under by 30%
+    assert headroom.value == pytest.approx(0.3)  # the larger of it and the prediction headroom (0: no errors)
+    serve(1.3, 3)
+    assert headroom.spread == 0.0  # in the slow phase: the correction's load describes it already
+    serve(3.0, 5)
+    serve(1.0, 5)
+    assert headroom.spread == 0.5  # a load three times now: capped
+    now[0] += 30.5  # the horizon passed: the old loads go, and too few remain
+    serve(1.0, 9)
+    assert headroom.spread == 0.0 and len(headroom.loads) == 9
+    headroom.observe_load(float('nan'))
+    headroom.observe_load(0.0)
+    assert len(headroom.loads) == 9  # only positive finite loads
+    headroom.reset()
+    assert not headroom.loads
+    fixed = LatencyHeadroom(0.05, min_loads=1, clock=lambda: now[0])
+    fixed.observe_load(2.0)
+    fixed.observe_load(1.0)
+    assert fixed.value == 0.05  # a fixed headroom is the user's: no spread on top
+    off = LatencyHeadroom(spread_horizon_s=0, min_loads=1)
+    off.observe_load(2.0)
+    off.observe_load(1.0)
+    assert off.spread == 0.0 and not off.loads
+
+
 def test_scale_aims_under_the_budget_by_the_headroom_and_at_the_budget_when_nothing_fits_under_it(profiled):
     model, bank, _ = profiled
     names = [spec.name for spec in bank.blocks]
@@ -520,6 +565,7 @@ def test_scale_aims_under_the_budget_by_the_headroom_and_at_the_budget_when_noth
     smallest = plain.budget_range()['min_latency_ms']  # (not all-0.8 where a 0.4 block timed faster)
     budget = smallest + 0.7 * (full - smallest)
     at_the_budget = plain.scale(latency_ms=budget).latency_ms['model']
+    assert LegoDNN(model, latency_headroom=dict(spread_horizon_s=0, max_headroom=0.2)).headroom.max_headroom == 0.2
     wrapper = LegoDNN(model, latency_headroom=0.2)
     wrapper.attach_bank(bank)  # takes the model over from the plain wrapper's switcher
     try:
@@ -565,6 +611,8 @@ def test_auto_headroom_learns_from_configurations_that_ran_slower_than_predicted
             for _ in range(5):
                 wrapper(x)
             assert wrapper.headroom.value == 0.0 and not wrapper.headroom.errors
+            # the correction's load after each forward it learned from, once it has one (the phase spread's)
+            assert [load for _, load in wrapper.headroom.loads] == pytest.approx([1.0] * 3)
             for budget in (1e-3, 1e6, 1e-3):  # the smallest configuration, the teacher, the smallest
                 result = wrapper.scale(latency_ms=budget)
                 assert wrapper.headroom.pending

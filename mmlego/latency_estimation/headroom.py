@@ -1,4 +1,5 @@
-"""Latency headroom: how far below a latency budget to aim, from how wrong recent predictions were.
+"""Latency headroom: how far below a latency budget to aim, from how wrong recent predictions were and how far the
+device's speed moved lately.
 
 The online correction predicts a new configuration's latency before it runs: its options' own factors where they
 ran before, priors where not, and the load of now. Each prediction misses by some error (options never served, a
@@ -7,12 +8,22 @@ measures over it about half the time. :class:`LatencyHeadroom` records, for each
 predicted latency against what the correction says of it once its own forwards were learned from, and answers
 a headroom: an upper quantile of those relative errors, so that a budget is aimed at ``budget / (1 + headroom)``.
 A machine whose predictions hold (errors near zero) gets none and keeps the largest configuration that fits.
+
+The second part is the **phase spread**: some machines (shared VMs) change speed in phases lasting from half a
+second to seconds with nothing else running; the online correction follows them within a few forwards, so a
+configuration solved in a fast phase fits its budget there and misses it by the phases' ratio in the next slow one.
+:meth:`LatencyHeadroom.observe_load` keeps the correction's load factor after each learned forward for
+``spread_horizon_s`` seconds; the spread is an upper quantile of those loads over the load now, minus 1: how much
+slower than now the device ran lately. It is 0 in the slowest phase (the correction already describes it) and
+reacts at once to a lasting slowdown (the load now is the highest), and it releases ``spread_horizon_s`` after the
+device got faster for good. The headroom learned (``'auto'``) is the larger of the two.
 """
 from __future__ import annotations
 
 import collections
 import math
 import statistics
+import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # the solver's result type only; the estimation does not depend on the optimizer
@@ -30,17 +41,27 @@ class LatencyHeadroom:
         max_headroom: Cap of the learned headroom (an outlier, e.g. a forward preempted while learning, must not
             shrink every later configuration by more).
         min_predictions: Errors needed before the learned headroom leaves 0.
+        spread_horizon_s: Seconds the loads of the phase spread are kept (0: no phase spread).
+        spread_quantile: The loads' quantile the spread is taken at (0.9: the slow phases that took a tenth of
+            the horizon count).
+        max_spread: Cap of the phase spread (after a lasting load ended, the model runs at most this far under
+            its budgets until the horizon passed).
+        min_loads: Loads needed within the horizon before the spread leaves 0.
+        clock: Seconds, monotonic (``time.monotonic``; a test's own clock).
 
     Attributes:
         fixed: The fixed headroom, or None when it is learned (settable, e.g. to compare both side by side).
         errors: The recent relative prediction errors.
+        loads: ``(time, load)`` of the recent learned forwards (the phase spread's).
 
     Raises:
         ValueError: An invalid argument.
     """
 
     def __init__(self, headroom: float | str = 'auto', window: int = 8, quantile: float = 0.75,
-                 max_headroom: float = 0.1, min_predictions: int = 3) -> None:
+                 max_headroom: float = 0.1, min_predictions: int = 3, spread_horizon_s: float = 30.0,
+                 spread_quantile: float = 0.9, max_spread: float = 0.5, min_loads: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if headroom != 'auto' and (isinstance(headroom, (bool, str)) or not isinstance(headroom, (int, float))
                                    or not math.isfinite(headroom) or headroom < 0):
             raise ValueError(f"latency_headroom must be 'auto' or a fraction >= 0 (e.g. 0.05: aim 5% under the "
@@ -49,12 +70,22 @@ class LatencyHeadroom:
             raise ValueError(f'need window >= 1, 1 <= min_predictions <= window, 0 < quantile < 1 and '
                              f'max_headroom >= 0, got window={window}, min_predictions={min_predictions}, '
                              f'quantile={quantile}, max_headroom={max_headroom}')
+        if not (spread_horizon_s >= 0 and 0 < spread_quantile < 1 and max_spread >= 0 and min_loads >= 1):
+            raise ValueError(f'need spread_horizon_s >= 0, 0 < spread_quantile < 1, max_spread >= 0 and '
+                             f'min_loads >= 1, got spread_horizon_s={spread_horizon_s}, spread_quantile='
+                             f'{spread_quantile}, max_spread={max_spread}, min_loads={min_loads}')
         self.fixed = None if headroom == 'auto' else float(headroom)
         self.quantile = quantile
         self.max_headroom = max_headroom
         self.min_predictions = min_predictions
         self.errors: collections.deque[float] = collections.deque(maxlen=window)
         self._pending: float | None = None
+        self.spread_horizon_s = float(spread_horizon_s)
+        self.spread_quantile = spread_quantile
+        self.max_spread = max_spread
+        self.min_loads = min_loads
+        self.clock = clock
+        self.loads: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
 
     def predicted(self, latency_ms: float) -> None:
         """A configuration was switched in, predicted at ``latency_ms`` (replaces a prediction not yet settled)."""
@@ -77,25 +108,51 @@ class LatencyHeadroom:
         self.errors.append(latency_ms / self._pending - 1.0)
         self._pending = None
 
+    def observe_load(self, load: float) -> None:
+        """The online correction's load factor after a learned forward (ignored unless positive finite)."""
+        if self.spread_horizon_s and load > 0 and math.isfinite(load):
+            self.loads.append((self.clock(), load))
+
     @property
-    def value(self) -> float:
-        """The headroom now: the fixed one, or the learned quantile of recent errors clamped to
-        ``[0, max_headroom]`` (0 before ``min_predictions`` errors)."""
-        if self.fixed is not None:
-            return self.fixed
+    def prediction_headroom(self) -> float:
+        """The upper quantile of recent prediction errors clamped to ``[0, max_headroom]`` (0 before
+        ``min_predictions`` errors)."""
         if len(self.errors) < self.min_predictions:
             return 0.0
-        errors = sorted(self.errors)
-        if len(errors) == 1:
-            upper = errors[0]
-        else:  # the inclusive quantile: within the observed errors
-            upper = statistics.quantiles(errors, n=100, method='inclusive')[round(self.quantile * 100) - 1]
-        return min(self.max_headroom, max(0.0, upper))
+        return min(self.max_headroom, max(0.0, _quantile(self.errors, self.quantile)))
+
+    @property
+    def spread(self) -> float:
+        """The phase spread: the ``spread_quantile`` of the loads of the last ``spread_horizon_s`` seconds over
+        the latest load, minus 1, clamped to ``[0, max_spread]`` (0 before ``min_loads`` loads in the horizon)."""
+        start = self.clock() - self.spread_horizon_s
+        while self.loads and self.loads[0][0] < start:
+            self.loads.popleft()
+        if len(self.loads) < self.min_loads:
+            return 0.0
+        upper = _quantile([load for _, load in self.loads], self.spread_quantile)
+        return min(self.max_spread, max(0.0, upper / self.loads[-1][1] - 1.0))
+
+    @property
+    def value(self) -> float:
+        """The headroom now: the fixed one, or the larger of :attr:`prediction_headroom` and :attr:`spread`."""
+        if self.fixed is not None:
+            return self.fixed
+        return max(self.prediction_headroom, self.spread)
 
     def reset(self) -> None:
-        """Forgets the errors (e.g. after the latencies were re-profiled)."""
+        """Forgets the errors and loads (e.g. after the latencies were re-profiled)."""
         self.errors.clear()
+        self.loads.clear()
         self._pending = None
+
+
+def _quantile(values, quantile: float) -> float:
+    """The inclusive quantile (within the observed values)."""
+    values = sorted(values)
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method='inclusive')[round(quantile * 100) - 1]
 
 
 def solve_under_headroom(solve_at: Callable[[float | None], ScalingResult], latency_ms: float | None,

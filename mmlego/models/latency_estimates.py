@@ -61,6 +61,8 @@ class LatencyEstimates:
         self.correction.observe_blocks({
             (name, selection[name]): (ms, (profiles.get(name, selection[name]).latency_ms or 0.0) * self.latency_scale)
             for name, ms in timing.ms.items() if name not in skipped})
+        if self.correction.observations >= self.correction.min_observations:
+            self.headroom.observe_load(self.correction.load)  # the phase spread's
         if not skipped and self.headroom.pending:
             self._forwards_learned += 1
             if self._forwards_learned >= self.correction.min_observations:  # the new options' own factors known

@@ -65,9 +65,12 @@ class LegoDNN(LatencyEstimates, BaseModel):
             differed by up to 62%; with 1 thread mostly within 5%: ``bench/latency_phases.py``).
         latency_headroom: How far under a latency budget :meth:`scale` aims (it solves for ``budget / (1 +
             headroom)``, and for the budget itself when nothing fits under that): ``'auto'`` (default) learns it
-            from how far the online correction's predictions of the configurations it switched in missed what
-            their own forwards then showed (:class:`mmlego.latency_estimation.LatencyHeadroom`: 0 until three
-            were seen, at most 0.1), a fraction >= 0 fixes it (0: aim at the budget itself).
+            (:class:`mmlego.latency_estimation.LatencyHeadroom`) as the larger of how far the online correction's
+            predictions of the configurations it switched in missed what their own forwards then showed (0 until
+            three were seen, at most 0.1) and the phase spread: how much slower than now the device ran in the
+            last 30 s (its 0.9 quantile of the correction's load, at most 0.5); a dict sets those
+            (``LatencyHeadroom``'s arguments, e.g. ``dict(spread_horizon_s=0)``: no phase spread); a fraction
+            >= 0 fixes it (0: aim at the budget itself).
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
             top-level ``data_preprocessor`` here, as mmseg configs have one).
@@ -76,7 +79,7 @@ class LegoDNN(LatencyEstimates, BaseModel):
     def __init__(self, architecture: dict | torch.nn.Module, bank: str | None = None,
                  tensor_path: str | None = None, latency_scale: float = 1.0,
                  latency_correction: dict | bool = True, latency_threads: int | None = None,
-                 latency_headroom: float | str = 'auto', init_cfg: dict | None = None,
+                 latency_headroom: float | str | dict = 'auto', init_cfg: dict | None = None,
                  data_preprocessor: dict | None = None) -> None:
         if isinstance(architecture, dict):
             architecture = dict(architecture)
@@ -97,7 +100,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
         if latency_correction is True:
             latency_correction = {}
         self.correction = LatencyCorrection(**latency_correction) if latency_correction is not False else None
-        self.headroom = LatencyHeadroom(latency_headroom)
+        self.headroom = (LatencyHeadroom(**latency_headroom) if isinstance(latency_headroom, dict)
+                         else LatencyHeadroom(latency_headroom))
         self.bank: BlockBank | None = None
         self.switcher: BlockSwitcher | None = None
         self.timer: BlockTimer | None = None
