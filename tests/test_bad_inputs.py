@@ -127,6 +127,27 @@ def test_tool_bad_budget_string_is_one_usage_error(tmp_path, capsys):
     assert 'Traceback' not in err and not (tmp_path / 'work').exists()
 
 
+@pytest.mark.parametrize('tool,extra', [('train', []), ('test', ['bank']), ('analyze_blocks', []),
+                                        ('profile_latency', ['bank'])])
+def test_tool_with_a_misspelled_config_names_the_closest_ones(tool, extra, tmp_path, monkeypatch):
+    """A config path that is no file: one message naming it and the closest configs, before anything is built."""
+    monkeypatch.chdir(TSN_LEGO_CONFIG.parents[3])  # the checkout, as a user runs the tools
+    missing = str(TSN_LEGO_CONFIG.relative_to(TSN_LEGO_CONFIG.parents[3])).replace('r18_legodnn', 'r18-legodnn')
+    with pytest.raises(SystemExit) as error:
+        load_tool(tool).main([missing] + [str(tmp_path / name) for name in extra]
+                             + (['--work-dir', str(tmp_path / 'work')] if tool in ('train', 'test') else []))
+    code = error.value.code
+    assert isinstance(code, str) and code.startswith(f'{missing}: no such config file'), code
+    assert 'did you mean configs/action/tsn/tsn_r18_legodnn_synthaction.py' in code, code
+    assert not (tmp_path / 'work').exists()
+
+
+def test_init_lego_model_with_a_missing_config_raises_file_not_found(tmp_path):
+    from mmlego.apis import init_lego_model
+    with pytest.raises(FileNotFoundError, match='no such config file'):
+        init_lego_model(tmp_path / 'nothing.py')
+
+
 # -- pipeline settings -----------------------------------------------------------------------------------------
 def test_misspelled_pipeline_key(tmp_path):
     from mmengine.config import Config

@@ -46,11 +46,14 @@ def input_shape(shape: list) -> tuple:
 
 def analyze(args: argparse.Namespace) -> dict:
     import torch
-    from mmengine.config import Config
+    from mmlego.utils.launch import read_config
     import mmlego  # noqa: F401  (registries)
     from mmlego.block_extraction import extract_blocks
     from mmlego.models import build_model, example_batch, trace_tensor_path
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = read_config(args.config)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = build_model(cfg, args.checkpoint)

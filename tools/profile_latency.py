@@ -103,7 +103,7 @@ def apply_table(table_path: str, bank_dir: str, device: str | None = None, allow
 
 def measure(args: argparse.Namespace) -> str:
     """Loads config, teacher and bank, measures every descendant and the whole model, writes the table."""
-    from mmengine.config import Config
+    from mmlego.utils.launch import read_config
     import mmlego  # noqa: F401
     from mmlego.block_bank import BlockBank
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
@@ -121,7 +121,10 @@ def measure(args: argparse.Namespace) -> str:
             check_suite_directory(args.onnx_suite)
         except FileExistsError as error:
             raise SystemExit(str(error)) from None
-    cfg = Config.fromfile(config)
+    try:
+        cfg = read_config(config)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     model = build_model(cfg, args.checkpoint or cfg.get('load_from'), device=args.device)
     bank = BlockBank.load(bank_dir, model, map_location=args.device)
     inputs = example_batch(cfg, model, batch_size=args.batch_size).to(args.device)

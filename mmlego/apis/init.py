@@ -21,6 +21,7 @@ from mmengine.registry import init_default_scope
 from ..block_bank.bank import MANIFEST, BankError
 from ..models.legodnn import LegoDNN, resolve_bank_placeholder
 from ..utils.checkpoint import load_checkpoint
+from ..utils.launch import read_config
 
 
 
@@ -112,12 +113,12 @@ def init_lego_model(config: str | os.PathLike | Config, bank_or_checkpoint: str 
 
     Raises:
         BankError: The bank is not a bank, is corrupted, or was built from another teacher.
-        FileNotFoundError: A checkpoint path (argument, ``load_from`` or the bank's) does not exist.
+        FileNotFoundError: The config or a checkpoint path (argument, ``load_from`` or the bank's) does not exist.
         ValueError: A bank is given but no teacher weights are.
     """
     import mmlego  # noqa: F401  (the mmlego scope: mmlego.LegoDNN is found through the registry's locations)
     if isinstance(config, (str, os.PathLike)):
-        cfg = Config.fromfile(str(config))
+        cfg = read_config(config)
     elif isinstance(config, Config):
         cfg = copy.deepcopy(config)
     else:

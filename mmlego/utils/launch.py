@@ -1,5 +1,7 @@
 """What tools/train.py and tools/test.py share: common arguments, config loading and the runner."""
 import argparse
+import difflib
+import glob
 import os
 import os.path as osp
 from typing import Optional
@@ -32,6 +34,30 @@ def parse_budget_arg(text: str) -> dict:
     return {key: value for key, value in budget.items() if value is not None}
 
 
+def read_config(path) -> Config:
+    """``Config.fromfile(path)``, with one clear error when ``path`` is no file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist; the message names the closest configs of this checkout
+            (``configs/``) and of the installed package (``mmlego/.mim/configs``).
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: no such config file (relative to {os.getcwd()})'
+                                + _closest_configs(path))
+    return Config.fromfile(path)
+
+
+def _closest_configs(path: str) -> str:
+    roots = ['configs', osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs')]
+    known = {}
+    for root in roots:
+        for found in glob.glob(osp.join(root, '**', '*.py'), recursive=True):
+            known.setdefault(osp.basename(found), osp.relpath(found))
+    close = difflib.get_close_matches(osp.basename(path), list(known), n=3, cutoff=0.6)
+    return f'; did you mean {" or ".join(known[name] for name in close)}?' if close else ''
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` with ``--cfg-options``, the launcher and the work dir applied."""
     if 'LOCAL_RANK' not in os.environ:
@@ -43,7 +69,10 @@ def load_config(args: argparse.Namespace) -> Config:
         import torch
         if not torch.cuda.is_available():
             raise SystemExit('--device cuda was given but no CUDA device is visible; use --device cpu or auto')
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = read_config(args.config)
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
