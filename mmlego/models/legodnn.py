@@ -65,12 +65,12 @@ class LegoDNN(LatencyEstimates, BaseModel):
             differed by up to 62%; with 1 thread mostly within 5%: ``bench/latency_phases.py``).
         latency_headroom: How far under a latency budget :meth:`scale` aims (it solves for ``budget / (1 +
             headroom)``, and for the budget itself when nothing fits under that): ``'auto'`` (default) learns it
-            (:class:`mmlego.latency_estimation.LatencyHeadroom`) as the larger of how far the online correction's
-            predictions of the configurations it switched in missed what their own forwards then showed (0 until
-            three were seen, at most 0.1) and the phase spread: how much slower than now the device ran in the
-            last 30 s (its 0.9 quantile of the correction's load, at most 0.5); a dict sets those
-            (``LatencyHeadroom``'s arguments, e.g. ``dict(spread_horizon_s=0)``: no phase spread); a fraction
-            >= 0 fixes it (0: aim at the budget itself).
+            (:class:`mmlego.latency_estimation.LatencyHeadroom`) from how far the online correction's predictions
+            of the configurations it switched in missed what their own forwards then showed (0 until three were
+            seen, at most 0.1); a dict sets ``LatencyHeadroom``'s arguments, e.g. ``dict(spread_horizon_s=30)``
+            adds the phase spread (how much slower than now the device ran in the last 30 s: for devices whose
+            speed moves in phases longer than the correction's window); a fraction >= 0 fixes it (0: aim at the
+            budget itself).
         init_cfg: Weight initialization (usually none: the teacher comes from ``load_from``).
         data_preprocessor: Used by the architecture if its own config has none (the Runner passes a config's
             top-level ``data_preprocessor`` here, as mmseg configs have one).
