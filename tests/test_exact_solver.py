@@ -1,6 +1,7 @@
 """Tests of the default 'exact' solver's parts: the dominance filter, the frontier, branch and bound, the cache,
 and the LegoDNN wrapper's prepared problem (speed lives in bench/run.py, not here)."""
 import itertools
+import math
 import random
 
 import numpy as np
@@ -45,17 +46,23 @@ def test_pareto_filter_matches_the_quadratic_definition(seed):
 @pytest.mark.parametrize('seed', range(6))
 def test_one_resource_filter_keeps_every_state_that_can_still_win(seed):
     """With one budget, a state is dropped iff a state of strictly better key uses at most as much of the budgeted
-    resource; states of equal key are all kept (their tie-breaks stay those of the full filter)."""
+    resource, or one of equal key that wins the tie-break (latency, then memory; the first of exact duplicates)
+    does: with a latency budget one state per key is left."""
     from mmlego.scaling_optimizer.branch_and_bound import pareto_one_resource
     rng = np.random.default_rng(seed)
     n = 300
     latency, memory = rng.integers(0, 12, n).astype(float), rng.integers(0, 12, n).astype(float)
     loss, sparsity = rng.integers(0, 6, n) * 0.01, rng.integers(0, 4, n) * 0.2
     key = list(zip(np.round(loss, KEY_DECIMALS), np.round(sparsity, KEY_DECIMALS)))
+    tie_break = list(zip(latency, memory, range(n)))  # np.lexsort is stable: duplicates in index order
     for budgeted in (latency, memory):
         got = pareto_one_resource(budgeted, latency, memory, loss, sparsity)
-        want = [i for i in range(n) if not any(key[j] < key[i] and budgeted[j] <= budgeted[i] for j in range(n))]
+        want = [i for i in range(n) if not any(
+            budgeted[j] <= budgeted[i] and (key[j] < key[i] or (key[j] == key[i] and tie_break[j] < tie_break[i]))
+            for j in range(n))]
         assert sorted(got.tolist()) == want
+        if budgeted is latency:
+            assert len(got) == len({key[i] for i in got})  # one per key
         kept_keys = [key[i] for i in got]
         assert kept_keys == sorted(kept_keys)  # key order, as the search's final pick expects
 
@@ -114,6 +121,33 @@ def test_branch_and_bound_matches_cbc_beyond_brute_force(zero_drops):
                 assert weighted[0] == pytest.approx(weighted[1], abs=1e-9), budgets
                 assert sum(s for c in got.choices.values() for s in c.values()) == pytest.approx(
                     sum(s for c in reference.choices.values() for s in c.values()), abs=1e-9), budgets
+
+
+@pytest.mark.parametrize('zero_drops', [0, 3])
+def test_budgets_answered_from_each_budgets_own_frontier_match_brute_force(zero_drops, monkeypatch):
+    """Where the frontier of both budgets is too large (several models): a budget alone is a lookup in its own
+    frontier, both budgets too when that answer fits the other one, the joint search otherwise; every answer is
+    brute force's."""
+    from mmlego.scaling_optimizer import exact
+    rng = random.Random(20 + zero_drops)
+    problems = [random_problem(rng, 'a', 3, zero_drops, 1.0), random_problem(rng, 'b', 3, zero_drops, 0.5)]
+    searched = []
+    search = exact.branch_and_bound
+    monkeypatch.setattr(exact, 'branch_and_bound', lambda data, *lefts, **kw: searched.append(lefts) or
+                        search(data, *lefts, **kw))
+    prepared = exact.PreparedProblems(problems)
+    prepared._frontier, prepared._frontier_tried = None, True  # as if the frontier of both were too large
+    budgets = list(budgets_across(problems, rng, 60))
+    for budget in budgets:
+        got, want = prepared.solve(*budget), solve(problems, *budget, solver='brute_force')
+        assert got.solver == 'exact' and got.status == want.status, budget
+        weighted = [sum(p.weight * r.estimated_metric[p.name] for p in problems) for r in (got, want)]
+        assert weighted[0] == pytest.approx(weighted[1], abs=1e-12), budget
+        assert sum(s for c in got.choices.values() for s in c.values()) == pytest.approx(
+            sum(s for c in want.choices.values() for s in c.values()), abs=1e-9), budget
+    assert prepared.frontier_alone('latency') is not None and prepared.frontier_alone('memory') is not None
+    assert all(math.isfinite(latency) and math.isfinite(memory) for latency, memory in searched)  # one: lookups
+    assert len(searched) < sum(None not in budget for budget in budgets)  # and most pairs too
 
 
 def test_single_budget_search_with_its_filter_on_every_layer_matches_brute_force(monkeypatch):

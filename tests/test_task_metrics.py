@@ -22,3 +22,54 @@ def test_a_split_without_any_prediction_scores_zero_and_says_so(capsys):
     assert reported_metric({'coco/bbox_mAP_50': 0.25}, 'coco/bbox_mAP_50') == 0.25
     with pytest.raises(KeyError, match="not 'mIoU'"):  # metrics reported, but another one: a configuration error
         reported_metric({'coco/bbox_mAP_50': 0.25}, 'mIoU')
+
+
+class _SamplingModel:
+    """Scores each sample with a random draw at inference, as mmaction2's TRN head samples frame relations."""
+
+    def eval(self):
+        return self
+
+    def val_step(self, batch):
+        import random
+
+        import numpy as np
+        import torch
+        return [float(np.random.rand() + random.random() + torch.rand(1).item()) for _ in batch]
+
+
+class _MeanEvaluator:
+    def __init__(self):
+        self.values = []
+
+    def process(self, data_samples, data_batch):
+        self.values.extend(data_samples)
+
+    def evaluate(self, size):
+        values, self.values = self.values[:size], []
+        return {'acc/top1': sum(values) / len(values)}
+
+
+def test_every_evaluation_draws_the_same_random_numbers_and_leaves_the_callers_alone():
+    import random
+
+    import numpy as np
+    import torch
+
+    from mmlego.engine.task_metrics import evaluate_model
+    loader = [[0, 1], [2, 3], [4]]
+    loader_dataset = type('Loader', (list,), {'dataset': list(range(5))})(loader)
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    untouched = random.random(), float(np.random.rand()), torch.rand(1).item()
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    first = evaluate_model(_SamplingModel(), loader_dataset, _MeanEvaluator())
+    # the caller's generators continue as if nothing had been evaluated
+    assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == untouched
+    assert evaluate_model(_SamplingModel(), loader_dataset, _MeanEvaluator()) == first  # the same draws
+    assert evaluate_model(_SamplingModel(), loader_dataset, _MeanEvaluator(), seed=5) != first
+    unseeded = [evaluate_model(_SamplingModel(), loader_dataset, _MeanEvaluator(), seed=None) for _ in range(2)]
+    assert unseeded[0] != unseeded[1]  # seed=None: the process's generators, as they come

@@ -21,6 +21,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
 
 from ..registry import LOOPS
+from ..utils.random_state import same_random_numbers
 from .online_scaling_hook import OnlineScalingHook
 
 _MB = 2 ** 20
@@ -43,10 +44,14 @@ class BudgetSweepLoop(TestLoop):
             :mod:`mmlego.scaling_optimizer.budget`); overrides ``num_budgets`` and ``sweep_by``.
         out_dir: Where the table and plots go (default ``work_dir/sweep``; None-like ``''`` writes nothing).
         fp16: Run the forwards in autocast (as mmengine's TestLoop).
+        eval_seed: Every budget's evaluation draws the same random numbers from this seed (a model that samples
+            at inference, as mmaction2's TRN head, is compared across budgets with the same draws); None: as the
+            process's generators run.
     """
 
     def __init__(self, runner, dataloader, evaluator, num_budgets: int = 5, sweep_by: str = 'memory',
-                 budgets: Sequence | None = None, out_dir: str | None = None, fp16: bool = False) -> None:
+                 budgets: Sequence | None = None, out_dir: str | None = None, fp16: bool = False,
+                 eval_seed: int | None = 0) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if budgets is None and (not isinstance(num_budgets, int) or isinstance(num_budgets, bool)
                                 or num_budgets < 2):
@@ -59,6 +64,7 @@ class BudgetSweepLoop(TestLoop):
         self.num_budgets, self.sweep_by, self.budgets = num_budgets, sweep_by, budgets
         self.out_dir = Path(runner.work_dir) / 'sweep' if out_dir is None else (Path(out_dir) if out_dir else None)
         self.rows: list[dict] = []
+        self.eval_seed = eval_seed
 
     def _hook(self) -> OnlineScalingHook:
         hook = next((h for h in self.runner.hooks if isinstance(h, OnlineScalingHook)), None)
@@ -85,8 +91,9 @@ class BudgetSweepLoop(TestLoop):
         self.runner.call_hook('before_test_epoch')
         self.runner.model.eval()
         self.test_loss.clear()
-        for idx, data_batch in enumerate(self.dataloader):
-            self.run_iter(idx, data_batch)
+        with same_random_numbers(self.eval_seed):
+            for idx, data_batch in enumerate(self.dataloader):
+                self.run_iter(idx, data_batch)
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         return metrics

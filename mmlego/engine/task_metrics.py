@@ -69,8 +69,19 @@ def bank_metric(metrics: dict[str, Any] | None, preferred: str | None) -> tuple[
 
 
 def evaluate_model(model: torch.nn.Module, dataloader: Iterable, evaluator: Any,
-                   max_batches: int | None = None) -> dict[str, float]:
-    """Runs ``model.val_step`` over ``dataloader`` and returns the evaluator's metrics."""
+                   max_batches: int | None = None, seed: int | None = 0) -> dict[str, float]:
+    """Runs ``model.val_step`` over ``dataloader`` and returns the evaluator's metrics.
+
+    Every evaluation draws the same random numbers (``seed``; None: the process's, as they come): a model that
+    samples at inference (mmaction2's TRN head) is compared with the same draws across composites
+    (:func:`mmlego.utils.random_state.same_random_numbers`).
+    """
+    from ..utils.random_state import same_random_numbers
+    with same_random_numbers(seed):
+        return _evaluate(model, dataloader, evaluator, max_batches)
+
+
+def _evaluate(model: torch.nn.Module, dataloader: Iterable, evaluator: Any, max_batches: int | None) -> dict:
     model.eval()
     seen = 0
     with torch.no_grad():

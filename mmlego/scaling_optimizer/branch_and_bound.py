@@ -40,11 +40,15 @@ DOMINANCE_FROM_ONE_RESOURCE = 1000
 
 def pareto_one_resource(resource: np.ndarray, latency: np.ndarray, memory: np.ndarray, loss: np.ndarray,
                         sparsity: np.ndarray) -> np.ndarray:
-    """Indices of the states not dominated in (``resource``, key) by a state of strictly better key, in key order.
+    """Indices of the states that can still win with one budget (on ``resource``), in key order.
 
     With one budget the other resource cannot make a state win: a state with a strictly better key that uses at
-    most as much of the budgeted resource fits wherever this one fits. States of equal (rounded) key are all kept,
-    so the tie-breaks among them (latency, then memory) are those of the full filter.
+    most as much of the budgeted resource fits wherever this one fits. Among states of equal (rounded) key the
+    tie-break is (latency, then memory): one that comes first in that order and uses at most as much of the
+    budgeted resource wins every completion the other could win (the completions add the same to both), so of
+    equal keys only those using strictly less of it than every state before them in key order are kept (with a
+    latency budget, one per key). Denoised drops make many keys equal (zero drops), so this keeps the layers of
+    several models' joint search small.
     """
     order = key_order(latency, memory, loss, sparsity)
     used = resource[order]
@@ -54,7 +58,13 @@ def pareto_one_resource(resource: np.ndarray, latency: np.ndarray, memory: np.nd
     group = np.cumsum(starts) - 1
     least = np.minimum.accumulate(np.minimum.reduceat(used, np.flatnonzero(starts)))
     before = np.concatenate([[math.inf], least[:-1]])  # least use among the strictly better keys
-    return order[used < before[group]]
+    # The least use before each state within its own key (a segmented running minimum, exact on integer ranks).
+    rank = np.unique(used, return_inverse=True)[1].astype(np.int64).ravel()
+    shift = group.astype(np.int64) * (int(rank.max(initial=0)) + 1)
+    running = np.minimum.accumulate(rank - shift) + shift
+    within = np.concatenate([[np.iinfo(np.int64).max], running[:-1]])
+    within[starts] = np.iinfo(np.int64).max
+    return order[(used < before[group]) & (rank < within)]
 
 
 class SearchTooLarge(RuntimeError):

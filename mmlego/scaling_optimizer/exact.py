@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from .branch_and_bound import SearchData, SearchTooLarge, block_budget, branch_and_bound
+from .branch_and_bound import SearchData, SearchTooLarge, block_budget, branch_and_bound, pareto_one_resource
 from .frontier import Frontier, OptionGroup, build_frontier, pareto_indices
 from .problem import (ModelProblem, ScalingResult, Selection, as_problem_list, check_budget, fits,
                       infeasible_result, make_result, totals)
@@ -64,6 +64,7 @@ class PreparedProblems:
         self.min_memory = self.frame_memory + sum(int(g.memory.min()) for g in self.groups)
         self._frontier: Optional[Frontier] = None
         self._frontier_tried = False
+        self._alone: dict = {}  # 'latency' / 'memory' -> the frontier for that budget alone (None: too large)
         self._search_data: Optional[tuple] = None  # (SearchData, positions -> per-block positions)
 
     @property
@@ -74,10 +75,23 @@ class PreparedProblems:
             self._frontier_tried = True
         return self._frontier
 
+    def frontier_alone(self, resource: str) -> Optional[Frontier]:
+        """The frontier for a ``'latency'`` or ``'memory'`` budget alone, built on first use; ``None`` if too
+        large. Far smaller than :attr:`frontier` (a staircase of the budgeted resource against the key, see
+        :func:`~.branch_and_bound.pareto_one_resource`), so it is built where that one is not."""
+        if resource not in self._alone:
+            def keep(latency, memory, loss, sparsity):
+                used = latency if resource == 'latency' else memory
+                return pareto_one_resource(used, latency, memory, loss, sparsity)
+            self._alone[resource] = build_frontier(self.groups, self.max_frontier, keep)
+        return self._alone[resource]
+
     def ready(self) -> 'PreparedProblems':
         """Does all the budget-independent work now: the frontier, or where it is too large the search's merged
         groups and LP bounds (otherwise the first :meth:`solve` that needs them builds them)."""
         if self.frontier is None and self._search_data is None:
+            self.frontier_alone('latency')
+            self.frontier_alone('memory')
             self._search_data = self._prepare_search()
         return self
 
@@ -98,6 +112,49 @@ class PreparedProblems:
                     return [int(i) for f, position in zip(frontiers, positions) for i in f.choice[position]]
                 return SearchData(groups), expand
         return SearchData(self.groups), list
+
+    def _search(self, latency_ms: Optional[float], memory_bytes: Optional[float], latency_left: float,
+                memory_left: float) -> Optional[List[int]]:
+        """Branch and bound for a budget pair; per block the position of the chosen option, None if none fits.
+
+        Each budget alone is answered first, from its own frontier (:meth:`frontier_alone`; searched where that
+        is too large): the best configuration under one budget that also fits the other is the best under both
+        (the configurations within both are a subset, and the tie-break is the same), so the joint search runs
+        only when neither answer fits the other budget.
+
+        Raises:
+            SearchTooLarge: The search would keep too many states.
+        """
+        search, expand = self.ready()._search_data
+        budgets = dict(latency=(latency_ms, latency_left), memory=(memory_bytes, memory_left))
+        for resource, (budget, left) in budgets.items():
+            if not math.isfinite(left):
+                continue
+            alone = (budget, None) if resource == 'latency' else (None, budget)
+            lefts = (left, math.inf) if resource == 'latency' else (math.inf, left)
+            positions = self._best_alone(resource, alone, lefts, search, expand)
+            if positions is None:  # nothing fits even this budget alone
+                return None
+            if positions is not False and self._fits(self._selection(positions), latency_ms, memory_bytes):
+                return positions  # the best under this budget alone fits the other one too
+        positions = branch_and_bound(search, latency_left, memory_left, max_states=self.max_states)
+        return expand(positions) if positions is not None else None
+
+    def _best_alone(self, resource: str, budgets: tuple, lefts: tuple, search, expand):
+        """The best configuration under one budget alone: from its frontier (a lookup), else searched; None if
+        none fits it, False if the float sums and the exact totals disagree at its edge (left to the caller)."""
+        frontier = self.frontier_alone(resource)
+        if frontier is None:
+            positions = branch_and_bound(search, *lefts, max_states=self.max_states)
+            return None if positions is None else expand(positions)
+        candidates = frontier.candidates(*lefts)
+        if not len(candidates):
+            return None
+        for point in candidates:
+            positions = [int(i) for i in frontier.choice[point]]
+            if self._fits(self._selection(positions), *budgets):
+                return positions
+        return False
 
     def _selection(self, positions: Sequence[int]) -> Selection:
         """Per model, per block, the option index of per-group positions in the filtered groups."""
@@ -136,9 +193,7 @@ class PreparedProblems:
             if self._fits(unconstrained, latency_ms, memory_bytes):
                 return make_result(self.problems, unconstrained, 'optimal', ExactSolver.name, start)
             try:
-                search, expand = self.ready()._search_data
-                positions = branch_and_bound(search, latency_left, memory_left, max_states=self.max_states)
-                positions = expand(positions) if positions is not None else None
+                positions = self._search(latency_ms, memory_bytes, latency_left, memory_left)
             except SearchTooLarge:
                 positions = None
             else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -91,13 +91,16 @@ class Frontier:
         return np.flatnonzero(within)[:limit]
 
 
-def build_frontier(groups: Sequence[OptionGroup], max_points: int) -> Optional[Frontier]:
+def build_frontier(groups: Sequence[OptionGroup], max_points: int,
+                   keep: Callable[..., np.ndarray] = pareto_indices) -> Optional[Frontier]:
     """The frontier of all configurations of ``groups``; ``None`` if a merge would exceed ``max_points``.
 
     Args:
         groups: One :class:`OptionGroup` per block (of every model solved together).
         max_points: Largest number of candidate configurations a single merge may create; bounds the build
             time (about a microsecond per candidate) and the memory.
+        keep: ``(latency, memory, loss, sparsity) -> indices`` of the points that can still win, in key order:
+            :func:`pareto_indices` (both budgets), or a one-budget filter (a frontier for that budget alone).
     """
     latency = np.zeros(1)
     memory = np.zeros(1)
@@ -114,7 +117,7 @@ def build_frontier(groups: Sequence[OptionGroup], max_points: int) -> Optional[F
         sparsity = (sparsity[:, None] + group.sparsity).ravel()
         picked = np.tile(np.arange(k, dtype=np.int16), len(choice))[:, None]
         choice = np.concatenate([np.repeat(choice, k, axis=0), picked], axis=1)
-        keep = pareto_indices(latency, memory, loss, sparsity)
-        latency, memory, loss, sparsity, choice = (latency[keep], memory[keep], loss[keep], sparsity[keep],
-                                                   choice[keep])
+        kept = keep(latency, memory, loss, sparsity)
+        latency, memory, loss, sparsity, choice = (latency[kept], memory[kept], loss[kept], sparsity[kept],
+                                                   choice[kept])
     return Frontier(latency, memory, loss, sparsity, choice)
