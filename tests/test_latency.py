@@ -674,3 +674,33 @@ def test_auto_headroom_learns_from_configurations_that_ran_slower_than_predicted
             assert result.latency_ms['model'] <= 0.9 * full / 1.1 * (1 + 1e-9)
     finally:
         wrapper.switcher.reset()
+
+
+def test_interleaved_latency_visits_every_configuration_in_turn_and_restores_the_running_one():
+    """Visits alternate forward and in reverse, round after round, until the rounds and the seconds are done; each
+    configuration's latency is the median of its visits; the configuration that ran before runs again after."""
+    from mmlego.engine.scaling_measurements import interleaved_latency_ms
+
+    class Model:
+        selection = {'a': 0.0, 'b': 0.0}
+        visits = []
+
+        def switch(self, selection):
+            self.selection = dict(selection)
+
+        def measure_latency_ms(self, inputs, warmup, repeats):
+            assert (warmup, repeats) == (2, 5)
+            self.visits.append(self.selection['a'])
+            return 10.0 * (1 - self.selection['a']) + len(self.visits) % 3  # a slow drift on top
+
+    model = Model()
+    configurations = [{'a': 0.0, 'b': 0.0}, {'a': 0.4, 'b': 0.0}, {'a': 0.8, 'b': 0.8}]
+    model.selection = {'a': 0.2, 'b': 0.2}
+    measured = interleaved_latency_ms(model, None, configurations, min_seconds=0.0, min_rounds=3,
+                                      show_progress=False)
+    assert model.visits == [0.0, 0.4, 0.8, 0.8, 0.4, 0.0, 0.0, 0.4, 0.8]
+    assert measured == pytest.approx([10.0 + 1, 6.0 + 2, 2.0])  # per configuration, the median of its visits
+    assert model.selection == {'a': 0.2, 'b': 0.2}
+    model.visits.clear()
+    interleaved_latency_ms(model, None, configurations[:1], min_seconds=0.05, min_rounds=1, show_progress=False)
+    assert len(model.visits) > 1  # more rounds until the seconds passed

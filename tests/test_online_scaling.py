@@ -418,7 +418,7 @@ def test_tool_budget(lego, workspace, tmp_path):
 def test_tool_sweep(lego, workspace, tmp_path):
     out = tmp_path / 'sweep'
     proc = run_tool_one_thread('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '3', '--sweep-dir', str(out),
-                 cwd=workspace)
+                 '--interleaved-seconds', '0.5', cwd=workspace)
     with open(out / 'sweep.csv') as file:
         rows = list(csv.DictReader(file))
     data = json.loads((out / 'sweep.json').read_text())
@@ -435,6 +435,8 @@ def test_tool_sweep(lego, workspace, tmp_path):
         assert row['resident_memory_mb'] <= row['budget_memory_mb'] * 1.1
         assert row['measured_metric'] is not None
         assert 1 / 3 < row['corrected_latency_ms'] / row['measured_latency_ms'] < 3
+        # measured once more, in visits interleaved with the other rows' configurations
+        assert 1 / 3 < row['interleaved_latency_ms'] / row['measured_latency_ms'] < 3
     # The smallest budget runs the smallest configuration; a larger budget never estimates a worse metric.
     assert data['rows'][0]['estimated_memory_mb'] == pytest.approx(smallest)
     estimated = [r['estimated_metric'] for r in data['rows']]
@@ -462,7 +464,7 @@ def test_tool_sweep(lego, workspace, tmp_path):
 def test_tool_sweep_by_latency(lego, workspace, tmp_path):
     out = tmp_path / 'sweep'
     run_tool_one_thread('test.py', *_test_tool_args(lego, tmp_path / 'work'), '--sweep', '2', '--sweep-by', 'latency',
-          '--sweep-dir', str(out), cwd=workspace)
+          '--sweep-dir', str(out), '--interleaved-seconds', '0', cwd=workspace)
     data = json.loads((out / 'sweep.json').read_text())
     assert data['sweep_by'] == 'latency' and data['report_split'] == 'test'
     budgets = [row['budget_latency_ms'] for row in data['rows']]
@@ -470,7 +472,7 @@ def test_tool_sweep_by_latency(lego, workspace, tmp_path):
     for row in data['rows']:
         # The optimizer kept the estimate it solved with within the budget (or ran the smallest, and said so).
         assert row['status'] == 'infeasible' or row['estimated_latency_ms'] <= row['budget_latency_ms'] * (1 + 1e-9)
-        assert row['measured_latency_ms'] is not None
+        assert row['measured_latency_ms'] is not None and row['interleaved_latency_ms'] is None  # 0 s: not
         # The budget's solve was settled and measured before the epoch too; the online re-solves during it counted.
         assert row['settled_measured_latency_ms'] is not None and row['settled_corrected_latency_ms'] is not None
         assert isinstance(row['online_resolves'], int) and row['online_resolves'] >= 0

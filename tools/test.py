@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--latency-repeats', type=int, default=None,
                         help='timed forwards of the measured latency per budget, after 3 untimed ones (median; '
                              '0 skips it; default: the config hook\'s, 20 for --budget/--sweep)')
+    parser.add_argument('--interleaved-seconds', type=float, default=10.0, metavar='S',
+                        help='with --sweep and a measured latency: the rows\' configurations measured once more in '
+                             'visits interleaved over at least S seconds (0: not; default 10)')
     parser.add_argument('--allow-infeasible', action='store_true',
                         help='evaluate the smallest configuration when --budget is below it (instead of exiting)')
     parse_common_args(parser)
@@ -143,7 +146,7 @@ def _prepare_config(args):
         _scaling_hook(cfg, args)
     if args.sweep is not None:
         cfg.test_cfg = dict(type='mmlego.BudgetSweepLoop', num_budgets=args.sweep, sweep_by=args.sweep_by,
-                            out_dir=args.sweep_dir)
+                            out_dir=args.sweep_dir, interleaved_seconds=args.interleaved_seconds)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit(f'--out must be a .pkl file (the dumped predictions), got {args.out}')

@@ -2,7 +2,8 @@
 
 A row holds, for one budget, the configuration that ran and, side by side, what the scaling optimizer estimated
 and what was measured: the metric on the report split (the config's test set), the latency (profiled, corrected
-online, and the median of timed forwards of the tensor path), the configuration's weight bytes and the bytes
+online, the median of timed forwards of the tensor path right after the solve, and the median over visits
+interleaved with the other rows' configurations across seconds), the configuration's weight bytes and the bytes
 resident on the compute device plus the process RSS.
 
 The metric estimate of a row is the teacher's metric *measured on the report split* minus the configuration's
@@ -21,7 +22,8 @@ from typing import Any, Sequence
 #: Columns of a sweep row, in order.
 ROW_KEYS = ('index', 'budget_memory_mb', 'budget_latency_ms', 'status', 'metric_name', 'estimated_metric',
             'measured_metric', 'estimated_drop', 'estimated_metric_profiling', 'profiled_latency_ms',
-            'estimated_latency_ms', 'corrected_latency_ms', 'measured_latency_ms', 'latency_ratio',
+            'estimated_latency_ms', 'corrected_latency_ms', 'measured_latency_ms', 'interleaved_latency_ms',
+            'latency_ratio',
             'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'latency_headroom', 'settle_solves',
             'settled_corrected_latency_ms',
             'settled_measured_latency_ms', 'online_resolves', 'rescaled_solves', 'rescaled_corrected_latency_ms',
@@ -85,7 +87,8 @@ def format_sweep_table(rows: Sequence[dict[str, Any]]) -> str:
                ('metric', 'measured_metric', '.4f'), ('weights MB', 'estimated_memory_mb', '.2f'),
                ('resident MB', 'resident_memory_mb', '.2f'), ('RSS MB', 'rss_mb', '.0f'),
                ('profiled ms', 'profiled_latency_ms', '.2f'), ('est ms', 'corrected_latency_ms', '.2f'),
-               ('ms', 'measured_latency_ms', '.2f'), ('pruned blocks', None, '')]
+               ('ms', 'measured_latency_ms', '.2f'), ('ms interleaved', 'interleaved_latency_ms', '.2f'),
+               ('pruned blocks', None, '')]
     cells = [[title for title, _, _ in columns]]
     for row in rows:
         line = []
@@ -127,7 +130,8 @@ def plot_sweep(rows: Sequence[dict[str, Any]], info: dict[str, Any], out: Path) 
                                   ('resident on device (measured)', 'resident_memory_mb', 's-')]),
         (axes[2], 'latency (ms)', [('profiled estimate', 'profiled_latency_ms', 'o:'),
                                    ('estimate, corrected online', 'corrected_latency_ms', 'o--'),
-                                   ('measured (median)', 'measured_latency_ms', 's-')]),
+                                   ('measured (median)', 'measured_latency_ms', 's-'),
+                                   ('measured, interleaved over seconds', 'interleaved_latency_ms', 'd-')]),
     ]
     for ax, ylabel, curves in panels:
         for name, field, style in curves:

@@ -13,6 +13,7 @@ latency. The loop returns the metrics of every budget prefixed ``sweep{i}/`` (al
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,8 @@ from .online_scaling_hook import OnlineScalingHook
 _MB = 2 ** 20
 #: Row fields of every budget written as scalars (``sweep{i}/legodnn_<key>`` and ``sweep/legodnn_<key>`` by step).
 SWEEP_SCALARS = ('budget_memory_mb', 'budget_latency_ms', 'estimated_metric', 'measured_metric', 'estimated_drop',
-                 'estimated_memory_mb', 'resident_memory_mb', 'corrected_latency_ms', 'measured_latency_ms')
+                 'estimated_memory_mb', 'resident_memory_mb', 'corrected_latency_ms', 'measured_latency_ms',
+                 'interleaved_latency_ms')
 
 
 @LOOPS.register_module()
@@ -47,11 +49,16 @@ class BudgetSweepLoop(TestLoop):
         eval_seed: Every budget's evaluation draws the same random numbers from this seed (a model that samples
             at inference, as mmaction2's TRN head, is compared across budgets with the same draws); None: as the
             process's generators run.
+        interleaved_seconds: When the hook measures latency, the rows' configurations are measured once more at
+            the end, in visits interleaved over at least this many seconds (``interleaved_latency_ms`` of a row:
+            :func:`~mmlego.engine.scaling_measurements.interleaved_latency_ms`), as a latency profile spans
+            seconds; each row's ``measured_latency_ms`` is one stretch right after its budget's solve, inside one
+            of the machine's speed phases. 0: not measured.
     """
 
     def __init__(self, runner, dataloader, evaluator, num_budgets: int = 5, sweep_by: str = 'memory',
                  budgets: Sequence | None = None, out_dir: str | None = None, fp16: bool = False,
-                 eval_seed: int | None = 0) -> None:
+                 eval_seed: int | None = 0, interleaved_seconds: float = 10.0) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if budgets is None and (not isinstance(num_budgets, int) or isinstance(num_budgets, bool)
                                 or num_budgets < 2):
@@ -65,6 +72,9 @@ class BudgetSweepLoop(TestLoop):
         self.out_dir = Path(runner.work_dir) / 'sweep' if out_dir is None else (Path(out_dir) if out_dir else None)
         self.rows: list[dict] = []
         self.eval_seed = eval_seed
+        from ..profiling.latency import check_min_seconds
+        check_min_seconds(interleaved_seconds, 'interleaved_seconds')
+        self.interleaved_seconds = interleaved_seconds
 
     def _hook(self) -> OnlineScalingHook:
         hook = next((h for h in self.runner.hooks if isinstance(h, OnlineScalingHook)), None)
@@ -113,6 +123,19 @@ class BudgetSweepLoop(TestLoop):
         from .task_metrics import bank_metric
         return bank_metric(self._run_epoch(), model.bank.profiles.metric_name)[1]
 
+    def _measure_interleaved(self, model, hook: OnlineScalingHook) -> None:
+        """Every row's configuration measured in interleaved visits (``interleaved_latency_ms``)."""
+        from .scaling_measurements import example_inputs, interleaved_latency_ms
+        if not (self.interleaved_seconds and hook.latency_repeats and self.rows):
+            return
+        distinct = {json.dumps(row['choice'], sort_keys=True): row['choice'] for row in self.rows}
+        inputs = example_inputs(self.runner, model)
+        latencies = interleaved_latency_ms(model, inputs, list(distinct.values()), self.interleaved_seconds,
+                                           show_progress=is_main_process())
+        measured = dict(zip(distinct, latencies))
+        for row in self.rows:
+            row['interleaved_latency_ms'] = measured[json.dumps(row['choice'], sort_keys=True)]
+
     def _publish(self, epoch_metrics: list[dict]) -> dict:
         """Every budget's metrics and row figures as ``sweep{i}/...`` results, message-hub and visualizer scalars."""
         runner, results = self.runner, {}
@@ -153,6 +176,7 @@ class BudgetSweepLoop(TestLoop):
                 epoch = hook.records[before:]
                 self.rows.append(sweep_row(epoch[-1], index, solve_record=epoch[0], online_resolves=len(epoch) - 1))
             report_teacher = self._report_teacher_metric(model, hook)
+            self._measure_interleaved(model, hook)
         finally:
             hook.set_budget(source)
         profiles = model.bank.profiles

@@ -83,3 +83,51 @@ def settle_latency(model, warm: Callable[[], None], measure_ms: Callable[[], flo
         fields.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
                       settled_measured_latency_ms=measure_ms(), settle_fallback=True)
     return fields, last_result
+
+
+def interleaved_latency_ms(model, inputs, selections, min_seconds: float, min_rounds: int = 4,
+                           warmup: int = 2, repeats: int = 5, show_progress: bool = True) -> list[float]:
+    """The latency of each configuration measured in visits interleaved over at least ``min_seconds``.
+
+    A latency profile spans seconds (``profile_latency(min_seconds=...)``); one stretch of forwards falls in one
+    of a machine's speed phases (shared VMs change speed for half a second to seconds). Visiting the
+    configurations in turn, ``repeats`` timed forwards after ``warmup`` untimed ones per visit, round after round
+    (alternately forward and in reverse) until ``min_rounds`` rounds and ``min_seconds`` have passed, measures
+    each across the same phases: the median of its visits' medians (>= 20 timed forwards by default).
+
+    Args:
+        model: A :class:`mmlego.LegoDNN` with a bank; its selection is restored afterwards.
+        inputs: The tensor-path input (batch of one, the profiled size).
+        selections: Configurations (block -> sparsity).
+        min_seconds: Least time the visits span.
+        min_rounds: Least visits per configuration.
+        warmup: Untimed forwards per visit (after the switch).
+        repeats: Timed forwards per visit.
+        show_progress: Show a progress bar.
+
+    Returns:
+        Per configuration, in order, the median latency in ms.
+    """
+    import statistics
+    import time
+
+    from ..utils.progress import progress
+    running = dict(model.selection)
+    visits: list[list[float]] = [[] for _ in selections]
+    order = list(range(len(selections)))
+    start = time.perf_counter()
+
+    def rounds():
+        done = 0
+        while done < min_rounds or time.perf_counter() - start < min_seconds:
+            yield done
+            done += 1
+    try:
+        for done in progress(rounds(), f'latency of {len(selections)} configurations, interleaved over '
+                             f'>= {min_seconds:g} s (rounds)', enabled=show_progress):
+            for index in (order if done % 2 == 0 else order[::-1]):
+                model.switch(selections[index])
+                visits[index].append(model.measure_latency_ms(inputs, warmup=warmup, repeats=repeats))
+    finally:
+        model.switch(running)
+    return [float(statistics.median(values)) for values in visits]
