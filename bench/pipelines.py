@@ -132,7 +132,7 @@ def fidelity(r):
     # what tools/test.py --sweep shows (anchor_metric_estimates; rows of sweeps made before it showed the val teacher
     # minus the drop and are re-based the same way, each sweep on its own teacher row); over the rows that run a
     # pruned configuration (the teacher's own row is exact by construction). Beside it the val teacher's estimate.
-    from mmlego.apis.sweep import anchor_metric_estimates, runs_teacher
+    from mmlego.apis.sweep import anchor_metric_estimates, measured_one_configuration, runs_teacher
     errors, errors_val, teacher_test = [], [], None
     for sweep in (r['sweep'], r.get('latency_sweep', [])):
         sweep = [dict(row) for row in sweep]  # re-based copies; the stored rows stay as measured
@@ -141,8 +141,8 @@ def fidelity(r):
         if not teachers:
             continue
         teacher_test = teachers[-1]['measured_metric'] if teacher_test is None else teacher_test
-        for row in sweep:
-            if row.get('measured_metric') is not None and row not in teachers:
+        for row in sweep:  # a row whose epoch switched configurations measured a mixture: no estimate of it
+            if measured_one_configuration(row) and row not in teachers:
                 errors.append(abs(row['estimated_metric'] - row['measured_metric']) * points)
                 errors_val.append(abs(row['estimated_metric_profiling'] - row['measured_metric']) * points)
     last = dict(r['sweep'][-1])

@@ -573,9 +573,12 @@ def test_sweep_anchors_on_the_teacher_row_or_evaluates_the_teacher_once():
                            profiles=SimpleNamespace(metric_name='acc/top1'))
     model = SimpleNamespace(bank=bank, switch=switched.append)
     hook = SimpleNamespace(set_budget=budgets.append)
-    loop.rows = [dict(measured_metric=0.4, choice={'a': 0.2, 'b': 0.0}, estimated_metric=0.65)]
+    # a row that ends on the teacher after the correction re-solved during its epoch measured a mixture
+    loop.rows = [dict(measured_metric=0.4, choice={'a': 0.2, 'b': 0.0}, estimated_metric=0.65),
+                 dict(measured_metric=0.45, choice={'a': 0.0, 'b': 0.0}, estimated_metric=0.7, online_resolves=1)]
     assert loop._report_teacher_metric(model, hook) == 0.5  # no row ran the teacher: one more epoch with it
     assert epochs == [1] and switched == [{'a': 0.0, 'b': 0.0}] and budgets == [None]
+    loop.rows.pop()
     loop.rows.append(dict(measured_metric=0.6, choice={'a': 0.0, 'b': 0.0}, estimated_metric=0.7))
     assert loop._report_teacher_metric(model, hook) == 0.6 and epochs == [1]  # the teacher's row, no extra epoch
     anchor_metric_estimates(loop.rows, 0.7, 0.6)

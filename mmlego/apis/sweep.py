@@ -54,8 +54,14 @@ def sweep_row(record: dict[str, Any], index: int, solve_record: dict[str, Any] |
 
 
 def runs_teacher(row: dict[str, Any]) -> bool:
-    """Whether a row ran the teacher (every block at sparsity 0.0)."""
-    return bool(row.get('choice')) and not any(row['choice'].values())
+    """Whether a row's epoch ran the teacher (every block at sparsity 0.0) throughout: a row whose configuration the
+    online correction switched during the epoch (``online_resolves``) measured a mixture of configurations."""
+    return bool(row.get('choice')) and not any(row['choice'].values()) and not row.get('online_resolves')
+
+
+def measured_one_configuration(row: dict[str, Any]) -> bool:
+    """Whether a row's metric was measured on its configuration alone (no re-solve during its epoch)."""
+    return row.get('measured_metric') is not None and not row.get('online_resolves')
 
 
 def anchor_metric_estimates(rows: Sequence[dict[str, Any]], profiling_teacher_metric: float,
