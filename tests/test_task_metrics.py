@@ -22,6 +22,10 @@ def test_a_split_without_any_prediction_scores_zero_and_says_so(capsys):
     assert reported_metric({'coco/bbox_mAP_50': 0.25}, 'coco/bbox_mAP_50') == 0.25
     with pytest.raises(KeyError, match="not 'mIoU'"):  # metrics reported, but another one: a configuration error
         reported_metric({'coco/bbox_mAP_50': 0.25}, 'mIoU')
+    # the same in a sweep row or the hook's record: scored 0, not "no metric"; without an evaluation, none
+    assert bank_metric({}, 'mIoU') == ('mIoU', 0.0)  # (mmengine logs one warning text once)
+    assert 'counts as 0' in capsys.readouterr().out
+    assert bank_metric(None, 'coco/bbox_mAP_50') == (None, None)
 
 
 class _SamplingModel:

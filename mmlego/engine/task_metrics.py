@@ -56,10 +56,14 @@ def bank_metric(metrics: dict[str, Any] | None, preferred: str | None) -> tuple[
     """The evaluator's value of the bank's metric (``preferred``), else of the task's default one.
 
     Returns:
-        ``(name, value)``, or ``(None, None)`` when the evaluator reported no metric a bank could be scored by.
+        ``(name, value)``; ``(preferred, 0.0)`` with a warning when the evaluator ran and reported nothing at all
+        (as :func:`reported_metric`: a detector that predicted no box); ``(None, None)`` without an evaluation
+        (``metrics`` None) or when the evaluator reported no metric a bank could be scored by.
     """
-    if not metrics:
+    if metrics is None:
         return None, None
+    if not metrics:
+        return preferred, reported_metric({}, preferred or 'the metric')
     if preferred not in metrics:
         try:
             preferred = pick_metric(dict(metrics))
