@@ -113,48 +113,45 @@ class PreparedProblems:
                 return SearchData(groups), expand
         return SearchData(self.groups), list
 
-    def _search(self, latency_ms: Optional[float], memory_bytes: Optional[float], latency_left: float,
-                memory_left: float) -> Optional[List[int]]:
-        """Branch and bound for a budget pair; per block the position of the chosen option, None if none fits.
-
-        Each budget alone is answered first, from its own frontier (:meth:`frontier_alone`; searched where that
-        is too large): the best configuration under one budget that also fits the other is the best under both
-        (the configurations within both are a subset, and the tie-break is the same), so the joint search runs
-        only when neither answer fits the other budget.
-
-        Raises:
-            SearchTooLarge: The search would keep too many states.
-        """
-        search, expand = self.ready()._search_data
-        budgets = dict(latency=(latency_ms, latency_left), memory=(memory_bytes, memory_left))
-        for resource, (budget, left) in budgets.items():
-            if not math.isfinite(left):
-                continue
-            alone = (budget, None) if resource == 'latency' else (None, budget)
-            lefts = (left, math.inf) if resource == 'latency' else (math.inf, left)
-            positions = self._best_alone(resource, alone, lefts, search, expand)
-            if positions is None:  # nothing fits even this budget alone
-                return None
-            if positions is not False and self._fits(self._selection(positions), latency_ms, memory_bytes):
-                return positions  # the best under this budget alone fits the other one too
-        positions = branch_and_bound(search, latency_left, memory_left, max_states=self.max_states)
-        return expand(positions) if positions is not None else None
-
-    def _best_alone(self, resource: str, budgets: tuple, lefts: tuple, search, expand):
-        """The best configuration under one budget alone: from its frontier (a lookup), else searched; None if
-        none fits it, False if the float sums and the exact totals disagree at its edge (left to the caller)."""
-        frontier = self.frontier_alone(resource)
-        if frontier is None:
-            positions = branch_and_bound(search, *lefts, max_states=self.max_states)
-            return None if positions is None else expand(positions)
+    def _lookup(self, frontier: Frontier, lefts: tuple, budgets: tuple):
+        """The best point of ``frontier`` within the block budgets ``lefts`` whose exact totals fit ``budgets``:
+        per block its position; None if no point is within them; False if the float sums and the exact totals
+        disagree at the edge for every candidate (left to the caller)."""
         candidates = frontier.candidates(*lefts)
         if not len(candidates):
             return None
         for point in candidates:
             positions = [int(i) for i in frontier.choice[point]]
-            if self._fits(self._selection(positions), *budgets):
+            if self._fits(self._selection(positions), *budgets):  # exact totals decide, not the float sums
                 return positions
         return False
+
+    def _search(self, latency_ms: Optional[float], memory_bytes: Optional[float], latency_left: float,
+                memory_left: float) -> Optional[List[int]]:
+        """Without the joint frontier: per block the position of the chosen option, None if none fits.
+
+        Each finite budget alone is looked up first in its own frontier (:meth:`frontier_alone`, where it was
+        small enough to build): the best configuration under one budget that also fits the other is the best
+        under both (the configurations within both are a subset, and the tie-break is the same). Branch and bound
+        runs only when no such answer settles it.
+
+        Raises:
+            SearchTooLarge: The search would keep too many states.
+        """
+        for resource, budget, left in (('latency', latency_ms, latency_left), ('memory', memory_bytes, memory_left)):
+            frontier = self.frontier_alone(resource)
+            if frontier is None or not math.isfinite(left):
+                continue
+            alone = (budget, None) if resource == 'latency' else (None, budget)
+            positions = self._lookup(frontier, (left, math.inf) if resource == 'latency' else (math.inf, left),
+                                     alone)
+            if positions is None:  # nothing fits even this budget alone
+                return None
+            if positions is not False and self._fits(self._selection(positions), latency_ms, memory_bytes):
+                return positions  # the best under this budget alone fits the other one too
+        search, expand = self.ready()._search_data
+        positions = branch_and_bound(search, latency_left, memory_left, max_states=self.max_states)
+        return expand(positions) if positions is not None else None
 
     def _selection(self, positions: Sequence[int]) -> Selection:
         """Per model, per block, the option index of per-group positions in the filtered groups."""
@@ -181,13 +178,11 @@ class PreparedProblems:
         memory_left = block_budget(memory_bytes, self.frame_memory)
         frontier = self.frontier
         if frontier is not None:
-            candidates = frontier.candidates(latency_left, memory_left)
-            for point in candidates:
-                selection = self._selection(frontier.choice[point])
-                if self._fits(selection, latency_ms, memory_bytes):  # exact totals decide, not the float sums
-                    return make_result(self.problems, selection, 'optimal', ExactSolver.name, start)
-            if not len(candidates):
+            positions = self._lookup(frontier, (latency_left, memory_left), (latency_ms, memory_bytes))
+            if positions is None:
                 return infeasible_result(self.problems, latency_ms, memory_bytes, ExactSolver.name, start)
+            if positions is not False:
+                return make_result(self.problems, self._selection(positions), 'optimal', ExactSolver.name, start)
         else:
             unconstrained = self._selection([int(np.lexsort((g.sparsity, g.loss))[0]) for g in self.groups])
             if self._fits(unconstrained, latency_ms, memory_bytes):
