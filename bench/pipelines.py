@@ -116,11 +116,15 @@ def fidelity(r):
                             if row.get('settled_measured_latency_ms') and row.get('settled_corrected_latency_ms'))
     # Every configuration the online correction chose or kept, measured there: at the solve; after the epoch the one
     # that ran it if the correction kept it, or the one it re-solved to (settled and measured) if it did not.
-    kept, rescaled = [], []
+    kept, rescaled, infeasible_after = [], [], 0
     for row in r.get('latency_sweep', []):
         if not row.get('budget_latency_ms') or row['status'] == 'infeasible':
             continue
-        if row.get('rescaled_measured_latency_ms'):
+        if row.get('rescaled_status') == 'infeasible':
+            # re-solved after the epoch under a correction that finds no configuration fitting the budget (the
+            # device ran slower than the fastest configuration can meet): infeasible then, as a solve says
+            infeasible_after += 1
+        elif row.get('rescaled_measured_latency_ms'):
             rescaled.append(row['rescaled_measured_latency_ms'] / row['budget_latency_ms'])
         elif row.get('measured_latency_ms'):
             kept.append(row['measured_latency_ms'] / row['budget_latency_ms'])
@@ -161,6 +165,7 @@ def fidelity(r):
                 max_latency_over_budget=max(over) if over else None,
                 max_settled_latency_over_budget=max(settled) if settled else None,
                 settled_latency_error=settled_error, rescaled_after_epoch=len(rescaled),
+                rescaled_infeasible=infeasible_after,
                 max_rescaled_latency_over_budget=max(rescaled) if rescaled else None,
                 max_chosen_latency_over_budget=max(chosen) if chosen else None, resident_over_weights=resident,
                 metric_error_points=_median(errors), full_budget_over_teacher_points=full,
@@ -175,7 +180,7 @@ def fidelity_markdown(fidelities: dict) -> str:
     lines = ['| model | latency error, profiled | profiled vs interleaved | after online correction | '
              'same configuration re-measured | '
              'max measured / latency budget, after the epoch | at the solve (error there) | '
-             're-solved after the epoch: count, max measured / budget | every configuration chosen or kept | '
+             're-solved after the epoch: count (+ found infeasible), max measured / budget | every configuration chosen or kept | '
              'resident / weights (smallest) | metric error, pruned rows (points) | '
              'full-budget estimate - teacher (points) | teacher val / test | error if anchored on the val teacher |',
              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
@@ -184,7 +189,8 @@ def fidelity_markdown(fidelities: dict) -> str:
                      f"{fmt(f.get('latency_error_profiled_interleaved'), '.1%')} | {fmt(f['latency_error_corrected'], '.1%')} "
                      f"| {fmt(f.get('latency_remeasured_spread'), '.1%')} | {fmt(f['max_latency_over_budget'], '.3f')} | "
                      f"{fmt(f.get('max_settled_latency_over_budget'), '.3f')} "
-                     f"({fmt(f.get('settled_latency_error'), '.1%')}) | {f.get('rescaled_after_epoch', '-')}, "
+                     f"({fmt(f.get('settled_latency_error'), '.1%')}) | {f.get('rescaled_after_epoch', '-')}"
+                     f"{' + %d infeasible' % f['rescaled_infeasible'] if f.get('rescaled_infeasible') else ''}, "
                      f"{fmt(f.get('max_rescaled_latency_over_budget'), '.3f')} | "
                      f"{fmt(f.get('max_chosen_latency_over_budget'), '.3f')} | "
                      f"{fmt(f['resident_over_weights'], '.3f')} | {fmt(f['metric_error_points'], '.2f')} | "

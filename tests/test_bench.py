@@ -400,3 +400,32 @@ def test_latency_profile_span_profiles_with_each_span_and_scores_them_against_th
     between = sorted((max(m) - min(m)) / reference[s] for s, m in medians.items())
     assert result['measured_reproducibility'] == pytest.approx(sum(between) / 2)
     assert '| tsn |' in latency_profile_span.markdown({'tsn': result})
+
+
+def _sweep_row(budget, measured, status='optimal', **fields):
+    row = dict(budget_latency_ms=budget, budget_memory_mb=None, status=status, measured_latency_ms=measured,
+               profiled_latency_ms=measured, corrected_latency_ms=measured, choice={'b': 0.4},
+               measured_metric=0.5, estimated_metric=0.5, estimated_drop=0.0, estimated_memory_mb=1.0,
+               resident_memory_mb=1.0)
+    row.update(fields)
+    return row
+
+
+def test_fidelity_counts_what_the_correction_chose_and_leaves_out_budgets_it_found_infeasible():
+    """A configuration chosen at the solve, kept after the epoch or re-solved to counts against its budget; a budget
+    the solve or the re-solve after the epoch found infeasible (nothing fits the device as corrected then) does not,
+    and the re-solves that found it are counted apart."""
+    import pipelines
+    teacher = _sweep_row(None, 10.0, choice={'b': 0.0})
+    rows = [
+        _sweep_row(5.0, 4.5, settled_measured_latency_ms=4.9, settled_corrected_latency_ms=4.8),  # kept: 0.90
+        _sweep_row(6.0, 7.2, rescaled_status='optimal', rescaled_measured_latency_ms=6.6),  # re-solved to 1.10
+        _sweep_row(7.0, 9.1, rescaled_status='infeasible', rescaled_measured_latency_ms=9.0),  # found infeasible
+        _sweep_row(3.0, 6.0, status='infeasible', settled_measured_latency_ms=6.0),  # infeasible at the solve
+    ]
+    result = pipelines.fidelity(dict(sweep=[teacher], latency_sweep=rows, metric='acc', teacher_metric=0.5))
+    assert result['max_settled_latency_over_budget'] == pytest.approx(4.9 / 5.0)
+    assert result['rescaled_after_epoch'] == 1 and result['rescaled_infeasible'] == 1
+    assert result['max_rescaled_latency_over_budget'] == pytest.approx(1.1)
+    assert result['max_chosen_latency_over_budget'] == pytest.approx(1.1)  # not 9.0 / 7.0 nor 6.0 / 3.0
+    assert '1 + 1 infeasible, 1.100' in pipelines.fidelity_markdown({'m': result})

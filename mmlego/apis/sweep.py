@@ -26,8 +26,8 @@ ROW_KEYS = ('index', 'budget_memory_mb', 'budget_latency_ms', 'status', 'metric_
             'latency_ratio',
             'estimated_memory_mb', 'resident_memory_mb', 'rss_mb', 'latency_headroom', 'settle_solves',
             'settled_corrected_latency_ms',
-            'settled_measured_latency_ms', 'online_resolves', 'rescaled_solves', 'rescaled_corrected_latency_ms',
-            'rescaled_measured_latency_ms')
+            'settled_measured_latency_ms', 'online_resolves', 'rescaled_solves', 'rescaled_status',
+            'rescaled_corrected_latency_ms', 'rescaled_measured_latency_ms')
 
 
 #: Fields of a row taken from the epoch's first record (its budget's solve), not from the configuration measured last.
