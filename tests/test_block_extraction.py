@@ -115,6 +115,27 @@ class ToyNet(nn.Module):
         return self.head(self.preskip(x))
 
 
+class LevelsNet(nn.Module):
+    """A head that keeps each level's bridge and prediction conv in two ``ModuleList``s and loops over the levels
+    (as mmdet's YOLOv3 head): the chains cross the module tree. A third level's bridge output is also returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.down = cbr(8, 16, stride=2)
+        self.bridges = nn.ModuleList([cbr(8, 16), cbr(16, 32)])
+        self.preds = nn.ModuleList([nn.Conv2d(16, 6, 1), nn.Conv2d(32, 6, 1)])
+        self.side_bridge = cbr(16, 16)
+        self.side_pred = nn.Conv2d(16, 6, 1)
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        features.append(self.down(features[0]))
+        outputs = [self.preds[i](self.bridges[i](feature)) for i, feature in enumerate(features)]
+        side = self.side_bridge(features[1])
+        return (*outputs, self.side_pred(side), side)
+
+
 def randomize_bn(model: nn.Module) -> nn.Module:
     """Non-trivial batch-norm statistics and affine parameters (so eval outputs depend on them)."""
     for module in model.modules():
@@ -318,6 +339,22 @@ def test_toy_special_cases(toy):
     assert large['grouped'].protected_convs == ['grouped.2.0']  # grouped conv at the output
     assert large['dwsep+twice'].protected_convs == ['twice.conv_in', 'twice.conv']  # module called twice inside
     assert large['preskip+head'].prunable_convs == ['preskip.conv_b']
+
+
+def test_chains_across_the_module_tree_close_what_sibling_runs_leave_in_the_frame():
+    torch.manual_seed(0)
+    model = randomize_bn(LevelsNet()).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    extraction = extract_blocks(model, (x,), max_ratio=0.25)
+    check_blocks(model, x, extraction)
+    blocks = by_name(extraction)
+    # each level's bridge feeds only its prediction conv: a block of the two, the bridge prunable
+    assert set(blocks) == {'bridges.0+preds.0', 'bridges.1+preds.1'}
+    assert blocks['bridges.1+preds.1'].prunable_convs == ['bridges.1.0']
+    assert blocks['bridges.1+preds.1'].protected_convs == ['preds.1']
+    # the side bridge's output is read outside the pair too (a model output): no block; neither are stem and down,
+    # whose outputs feed two levels each
+    assert not {'side_bridge', 'side_pred', 'stem', 'down'} & {m for spec in extraction.blocks for m in spec.members}
 
 
 def test_resnet18_default_ratio(resnet18):

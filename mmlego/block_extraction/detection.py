@@ -10,12 +10,15 @@ mmdet's and mmpose's ``BasicBlock`` apply both inside the residual branch and af
 of a run while it also runs outside: only its call on the run's chain belongs to the block, and the copy a
 descendant puts back computes the same function for the calls outside. Without it a downsampling BasicBlock (three
 convs) could not yield its two-conv residual branch, and a 20-conv ResNet-18 kept half its convs in the frame.
-Design choice: blocks are aligned to the module tree, either one module or a run of consecutive sibling
-modules that feed each other, so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into
-the live model by module name, which keeps the model's own ``forward`` (post-processing included).
+Design choice: blocks are aligned to the module tree, either one module or a run of modules that feed each other,
+so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into the live model by module name,
+which keeps the model's own ``forward`` (post-processing included).
 The search is greedy and prefers large blocks, like LegoDNN's: a module that qualifies as a whole is taken;
 otherwise its children are scanned in execution order, taking the longest qualifying run at each position and
-descending into a child where none starts.
+descending into a child where none starts. Then the convs left in the frame get a second pass: modules at any depth
+that hold convs and are called once on one tensor, linked where one's output is all the next one reads (and read
+by nothing else), form chains across the module tree, cut into blocks the same way; e.g. YOLOv3's per-level bridge
+conv and prediction conv, which a head keeps in two ``ModuleList``s and calls in a loop over the levels.
 """
 from __future__ import annotations
 
@@ -312,6 +315,53 @@ class _Detector:
                 i += 1
 
 
+    # -- the second pass: chains across the module tree ----------------------------------------------------------
+    def _chain_units(self) -> list[str]:
+        """Modules outside every block, holding convs, called once on one tensor and returning one: the largest
+        such module on each path of the module tree (one that overlaps a block's member is none)."""
+        taken = tuple(self._taken)
+        units = []
+        for name, module in self.model.named_modules():
+            calls = self.graph.calls.get(id(module))
+            if (not name or calls is None or calls.count != 1 or not calls.single_tensor_arg
+                    or calls.output_shape is None or not self._convs([name])
+                    or any(name == t or name.startswith(t + '.') or t.startswith(name + '.') for t in taken)
+                    or any(name.startswith(unit + '.') for unit in units)):
+                continue
+            units.append(name)
+        return units
+
+    def _next_unit(self, unit: str, units: list[str]) -> str | None:
+        """The unit that reads ``unit``'s output and nothing else, where nothing else reads that output."""
+        inputs, outputs = self._boundary(self._region(unit))
+        if len(inputs) != 1 or len(outputs) != 1:
+            return None
+        (output,) = outputs
+        for other in units:
+            region = self._region(other)
+            if other != unit and self.graph.users[output] <= region and self._boundary(region)[0] == {output}:
+                return other
+        return None
+
+    def chain_leftovers(self) -> None:
+        """Cuts the chains of units (:meth:`_chain_units`) into blocks, the longest qualifying run first."""
+        units = self._chain_units()
+        following = {unit: self._next_unit(unit, units) for unit in units}
+        followed = {unit for unit in following.values() if unit is not None}
+        for start in (unit for unit in units if unit not in followed):
+            chain = [start]
+            while following[chain[-1]] is not None and following[chain[-1]] not in chain:
+                chain.append(following[chain[-1]])
+            i = 0
+            while i < len(chain) - 1:
+                j = next((j for j in range(len(chain), i + 1, -1) if self.check(chain[i:j]) is None), None)
+                if j is None:
+                    i += 1
+                else:
+                    self._take(chain[i:j])
+                    i = j
+
+
 def extract_blocks(model: nn.Module,
                    example_inputs: Sequence[Any],
                    max_ratio: float = 0.125,
@@ -346,6 +396,7 @@ def extract_blocks(model: nn.Module,
     max_convs = max(2, math.floor(max_ratio * total))
     detector = _Detector(graph, max_convs)
     detector.visit('')
+    detector.chain_leftovers()
     blocks = sorted(detector.blocks, key=lambda block: min(
         graph.index[node] for node in detector._region(block.members[0])))
     print_log(f'found {len(blocks)} blocks covering {sum(len(block.convs) for block in blocks)} of {total} convs',
