@@ -107,6 +107,34 @@ def test_uniform_baseline_keeps_outputs_and_fits_the_budget():
         uniform_baseline.prune_to_bytes(model, x, forward, 10)
 
 
+class _Recognizer(torch.nn.Module):
+    """Like mmaction's recognizers: ``mode='tensor'`` returns the backbone's features unless ``stage='head'``."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.cls_head = torch.nn.Linear(16, 4)
+
+    def _forward(self, inputs, stage='backbone'):
+        features = self.backbone(inputs)
+        return self.cls_head(features.mean(dim=(2, 3))) if stage == 'head' else features
+
+    def forward(self, inputs, data_samples=None, mode='tensor', **kwargs):
+        return self._forward(inputs, **kwargs)
+
+
+def test_uniform_baseline_prunes_up_to_the_head_where_the_tensor_path_stops_at_the_backbone():
+    import uniform_baseline
+    model, x = _Recognizer().eval(), torch.randn(2, 3, 8, 8)
+    tensor_path = lambda m, inputs: m(inputs, None, mode='tensor')  # noqa: E731
+    assert uniform_baseline.output_layer_names(model, x, tensor_path) == {'backbone', 'cls_head'}
+    forward = uniform_baseline.inference_forward(model, tensor_path)
+    assert forward(model, x).shape == (2, 4)
+    assert uniform_baseline.output_layer_names(model, x, forward) == {'cls_head'}
+    assert uniform_baseline.prune_uniformly(copy.deepcopy(model), x, forward, 0.5).backbone.out_channels == 8
+    assert uniform_baseline.inference_forward(_Residual(), tensor_path) is tensor_path  # no head stage: as given
+
+
 def test_quality_summary_counts_ties_as_won():
     import quality
     rows = [dict(mmlego=0.5, untrained=0.1, uniform_a=0.5), dict(mmlego=0.4, untrained=0.2, uniform_a=0.6)]
