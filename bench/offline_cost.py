@@ -52,7 +52,7 @@ def measure_model(config: str, teacher_config: str, num_batches: int) -> dict:
     from mmlego.block_bank import BlockBank
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.models import TENSOR_PATHS, example_batch, trace_tensor_path
-    from uniform_baseline import output_layer_names, prune_uniformly
+    from uniform_baseline import inference_forward, output_layer_names, prune_uniformly
 
     torch.manual_seed(0)
     cfg = Config.fromfile(osp.join(ROOT, config))
@@ -81,9 +81,10 @@ def measure_model(config: str, teacher_config: str, num_batches: int) -> dict:
     retrain_s = (time.perf_counter() - start) / len(batches[2:])
 
     uniform = {}
-    outputs = output_layer_names(teacher, example, TENSOR_PATHS[path])
+    whole_path = inference_forward(teacher, TENSOR_PATHS[path])
+    outputs = output_layer_names(teacher, example, whole_path)
     for sparsity in [s for s in loop.sparsities if s > 0]:
-        pruned = prune_uniformly(copy.deepcopy(teacher), example, TENSOR_PATHS[path], sparsity, outputs).train()
+        pruned = prune_uniformly(copy.deepcopy(teacher), example, whole_path, sparsity, outputs).train()
         optim = build_optim_wrapper(pruned, copy.deepcopy(teacher_cfg.optim_wrapper))
         uniform[str(sparsity)] = _timed_steps(lambda b, m=pruned, o=optim: m.train_step(b, o), batches)
 
