@@ -32,10 +32,13 @@ def inference_forward(model: nn.Module, forward_fn: Callable[[nn.Module, Any], A
     of it. mmaction's recognizers return the backbone's features in ``mode='tensor'`` (``stage='backbone'``): traced
     there, a TSN's or TRN's last residual stage would count as an output layer (its channels reach the path's end)
     and TRN's relation MLP would not be seen at all, so neither would be pruned. Their ``stage='head'`` runs the head
-    to the class scores. Other models: ``forward_fn``."""
+    to the class scores. Other models, and other paths than ``mode='tensor'``: ``forward_fn``."""
     import inspect
+
+    from mmlego.models.tensor_path import tensor_mode
     forward = getattr(model, '_forward', None)
-    if forward is not None and hasattr(model, 'cls_head') and 'stage' in inspect.signature(forward).parameters:
+    if (forward_fn is tensor_mode and getattr(model, 'with_cls_head', False) and forward is not None
+            and 'stage' in inspect.signature(forward).parameters):
         return lambda m, x: m(x, None, mode='tensor', stage='head')
     return forward_fn
 

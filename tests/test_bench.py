@@ -114,6 +114,7 @@ class _Recognizer(torch.nn.Module):
         super().__init__()
         self.backbone = torch.nn.Conv2d(3, 16, 3, padding=1)
         self.cls_head = torch.nn.Linear(16, 4)
+        self.with_cls_head = True
 
     def _forward(self, inputs, stage='backbone'):
         features = self.backbone(inputs)
@@ -125,14 +126,16 @@ class _Recognizer(torch.nn.Module):
 
 def test_uniform_baseline_prunes_up_to_the_head_where_the_tensor_path_stops_at_the_backbone():
     import uniform_baseline
+    from mmlego.models.tensor_path import tensor_mode as tensor_path
     model, x = _Recognizer().eval(), torch.randn(2, 3, 8, 8)
-    tensor_path = lambda m, inputs: m(inputs, None, mode='tensor')  # noqa: E731
     assert uniform_baseline.output_layer_names(model, x, tensor_path) == {'backbone', 'cls_head'}
     forward = uniform_baseline.inference_forward(model, tensor_path)
     assert forward(model, x).shape == (2, 4)
     assert uniform_baseline.output_layer_names(model, x, forward) == {'cls_head'}
     assert uniform_baseline.prune_uniformly(copy.deepcopy(model), x, forward, 0.5).backbone.out_channels == 8
     assert uniform_baseline.inference_forward(_Residual(), tensor_path) is tensor_path  # no head stage: as given
+    model.with_cls_head = False
+    assert uniform_baseline.inference_forward(model, tensor_path) is tensor_path
 
 
 def test_quality_summary_counts_ties_as_won():

@@ -136,6 +136,29 @@ class LevelsNet(nn.Module):
         return (*outputs, self.side_pred(side), side)
 
 
+class NestedLevels(nn.Module):
+    """LevelsNet one level down, inside a module called once that returns one tensor (too many convs for a block):
+    its submodules still chain. A second head computes both bridges before either prediction: interleaved, no block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.levels = _OneTensorLevels()
+        self.late_stem = cbr(3, 8)
+        self.late = nn.ModuleDict(dict(bridges=nn.ModuleList([cbr(8, 8), cbr(8, 8)]),
+                                       preds=nn.ModuleList([nn.Conv2d(8, 3, 1), nn.Conv2d(8, 3, 1)])))
+
+    def forward(self, x):
+        flat = self.levels(x)
+        first = self.late_stem(x)
+        bridged = [bridge(first) for bridge in self.late['bridges']]
+        return flat, [pred(b) for pred, b in zip(self.late['preds'], bridged)]
+
+
+class _OneTensorLevels(LevelsNet):
+    def forward(self, x):
+        return torch.cat([output.flatten(1) for output in super().forward(x)], dim=1)
+
+
 def randomize_bn(model: nn.Module) -> nn.Module:
     """Non-trivial batch-norm statistics and affine parameters (so eval outputs depend on them)."""
     for module in model.modules():
@@ -355,6 +378,18 @@ def test_chains_across_the_module_tree_close_what_sibling_runs_leave_in_the_fram
     # the side bridge's output is read outside the pair too (a model output): no block; neither are stem and down,
     # whose outputs feed two levels each
     assert not {'side_bridge', 'side_pred', 'stem', 'down'} & {m for spec in extraction.blocks for m in spec.members}
+
+
+def test_chains_inside_a_unit_too_large_for_a_block_and_never_interleaved():
+    torch.manual_seed(0)
+    model = randomize_bn(NestedLevels()).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    extraction = extract_blocks(model, (x,), max_ratio=0.125)
+    assert extraction.max_convs_per_block == 2
+    check_blocks(model, x, extraction)
+    assert set(by_name(extraction)) == {'levels.bridges.0+levels.preds.0', 'levels.bridges.1+levels.preds.1'}
+    assert not any(name.startswith('levels.bridges.') or name.startswith('levels.preds.')
+                   for name in extraction.skipped)  # the first pass's reasons for modules now in blocks are gone
 
 
 def test_resnet18_default_ratio(resnet18):

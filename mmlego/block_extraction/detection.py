@@ -39,7 +39,7 @@ class BlockSpec:
     """One detected block.
 
     Attributes:
-        name: Block name: its module name, or ``first+...+last`` for a run of sibling modules.
+        name: Block name: its module name, or ``first+...+last`` for a run of modules.
         members: Qualified names of the member modules, in execution order.
         convs: Names of all convs inside the block.
         prunable_convs: Convs whose filters may be pruned (``convs`` minus the protected output convs).
@@ -124,6 +124,14 @@ class _Detector:
         outputs = {node for node in nodes if any(user not in nodes for user in self.graph.users[node])}
         return inputs, outputs
 
+    def _feeds(self, previous: set, region: set) -> bool:
+        """Whether ``previous`` has one output tensor, all that ``region`` reads, read by nothing outside it."""
+        links = self._boundary(previous)[1]
+        if len(links) != 1:
+            return False
+        (link,) = links
+        return self._boundary(region)[0] == {link} and self.graph.users[link] <= region
+
     def _executed_children(self, name: str) -> list[str]:
         module = self._module(name)
         children = []
@@ -197,11 +205,8 @@ class _Detector:
         inputs, outputs = self._boundary(nodes)
         if len(inputs) != 1 or len(outputs) != 1:
             return f'{len(inputs)} input and {len(outputs)} output tensors, a block needs one of each'
-        for previous, region in zip(regions, regions[1:]):
-            links = self._boundary(previous)[1]
-            link = next(iter(links)) if len(links) == 1 else None
-            if link is None or self._boundary(region)[0] != {link} or not self.graph.users[link] <= region:
-                return 'the modules do not feed each other in a chain'
+        if not all(self._feeds(previous, region) for previous, region in zip(regions, regions[1:])):
+            return 'the modules do not feed each other in a chain'
         # Every module and weight used inside is used only inside (a module called twice stays in one block).
         for member in members:
             for sub in self._module(member).modules():
@@ -317,49 +322,58 @@ class _Detector:
 
     # -- the second pass: chains across the module tree ----------------------------------------------------------
     def _chain_units(self) -> list[str]:
-        """Modules outside every block, holding convs, called once on one tensor and returning one: the largest
-        such module on each path of the module tree (one that overlaps a block's member is none)."""
+        """Modules outside every block, holding 1..max convs, called once on one tensor and returning one: the
+        largest such module on each path of the module tree (one that overlaps a block's member is none; one with
+        more convs than a block holds gives way to its submodules)."""
         taken = tuple(self._taken)
-        units = []
+        units: list[str] = []
         for name, module in self.model.named_modules():
             calls = self.graph.calls.get(id(module))
             if (not name or calls is None or calls.count != 1 or not calls.single_tensor_arg
-                    or calls.output_shape is None or not self._convs([name])
+                    or calls.output_shape is None or not 0 < len(self._convs([name])) <= self.max_convs
                     or any(name == t or name.startswith(t + '.') or t.startswith(name + '.') for t in taken)
                     or any(name.startswith(unit + '.') for unit in units)):
                 continue
             units.append(name)
         return units
 
-    def _next_unit(self, unit: str, units: list[str]) -> str | None:
-        """The unit that reads ``unit``'s output and nothing else, where nothing else reads that output."""
-        inputs, outputs = self._boundary(self._region(unit))
-        if len(inputs) != 1 or len(outputs) != 1:
-            return None
-        (output,) = outputs
-        for other in units:
-            region = self._region(other)
-            if other != unit and self.graph.users[output] <= region and self._boundary(region)[0] == {output}:
-                return other
-        return None
+    def _interleaved(self, members: Sequence[str], owners: dict) -> bool:
+        """Whether another unit's or block's op runs between the run's first and last op (a block's time, from its
+        first member's start to its last member's end, must hold no other block's)."""
+        nodes = set().union(*self._member_regions(members)[0])
+        first, last = (f(self.graph.index[node] for node in nodes) for f in (min, max))
+        return any(owners.get(node) not in (None, *members) for node in self.graph.nodes[first:last + 1])
+
+    def _cut(self, chain: list[str], owners: dict) -> None:
+        """Takes the longest qualifying run at each position of ``chain``, as the sibling scan does."""
+        i = 0
+        while i < len(chain) - 1:
+            j = next((j for j in range(len(chain), i + 1, -1)
+                      if not self._interleaved(chain[i:j], owners) and self.check(chain[i:j]) is None), None)
+            if j is None:
+                i += 1
+            else:
+                self._take(chain[i:j])
+                i = j
 
     def chain_leftovers(self) -> None:
-        """Cuts the chains of units (:meth:`_chain_units`) into blocks, the longest qualifying run first."""
+        """Cuts the chains of units (:meth:`_chain_units`) into blocks."""
         units = self._chain_units()
-        following = {unit: self._next_unit(unit, units) for unit in units}
-        followed = {unit for unit in following.values() if unit is not None}
+        regions = {unit: self._region(unit) for unit in units}
+        owners = {node: member for block in self.blocks for member in block.members for node in self._region(member)}
+        owners.update({node: unit for unit, region in regions.items() for node in region})
+        following = {unit: next((other for other in units
+                                 if other != unit and self._feeds(regions[unit], regions[other])), None)
+                     for unit in units}
+        followed = set(following.values())
         for start in (unit for unit in units if unit not in followed):
             chain = [start]
             while following[chain[-1]] is not None and following[chain[-1]] not in chain:
                 chain.append(following[chain[-1]])
-            i = 0
-            while i < len(chain) - 1:
-                j = next((j for j in range(len(chain), i + 1, -1) if self.check(chain[i:j]) is None), None)
-                if j is None:
-                    i += 1
-                else:
-                    self._take(chain[i:j])
-                    i = j
+            self._cut(chain, owners)
+        for name in list(self.skipped):  # the first pass's reasons inside modules that are members now
+            if any(name == member or name.startswith(member + '.') for member in self._taken):
+                del self.skipped[name]
 
 
 def extract_blocks(model: nn.Module,

@@ -100,7 +100,8 @@ class OnlineScalingHook(Hook):
             settled latency budget's configuration estimated and measured right after settling, before the epoch:
             where it was chosen; ``settle_fallback`` when settling ran out of re-solves and fell back to a
             configuration measured within the budget), ``rescaled_solves``, ``rescaled_choice``,
-            ``rescaled_status`` (``infeasible`` when under the correction learned then no configuration fits),
+            ``rescaled_status`` (``infeasible`` when under the correction learned then no configuration fits,
+            ``fallback`` when settling fell back to a configuration measured within the budget),
             ``rescaled_fallback``, ``rescaled_corrected_latency_ms`` and
             ``rescaled_measured_latency_ms`` (the configuration the correction re-solved to after the epoch's latency
             measurement, settled and measured, if it did), ``latency_headroom`` (how far under the latency budget the
@@ -295,9 +296,10 @@ class OnlineScalingHook(Hook):
             settled.update(settled_corrected_latency_ms=model.estimate()['latency_ms'],
                            settled_measured_latency_ms=self._measure_latency_ms(runner, model))
         # the status the configuration left running was chosen with: 'infeasible' when, under the correction
-        # learned now, not even the fastest configuration fits the budget (the device runs slower than it can meet)
+        # learned now, not even the fastest configuration fits the budget (the device runs slower than it can meet);
+        # 'fallback' when settling ran out of re-solves and fell back to one measured within the budget
         fields = dict(rescaled_solves=1 + settled['settle_solves'], rescaled_choice=dict(model.selection),
-                      rescaled_status=self._last_result.status,
+                      rescaled_status='fallback' if settled.get('settle_fallback') else self._last_result.status,
                       rescaled_fallback=settled.get('settle_fallback', False),
                       rescaled_corrected_latency_ms=settled['settled_corrected_latency_ms'],
                       rescaled_measured_latency_ms=settled['settled_measured_latency_ms'])

@@ -1,7 +1,8 @@
 """Per-block wall time inside the model's forward, from hooks on each block's first and last member.
 
-A block is a run of sibling modules feeding each other, so the time from its first member's forward pre-hook to
-its last member's forward hook is what the block costs where it runs (inputs already in cache, the frame's
+A block is a run of modules feeding each other whose ops run without another block's in between (block extraction
+makes sure), so the time from its first member's forward pre-hook to its last member's forward hook is what the
+block costs where it runs (inputs already in cache, the frame's
 kernels around it, the allocator's state): unlike a standalone timing of the block on a random input. On CUDA the
 hooks record events (no synchronization in the forward); their times are read when the next forward completes or
 on :meth:`BlockTimer.flush`.
