@@ -241,7 +241,9 @@ def test_a_latency_budget_settles_on_a_configuration_that_holds_on_it(wide_lego,
     assert last['measured_latency_ms'] <= 1.15 * budget, last  # loose: bench/pipelines.py holds 1.05
     # Measured where it was chosen too (before the epoch), beside the corrected estimate it was chosen by.
     assert held['settled_measured_latency_ms'] <= 1.15 * budget, held
-    assert held['settled_corrected_latency_ms'] <= budget * (1 + 1e-9) or held['settle_solves'] == 8
+    # Settling stops once the estimate fits, read after the measurement's forwards taught the correction; the record
+    # keeps the one read before them (the estimate the measurement checks), which noise can leave a little over.
+    assert held['settled_corrected_latency_ms'] <= 1.15 * budget or held['settle_solves'] == 8, held
     assert 1 / 1.25 < held['settled_corrected_latency_ms'] / held['settled_measured_latency_ms'] < 1.25, held
     assert missed['settled_measured_latency_ms'] is None  # latency_settle=0: nothing settled
     assert 're-solved' in _log_text(runner)
