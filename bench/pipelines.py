@@ -180,7 +180,8 @@ def fidelity_markdown(fidelities: dict) -> str:
     lines = ['| model | latency error, profiled | profiled vs interleaved | after online correction | '
              'same configuration re-measured | '
              'max measured / latency budget, after the epoch | at the solve (error there) | '
-             're-solved after the epoch: count (+ found infeasible), max measured / budget | every configuration chosen or kept | '
+             're-solved after the epoch: count (+ found infeasible), max measured / budget | '
+             'every configuration chosen or kept | '
              'resident / weights (smallest) | metric error, pruned rows (points) | '
              'full-budget estimate - teacher (points) | teacher val / test | error if anchored on the val teacher |',
              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']

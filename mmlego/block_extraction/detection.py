@@ -15,10 +15,11 @@ so a block runs standalone as ``members[-1](...members[0](x))`` and goes back in
 which keeps the model's own ``forward`` (post-processing included).
 The search is greedy and prefers large blocks, like LegoDNN's: a module that qualifies as a whole is taken;
 otherwise its children are scanned in execution order, taking the longest qualifying run at each position and
-descending into a child where none starts. Then the convs left in the frame get a second pass: modules at any depth
-that hold convs and are called once on one tensor, linked where one's output is all the next one reads (and read
-by nothing else), form chains across the module tree, cut into blocks the same way; e.g. YOLOv3's per-level bridge
-conv and prediction conv, which a head keeps in two ``ModuleList``s and calls in a loop over the levels.
+descending into a child where none starts. Then the convs left in the frame get a second pass (:mod:`.chains`):
+modules at any depth that hold convs and are called once on one tensor, linked where one's output is all the next
+one reads (and read by nothing else), form chains across the module tree, cut into blocks the same way; e.g.
+YOLOv3's per-level bridge conv and prediction conv, which a head keeps in two ``ModuleList``s and calls in a loop
+over the levels.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Any, Sequence
 from mmengine.logging import print_log
 from torch import nn
 
+from .chains import ChainPass
 from .graph import ForwardFn, ModelGraph, is_conv, trace_model
 
 
@@ -101,7 +103,7 @@ class BlockExtraction:
                     max_ratio=self.max_ratio, skipped=self.skipped)
 
 
-class _Detector:
+class _Detector(ChainPass):
     """Greedy block search over the module tree of one traced graph."""
 
     def __init__(self, graph: ModelGraph, max_convs: int) -> None:
@@ -318,62 +320,6 @@ class _Detector:
             if not taken:
                 self.visit(children[i])
                 i += 1
-
-
-    # -- the second pass: chains across the module tree ----------------------------------------------------------
-    def _chain_units(self) -> list[str]:
-        """Modules outside every block, holding 1..max convs, called once on one tensor and returning one: the
-        largest such module on each path of the module tree (one that overlaps a block's member is none; one with
-        more convs than a block holds gives way to its submodules)."""
-        taken = tuple(self._taken)
-        units: list[str] = []
-        for name, module in self.model.named_modules():
-            calls = self.graph.calls.get(id(module))
-            if (not name or calls is None or calls.count != 1 or not calls.single_tensor_arg
-                    or calls.output_shape is None or not 0 < len(self._convs([name])) <= self.max_convs
-                    or any(name == t or name.startswith(t + '.') or t.startswith(name + '.') for t in taken)
-                    or any(name.startswith(unit + '.') for unit in units)):
-                continue
-            units.append(name)
-        return units
-
-    def _interleaved(self, members: Sequence[str], owners: dict) -> bool:
-        """Whether another unit's or block's op runs between the run's first and last op (a block's time, from its
-        first member's start to its last member's end, must hold no other block's)."""
-        nodes = set().union(*self._member_regions(members)[0])
-        first, last = (f(self.graph.index[node] for node in nodes) for f in (min, max))
-        return any(owners.get(node) not in (None, *members) for node in self.graph.nodes[first:last + 1])
-
-    def _cut(self, chain: list[str], owners: dict) -> None:
-        """Takes the longest qualifying run at each position of ``chain``, as the sibling scan does."""
-        i = 0
-        while i < len(chain) - 1:
-            j = next((j for j in range(len(chain), i + 1, -1)
-                      if not self._interleaved(chain[i:j], owners) and self.check(chain[i:j]) is None), None)
-            if j is None:
-                i += 1
-            else:
-                self._take(chain[i:j])
-                i = j
-
-    def chain_leftovers(self) -> None:
-        """Cuts the chains of units (:meth:`_chain_units`) into blocks."""
-        units = self._chain_units()
-        regions = {unit: self._region(unit) for unit in units}
-        owners = {node: member for block in self.blocks for member in block.members for node in self._region(member)}
-        owners.update({node: unit for unit, region in regions.items() for node in region})
-        following = {unit: next((other for other in units
-                                 if other != unit and self._feeds(regions[unit], regions[other])), None)
-                     for unit in units}
-        followed = set(following.values())
-        for start in (unit for unit in units if unit not in followed):
-            chain = [start]
-            while following[chain[-1]] is not None and following[chain[-1]] not in chain:
-                chain.append(following[chain[-1]])
-            self._cut(chain, owners)
-        for name in list(self.skipped):  # the first pass's reasons inside modules that are members now
-            if any(name == member or name.startswith(member + '.') for member in self._taken):
-                del self.skipped[name]
 
 
 def extract_blocks(model: nn.Module,
