@@ -297,7 +297,9 @@ def test_after_the_epoch_the_correction_re_solves_a_configuration_the_device_slo
     assert any(s == 0.0 for s in record['choice'].values()), record  # the epoch ran some of the teacher's blocks
     assert record['measured_latency_ms'] > budget * 1.05, record  # ... and they slowed down after it
     assert record['rescaled_solves'] >= 1, record
-    assert record['rescaled_status'] == 'optimal', record  # a pruned configuration fits the slowed device
+    # a pruned configuration fits the slowed device: chosen, or (when settling ran out of re-solves while the
+    # correction's factors still moved) the best one measured within the budget; never 'infeasible'
+    assert record['rescaled_status'] in ('optimal', 'fallback'), record
     assert record['rescaled_measured_latency_ms'] <= 1.15 * budget, record  # loose: bench/pipelines.py holds 1.05
     assert 1 / 1.25 < record['rescaled_corrected_latency_ms'] / record['rescaled_measured_latency_ms'] < 1.25
     rescaled = dict(model.selection)
