@@ -166,3 +166,15 @@ def check_inputs(inputs: str) -> str:
 def uses_composite(inputs: str, batch_index: int) -> bool:
     """Whether batch ``batch_index`` of an epoch trains on composite inputs (``'mixed'``: the odd batches)."""
     return inputs == 'composite' or (inputs == 'mixed' and batch_index % 2 == 1)
+
+
+def descendant_optimizer(module: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """The Adam optimizer of one descendant: fused where torch has the kernel (float parameters on CPU or CUDA).
+
+    A bank retrains dozens of small descendants per batch; the unfused Adam steps each of their tensors with
+    several small ops (on CPU torch does not default to ``foreach``), which costs a retraining step a sizeable
+    share at quarter width (bench/offline_cost.py). Fused and unfused state dicts load into each other.
+    """
+    params = list(module.parameters())  # all of them, as the saved optimizer states index them
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ('cpu', 'cuda') for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)

@@ -27,7 +27,7 @@ from ..descendant_generation import Descendant
 from ..utils.progress import progress
 from .heldout import evaluate_descendants
 from .inputs import (CompositeInputs, FeatureCapture, RetrainingError, TeacherForward, check_inputs,
-                     uses_composite)
+                     descendant_optimizer, uses_composite)
 from .losses import LOSSES, feature_loss
 from .state import RetrainingState
 from .through_model import TaskLoss, ThroughModel, check_through
@@ -237,8 +237,7 @@ def retrain_descendants(teacher: nn.Module,
         return report
     specs = [next(iter(by_sparsity.values())).spec for by_sparsity in descendants.values()]
     capture = FeatureCapture(teacher, specs)
-    optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-                  for key, d in trainees.items()}
+    optimizers = {key: descendant_optimizer(d.module, config.lr, config.weight_decay) for key, d in trainees.items()}
     composite = CompositeInputs(teacher, descendants) if config.inputs != 'teacher' else None
     through = ThroughModel(teacher, descendants, trainees, config.through_model, config.through_configurations,
                            task_loss, composite, config.lr * config.through_lr_ratio, config.weight_decay) \

@@ -27,7 +27,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..descendant_generation import Descendant
-from .inputs import CompositeInputs, RetrainingError, TeacherForward
+from .inputs import CompositeInputs, RetrainingError, TeacherForward, descendant_optimizer
 from .losses import distill_loss
 
 THROUGH_LOSSES = ('distill', 'task')
@@ -77,8 +77,7 @@ class ThroughModel:
         self.loss, self.configurations, self.task_loss = loss, configurations, task_loss
         self.trainees = {key: d for key, d in trainees.items() if d.sparsity > 0}  # 0.0 runs the teacher's block
         self.sparsities = sorted({d.sparsity for d in self.trainees.values()})
-        self.optimizers = {key: torch.optim.Adam(d.module.parameters(), lr=lr, weight_decay=weight_decay)
-                           for key, d in self.trainees.items()}
+        self.optimizers = {key: descendant_optimizer(d.module, lr, weight_decay) for key, d in self.trainees.items()}
         self.heldout_kind: str | None = None  # what the held-out loss measures, decided on the first batch
 
     def configuration(self, epoch: int, index: int) -> dict[str, float]:
