@@ -102,7 +102,7 @@ class OnlineScalingHook(Hook):
             configuration measured within the budget), ``rescaled_solves``, ``rescaled_choice``,
             ``rescaled_status`` (``infeasible`` when under the correction learned then no configuration fits,
             ``fallback`` when settling fell back to a configuration measured within the budget),
-            ``rescaled_fallback``, ``rescaled_corrected_latency_ms`` and
+            ``rescaled_corrected_latency_ms`` and
             ``rescaled_measured_latency_ms`` (the configuration the correction re-solved to after the epoch's latency
             measurement, settled and measured, if it did), ``latency_headroom`` (how far under the latency budget the
             solve aimed, :attr:`mmlego.LegoDNN.last_headroom`) and ``reason`` (``budget``, ``latency correction`` or the hysteresis rule's
@@ -300,7 +300,6 @@ class OnlineScalingHook(Hook):
         # 'fallback' when settling ran out of re-solves and fell back to one measured within the budget
         fields = dict(rescaled_solves=1 + settled['settle_solves'], rescaled_choice=dict(model.selection),
                       rescaled_status='fallback' if settled.get('settle_fallback') else self._last_result.status,
-                      rescaled_fallback=settled.get('settle_fallback', False),
                       rescaled_corrected_latency_ms=settled['settled_corrected_latency_ms'],
                       rescaled_measured_latency_ms=settled['settled_measured_latency_ms'])
         runner.logger.info(
