@@ -16,9 +16,9 @@ epochs), one for the teacher.
 """
 import argparse
 import json
-import statistics
 import os
 import os.path as osp
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,7 +105,6 @@ def measure_model(config: str, teacher_config: str, num_batches: int, num_rounds
         optim = build_optim_wrapper(pruned, copy.deepcopy(teacher_cfg.optim_wrapper))
         uniform[str(sparsity)] = _timed_steps(lambda b, m=pruned, o=optim: m.train_step(b, o), batches)
 
-
     blocks = [spec.name for spec in bank.blocks]
     epoch_batches = len(loop.dataloader)
     teacher_epochs = _teacher_epochs(teacher_cfg.train_cfg, epoch_batches)
@@ -153,7 +152,8 @@ def run(names, batches: int, rounds: int = 7) -> dict:
     subprocess.run([sys.executable, 'tools/make_synthetic_data.py', '--quiet'], cwd=ROOT, check=True)
     results = {}
     for name in names:
-        result, stderr = run_child(__file__, ['--child', name, '--batches', str(batches), '--rounds', str(rounds)], ROOT)
+        result, stderr = run_child(__file__, ['--child', name, '--batches', str(batches), '--rounds', str(rounds)],
+                                   ROOT)
         if result is None:  # reported, and the other models still measured
             print(f'[offline_cost] {name} failed:\n{stderr}', flush=True)
             continue

@@ -172,8 +172,8 @@ def descendant_optimizer(module: nn.Module, lr: float, weight_decay: float) -> t
     """The Adam optimizer of one descendant: fused where torch has the kernel (float parameters on CPU or CUDA).
 
     A bank retrains dozens of small descendants per batch; the unfused Adam steps each of their tensors with
-    several small ops (on CPU torch does not default to ``foreach``), which costs a retraining step a sizeable
-    share at quarter width (bench/offline_cost.py). Fused and unfused state dicts load into each other.
+    several small ops (on CPU torch does not default to ``foreach``), a few percent of a retraining step at a
+    quarter width (B3, ``bench/offline_cost.py``). Fused and unfused state dicts load into each other.
     """
     params = list(module.parameters())  # all of them, as the saved optimizer states index them
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ('cpu', 'cuda') for p in params)
