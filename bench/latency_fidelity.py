@@ -92,7 +92,8 @@ def reprofile_in_model(model, example, min_seconds: float = DEFAULT_MIN_SECONDS)
 
 def load_lego(name: str, banks: str = BANKS, teachers: str = TEACHERS, threads: int | None = None):
     """A model's bank loaded as a user loads it (``init_lego_model``, file-backed bank) with its teacher, and the
-    example batch of its profiles; ``threads`` sets the process's CPU intra-op threads first."""
+    example batch of its profiles; ``threads`` sets the process's CPU intra-op threads first (default: the count
+    the bank was profiled with)."""
     import torch
     if threads:
         torch.set_num_threads(threads)  # the process's; LegoDNN warns if the bank was profiled with another count
@@ -102,6 +103,12 @@ def load_lego(name: str, banks: str = BANKS, teachers: str = TEACHERS, threads: 
     checkpoint = json.load(open(teachers))[name]['checkpoint']
     model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
                             checkpoint=checkpoint)
+    profiled = model.bank.profiles.num_threads
+    if not threads and profiled:
+        # serve (and re-profile) with the thread count the bank was profiled with, as a user is told to
+        # (model.latency_threads): with another count every estimate starts off by the ratio of the two speeds
+        model.latency_threads = profiled
+        torch.set_num_threads(profiled)
     return model, example_batch(model.cfg, model.architecture, batch_size=1)
 
 
@@ -263,8 +270,8 @@ def main() -> None:
     parser.add_argument('--reprofile', action='store_true', help='re-profile the latencies in the model first')
     parser.add_argument('--banks', default=BANKS, help='directory of <model>/bank (default: bench/pipelines.py\'s)')
     parser.add_argument('--teachers', default=TEACHERS, help='model -> checkpoint JSON of those banks\' teachers')
-    parser.add_argument('--threads', type=int, help='CPU intra-op threads of the measuring process (default: as '
-                        'it runs); a bank profiled with another count is off by that (use --reprofile)')
+    parser.add_argument('--threads', type=int, help='CPU intra-op threads of the measuring process (default: the '
+                        'count each bank was profiled with); a bank profiled with another count is off by that')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'latency.json'),
                         help="merged into (bench/run.py's format: the models measured now replace their entries)")

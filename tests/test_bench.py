@@ -1,5 +1,6 @@
 """The benchmark code is correct: its CBC baseline and instances (bench/selection.py), its report (bench/run.py)."""
 import copy
+import json
 import random
 import subprocess
 import sys
@@ -284,6 +285,26 @@ def _banks_dir(lego, root):
     teachers = root / 'teachers.json'
     teachers.write_text(json.dumps({'tsn': {'checkpoint': str(lego.teacher)}}))
     return teachers
+
+
+def test_latency_fidelity_serves_with_the_thread_count_the_bank_was_profiled_with(lego, workspace, tmp_path,
+                                                                                  monkeypatch):
+    """Without --threads the measuring process takes the bank's profiled count (not its own): one-thread profiles
+    against two-thread forwards were off by the ratio of the two speeds."""
+    import latency_fidelity
+    monkeypatch.chdir(workspace)
+    teachers = _banks_dir(lego, tmp_path)
+    threads = torch.get_num_threads()
+    profiled = json.load(open(lego.bank / 'manifest.json'))['profiles']['num_threads']
+    other = 2 if profiled == 1 else 1
+    try:
+        torch.set_num_threads(other)
+        model, _ = latency_fidelity.load_lego('tsn', str(tmp_path), str(teachers))
+        assert torch.get_num_threads() == profiled and model.latency_threads == profiled
+        model, _ = latency_fidelity.load_lego('tsn', str(tmp_path), str(teachers), threads=other)
+        assert torch.get_num_threads() == other  # --threads still wins
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_latency_phases_profiles_and_measures_every_composite_per_cycle(lego, workspace, tmp_path, monkeypatch):
