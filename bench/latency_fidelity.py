@@ -103,13 +103,19 @@ def load_lego(name: str, banks: str = BANKS, teachers: str = TEACHERS, threads: 
     checkpoint = json.load(open(teachers))[name]['checkpoint']
     model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
                             checkpoint=checkpoint)
+    if not threads:
+        serve_with_profiled_threads(model)
+    return model, example_batch(model.cfg, model.architecture, batch_size=1)
+
+
+def serve_with_profiled_threads(model) -> None:
+    """Serves (and re-profiles) with the CPU thread count the bank was profiled with, as a user is told to
+    (``model.latency_threads``): with another count every estimate starts off by the ratio of the two speeds."""
+    import torch
     profiled = model.bank.profiles.num_threads
-    if not threads and profiled:
-        # serve (and re-profile) with the thread count the bank was profiled with, as a user is told to
-        # (model.latency_threads): with another count every estimate starts off by the ratio of the two speeds
+    if profiled:
         model.latency_threads = profiled
         torch.set_num_threads(profiled)
-    return model, example_batch(model.cfg, model.architecture, batch_size=1)
 
 
 def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
