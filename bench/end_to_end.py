@@ -53,14 +53,15 @@ def _forwards_after_switches(model, inputs, rng, switches: int = SWITCHES_TIMED)
 
 
 def measure_model(name: str, count: int, seed: int = 0) -> dict:
-    from latency_fidelity import serve_with_profiled_threads
+    from latency_fidelity import profiled_threads_options
     from mmlego.apis import init_lego_model
     from mmlego.scaling_optimizer import budget_range
     from pipelines import LEGO_CONFIGS
     teacher = json.load(open(osp.join(ROOT, 'bench', 'results', 'teachers.json')))[name]['checkpoint']
-    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank'),
-                            device='cpu', checkpoint=teacher)
-    serve_with_profiled_threads(model)  # the serving column's forwards at the speed the profile describes
+    bank = osp.join(ROOT, 'work_dirs', 'pipelines', name, 'bank')
+    # the serving column's forwards at the speed the profile describes
+    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), bank, device='cpu', checkpoint=teacher,
+                            cfg_options=profiled_threads_options(bank))
     rng = random.Random(seed)
     from mmlego.models.tensor_path import example_batch
     inputs = example_batch(model.cfg, model.architecture, batch_size=1)

@@ -101,21 +101,18 @@ def load_lego(name: str, banks: str = BANKS, teachers: str = TEACHERS, threads: 
     from mmlego.models.tensor_path import example_batch
     from pipelines import LEGO_CONFIGS
     checkpoint = json.load(open(teachers))[name]['checkpoint']
-    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), osp.join(banks, name, 'bank'), device='cpu',
-                            checkpoint=checkpoint)
-    if not threads:
-        serve_with_profiled_threads(model)
+    bank = osp.join(banks, name, 'bank')
+    model = init_lego_model(osp.join(ROOT, LEGO_CONFIGS[name]), bank, device='cpu', checkpoint=checkpoint,
+                            cfg_options=None if threads else profiled_threads_options(bank))
     return model, example_batch(model.cfg, model.architecture, batch_size=1)
 
 
-def serve_with_profiled_threads(model) -> None:
-    """Serves (and re-profiles) with the CPU thread count the bank was profiled with, as a user is told to
-    (``model.latency_threads``): with another count every estimate starts off by the ratio of the two speeds."""
-    import torch
-    profiled = model.bank.profiles.num_threads
-    if profiled:
-        model.latency_threads = profiled
-        torch.set_num_threads(profiled)
+def profiled_threads_options(bank: str) -> dict:
+    """Config options that serve (and re-profile) with the CPU thread count the bank was profiled with, as its
+    load warning tells a user to (``model.latency_threads``): with another count every estimate starts off by the
+    ratio of the two speeds."""
+    threads = json.load(open(osp.join(bank, 'manifest.json')))['profiles'].get('num_threads')
+    return {'model.latency_threads': threads} if threads else {}
 
 
 def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: bool = False, seed: int = 0,
