@@ -140,11 +140,11 @@ def finetune_uniformly(runner, sparsity: float) -> dict:
     from mmengine.model import BaseModule
 
     from mmlego.models import TENSOR_PATHS, example_batch, trace_tensor_path
-    from uniform_baseline import inference_forward, prune_uniformly
+    from uniform_baseline import prune_uniformly
     model = runner.model
     example = example_batch(runner.cfg, model)
     path, _ = trace_tensor_path(model.eval(), example)
-    prune_uniformly(model, example, inference_forward(model, TENSOR_PATHS[path]), sparsity)
+    prune_uniformly(model, example, TENSOR_PATHS[path], sparsity)  # recognizers: to the class scores
     for module in model.modules():  # Runner.train() initializes weights not yet initialized: these are trained
         if isinstance(module, BaseModule):
             module._is_init = True

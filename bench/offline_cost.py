@@ -54,7 +54,7 @@ def measure_model(config: str, teacher_config: str, num_batches: int, num_rounds
     from mmlego.block_bank import BlockBank
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.models import TENSOR_PATHS, example_batch, trace_tensor_path
-    from uniform_baseline import inference_forward, output_layer_names, prune_uniformly
+    from uniform_baseline import output_layer_names, prune_uniformly
 
     torch.manual_seed(0)
     cfg = Config.fromfile(osp.join(ROOT, config))
@@ -98,7 +98,7 @@ def measure_model(config: str, teacher_config: str, num_batches: int, num_rounds
     ratio = statistics.median(r['retrain_s'] / r['teacher_s'] for r in rounds)
 
     uniform = {}
-    whole_path = inference_forward(teacher, TENSOR_PATHS[path])
+    whole_path = TENSOR_PATHS[path]  # recognizers: to the class scores (tensor_mode)
     outputs = output_layer_names(teacher, example, whole_path)
     for sparsity in [s for s in loop.sparsities if s > 0]:
         pruned = prune_uniformly(copy.deepcopy(teacher), example, whole_path, sparsity, outputs).train()

@@ -97,7 +97,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     from mmlego.models.tensor_path import task_loss
     from pipelines import LEGO_CONFIGS
     from teachers import TEACHERS
-    from uniform_baseline import inference_forward, parameter_bytes, prune_to_bytes
+    from uniform_baseline import parameter_bytes, prune_to_bytes
 
     torch.manual_seed(0)
     teacher_ckpt = json.load(open(osp.join(ROOT, 'bench', 'results', 'teachers.json')))[name]['checkpoint']
@@ -166,7 +166,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
         row = _pick(model, cfg, metric, budget)
         untrained_switcher.switch(row['selection'])
         row['untrained'] = _evaluate(untrained_model, cfg, metric)
-        pruned, sparsity = prune_to_bytes(teacher, example, inference_forward(teacher, forward), budget)
+        pruned, sparsity = prune_to_bytes(teacher, example, forward, budget)
         row.update(uniform_sparsity=sparsity, uniform_mb=parameter_bytes(pruned) / _MB)
         runs = [('uniform_a', retrain_s / num_budgets)] + ([('uniform_b', retrain_s)] if harsh else [])
         for key, seconds in runs:

@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'results', 'range.json'))
     args = parser.parse_args(argv)
     teachers = json.load(open(args.teachers)) if args.teachers else {}
-    results = {}
+    results = json.load(open(args.out)) if osp.exists(args.out) else {}  # --only updates those models' rows
     for name in args.only:
         shares = smallest_shares(osp.join(ROOT, TEACHERS[name][0]), osp.join(ROOT, LEGO_CONFIGS[name]),
                                  teachers.get(name, {}).get('checkpoint'), args.sparsities)

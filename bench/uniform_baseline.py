@@ -27,22 +27,6 @@ def _shapes(outputs: Any) -> list[tuple[int, ...]]:
     return [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(outputs) if isinstance(t, torch.Tensor)]
 
 
-def inference_forward(model: nn.Module, forward_fn: Callable[[nn.Module, Any], Any]) -> Callable[[nn.Module, Any], Any]:
-    """The path uniform pruning traces: the whole inference path, head included, where the tensor path stops short
-    of it. mmaction's recognizers return the backbone's features in ``mode='tensor'`` (``stage='backbone'``): traced
-    there, a TSN's or TRN's last residual stage would count as an output layer (its channels reach the path's end)
-    and TRN's relation MLP would not be seen at all, so neither would be pruned. Their ``stage='head'`` runs the head
-    to the class scores. Other models, and other paths than ``mode='tensor'``: ``forward_fn``."""
-    import inspect
-
-    from mmlego.models.tensor_path import tensor_mode
-    forward = getattr(model, '_forward', None)
-    if (forward_fn is tensor_mode and getattr(model, 'with_cls_head', False) and forward is not None
-            and 'stage' in inspect.signature(forward).parameters):
-        return lambda m, x: m(x, None, mode='tensor', stage='head')
-    return forward_fn
-
-
 def output_layer_names(model: nn.Module, inputs: torch.Tensor,
                        forward_fn: Callable[[nn.Module, Any], Any]) -> set[str]:
     """Layers whose output channels reach the model's outputs (or that the traced path never runs).

@@ -197,9 +197,13 @@ def test_bad_max_ratio(max_ratio):
 
 
 def test_model_without_convolutions():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    model = nn.Sequential(nn.Flatten(), nn.Tanh(), nn.ReLU()).eval()  # no conv and no linear layer
     with pytest.raises(ValueError, match='no block found: the traced path has 0 convs'):
         BlockBank.build(model, (example_input(),), show_progress=False)
+    # linear layers count as convolutions (a 1x1 conv over a vector): an MLP has a block
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    bank = BlockBank.build(mlp, (example_input(),), sparsities=[0.0, 0.5], show_progress=False)
+    assert [spec.convs for spec in bank.blocks] == [['1', '3']]
 
 
 def test_model_without_a_valid_block():

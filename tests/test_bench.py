@@ -127,18 +127,16 @@ class _Recognizer(torch.nn.Module):
         return self._forward(inputs, **kwargs)
 
 
-def test_uniform_baseline_prunes_up_to_the_head_where_the_tensor_path_stops_at_the_backbone():
+def test_the_tensor_path_of_a_recognizer_runs_to_the_class_scores_so_uniform_pruning_prunes_up_to_the_head():
     import uniform_baseline
     from mmlego.models.tensor_path import tensor_mode as tensor_path
     model, x = _Recognizer().eval(), torch.randn(2, 3, 8, 8)
-    assert uniform_baseline.output_layer_names(model, x, tensor_path) == {'backbone', 'cls_head'}
-    forward = uniform_baseline.inference_forward(model, tensor_path)
-    assert forward(model, x).shape == (2, 4)
-    assert uniform_baseline.output_layer_names(model, x, forward) == {'cls_head'}
-    assert uniform_baseline.prune_uniformly(copy.deepcopy(model), x, forward, 0.5).backbone.out_channels == 8
-    assert uniform_baseline.inference_forward(_Residual(), tensor_path) is tensor_path  # no head stage: as given
-    model.with_cls_head = False
-    assert uniform_baseline.inference_forward(model, tensor_path) is tensor_path
+    assert tensor_path(model, x).shape == (2, 4)  # stage='head', not the backbone's features
+    assert uniform_baseline.output_layer_names(model, x, tensor_path) == {'cls_head'}
+    assert uniform_baseline.prune_uniformly(copy.deepcopy(model), x, tensor_path, 0.5).backbone.out_channels == 8
+    model.with_cls_head = False  # no head to run to: mode='tensor' as it is
+    assert tensor_path(model, x).shape == (2, 16, 8, 8)
+    assert uniform_baseline.output_layer_names(model, x, tensor_path) == {'backbone', 'cls_head'}  # head: not run
 
 
 def test_quality_summary_counts_ties_as_won():

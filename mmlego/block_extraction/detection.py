@@ -19,7 +19,8 @@ descending into a child where none starts. Then the convs left in the frame get 
 modules at any depth that hold convs and are called once on one tensor, linked where one's output is all the next
 one reads (and read by nothing else), form chains across the module tree, cut into blocks the same way; e.g.
 YOLOv3's per-level bridge conv and prediction conv, which a head keeps in two ``ModuleList``s and calls in a loop
-over the levels.
+over the levels. A module the model calls several times on tensors of one shape may be a block too
+(:mod:`.repeated`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .chains import ChainPass
+from .repeated import RepeatedModules
 from .graph import ForwardFn, ModelGraph, is_conv, trace_model
 
 
@@ -43,11 +45,13 @@ class BlockSpec:
     Attributes:
         name: Block name: its module name, or ``first+...+last`` for a run of modules.
         members: Qualified names of the member modules, in execution order.
-        convs: Names of all convs inside the block.
+        convs: Names of all convs inside the block (linear layers count as convs: :func:`.graph.is_conv`).
         prunable_convs: Convs whose filters may be pruned (``convs`` minus the protected output convs).
         input_shape: Shape of the block input in the example forward.
         output_shape: Shape of the block output in the example forward.
         num_params: Parameters of the block.
+        calls: How often the model runs the block per forward (a module applied to several inputs, e.g. a head's
+            MLP to several relations: one descendant serves every call, shapes are those of one call).
     """
 
     name: str
@@ -57,6 +61,7 @@ class BlockSpec:
     input_shape: list[int]
     output_shape: list[int]
     num_params: int
+    calls: int = 1
 
     @property
     def protected_convs(self) -> list[str]:
@@ -70,7 +75,7 @@ class BlockSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'BlockSpec':
         """Inverse of :meth:`to_dict`."""
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})  # manifests before `calls`
 
 
 @dataclass
@@ -103,7 +108,7 @@ class BlockExtraction:
                     max_ratio=self.max_ratio, skipped=self.skipped)
 
 
-class _Detector(ChainPass):
+class _Detector(ChainPass, RepeatedModules):
     """Greedy block search over the module tree of one traced graph."""
 
     def __init__(self, graph: ModelGraph, max_convs: int) -> None:
@@ -196,6 +201,9 @@ class _Detector(ChainPass):
             return f'{len(convs)} conv(s), a block needs at least 2'
         if len(convs) > self.max_convs:
             return f'{len(convs)} convs, more than max(2, floor(max_ratio x #convs)) = {self.max_convs}'
+        calls = self.graph.calls.get(id(self._module(members[0])))
+        if len(members) == 1 and calls is not None and calls.count > 1:
+            return self._check_repeated(members[0], calls, convs)
         regions, shared = self._member_regions(members)
         nodes = set().union(*regions)
         for member in members:
@@ -277,23 +285,27 @@ class _Detector(ChainPass):
 
     def _passes_channels(self, conv_id: int) -> bool:
         conv = self._module(self.graph.module_names[conv_id])
-        return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+        return getattr(conv, 'groups', 1) > 1 and conv.groups == conv.in_channels == conv.out_channels
 
     def _take(self, members: list[str]) -> None:
         self._taken.update(members)
-        nodes = set().union(*self._member_regions(members)[0])
-        (source,) = self._boundary(nodes)[0]
-        (output,) = self._boundary(nodes)[1]
-        protected = self._protected_convs(nodes, source, output)
-        convs = self._convs(members)
         first = self.graph.calls[id(self._module(members[0]))]
         last = self.graph.calls[id(self._module(members[-1]))]
+        if len(members) == 1 and first.count > 1:  # a repeated module: its calls' pieces (see _check_repeated)
+            pieces = self._call_pieces(members[0])
+            nodes = set().union(*pieces)
+            (source,), (output,) = self._boundary(pieces[0])
+        else:
+            nodes = set().union(*self._member_regions(members)[0])
+            (source,), (output,) = self._boundary(nodes)
+        protected = self._protected_convs(nodes, source, output)
+        convs = self._convs(members)
         params = sum(p.numel() for member in members for p in self._module(member).parameters())
         self.blocks.append(BlockSpec(
             name='+'.join(members), members=list(members), convs=convs,
             prunable_convs=[conv for conv in convs if conv not in protected],
             input_shape=list(first.input_shape or ()), output_shape=list(last.output_shape or ()),
-            num_params=params))
+            num_params=params, calls=first.count if len(members) == 1 else 1))
 
     # -- the greedy search -----------------------------------------------------------------------------------
     def visit(self, name: str) -> None:

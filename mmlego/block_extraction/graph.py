@@ -45,6 +45,7 @@ class ModuleCalls:
     single_tensor_arg: bool = True
     input_shape: tuple[int, ...] | None = None
     output_shape: tuple[int, ...] | None = None
+    same_shapes: bool = True  # every call saw the first call's input and output shapes
 
 
 @dataclass
@@ -87,8 +88,9 @@ class ModelGraph:
 
 
 def is_conv(module: nn.Module) -> bool:
-    """Whether LegoDNN counts ``module`` as a convolution (Conv1d/2d/3d and transposed)."""
-    return isinstance(module, nn.modules.conv._ConvNd)
+    """Whether LegoDNN counts ``module`` as a convolution: Conv1d/2d/3d, transposed, and ``nn.Linear`` (a 1x1
+    convolution over a vector: heads' MLPs, e.g. TRN's relation MLPs, hold a large share of some models' bytes)."""
+    return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -107,10 +109,17 @@ def record_calls(model: nn.Module, forward_fn: ForwardFn, inputs: Sequence[Any])
             isinstance(v, torch.Tensor) or v is not None and not isinstance(v, (bool, int, float, str))
             for v in kwargs.values())
         info.single_tensor_arg = info.single_tensor_arg and single and not kwargs
-        info.input_shape = _shape(args[0]) if args else None
+        shape = _shape(args[0]) if args else None
+        if info.count == 1:
+            info.input_shape = shape
+        info.same_shapes = info.same_shapes and shape == info.input_shape
 
     def post_hook(module, args, output):
-        calls[id(module)].output_shape = _shape(output)
+        info = calls[id(module)]
+        shape = _shape(output)
+        if info.count == 1:
+            info.output_shape = shape
+        info.same_shapes = info.same_shapes and shape == info.output_shape
 
     for module in model.modules():
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
@@ -192,7 +201,9 @@ def trace_model(model: nn.Module,
             modules.append(id(module))
             graph.module_nodes.setdefault(id(module), set()).add(node)
         graph.node_modules[node] = modules
-        if modules and 'conv' in str(node.target) and is_conv(model.get_submodule(module_names[modules[-1]])):
+        target = str(node.target)
+        if (modules and ('conv' in target or 'linear' in target)
+                and is_conv(model.get_submodule(module_names[modules[-1]]))):
             graph.conv_nodes[node] = modules[-1]
 
     for node in graph.nodes:

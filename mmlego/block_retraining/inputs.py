@@ -46,8 +46,10 @@ class FeatureCapture:
 
     @contextlib.contextmanager
     def capturing(self) -> Iterator[dict[str, list[torch.Tensor]]]:
-        """Hooks installed inside the context; ``features[name] == [input, output]`` after a forward."""
+        """Hooks installed inside the context; ``features[name] == [input, output]`` after a forward (a block the
+        model runs several times: every call's input and output, concatenated along the batch dimension)."""
         self.features = {}
+        calls: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         handles = []
         for spec in self.blocks:
             first = self.model.get_submodule(spec.members[0])
@@ -55,10 +57,10 @@ class FeatureCapture:
 
             # Copies: the teacher may later modify these tensors in place (e.g. an in-place ReLU after a block).
             def pre_hook(module, args, name=spec.name):
-                self.features[name] = [args[0].detach().clone()]
+                calls.setdefault(name, ([], []))[0].append(args[0].detach().clone())
 
             def post_hook(module, args, output, name=spec.name):
-                self.features[name].append(output.detach().clone())
+                calls.setdefault(name, ([], []))[1].append(output.detach().clone())
 
             handles.append(first.register_forward_pre_hook(pre_hook))
             handles.append(last.register_forward_hook(post_hook))
@@ -67,6 +69,9 @@ class FeatureCapture:
         finally:
             for handle in handles:
                 handle.remove()
+            for name, (inputs, outputs) in calls.items():
+                if inputs and len(inputs) == len(outputs):
+                    self.features[name] = [join_calls(inputs), join_calls(outputs)]
 
     def run(self, teacher_forward: TeacherForward, batch: Any) -> dict[str, list[torch.Tensor]]:
         """One teacher forward on ``batch``; returns block name -> [input, output]."""
@@ -77,6 +82,12 @@ class FeatureCapture:
             raise RetrainingError(f'the teacher forward did not run blocks {missing}; teacher_forward must run '
                                   'the same tensor path the blocks were extracted from')
         return dict(features)
+
+
+def join_calls(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One call's tensor, or the calls' tensors of a block run several times per forward concatenated along the
+    batch dimension (a descendant maps each sample alone, so it learns all calls at once)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), 0)
 
 
 class CompositeInputs:
@@ -102,12 +113,13 @@ class CompositeInputs:
     def _capturing(self, modules: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor],
                    detach: bool = True) -> Iterator[None]:
         handles = []
+        calls: dict[str, list[torch.Tensor]] = {}
         for name, block in modules.items():
             def detach_input(module, args):  # each descendant learns alone: no gradient into the blocks upstream
                 return (args[0].detach(),) + tuple(args[1:])
 
             def record_output(module, args, output, name=name):
-                outputs[name] = output
+                calls.setdefault(name, []).append(output)
                 return output.clone()  # the frame may modify its input in place; the loss keeps the original
 
             if detach:
@@ -118,6 +130,7 @@ class CompositeInputs:
         finally:
             for handle in handles:
                 handle.remove()
+            outputs.update({name: join_calls(tensors) for name, tensors in calls.items()})
 
     def configure(self, config: Mapping[str, float], originals_at_zero: bool = True) -> dict[str, nn.Module]:
         """Puts block ``name`` at its descendant of sparsity ``config[name]`` into the copy (at 0.0 the copy's own

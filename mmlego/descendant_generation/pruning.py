@@ -18,7 +18,7 @@ import torch_pruning as tp
 from mmengine.logging import print_log
 from torch import nn
 
-from ..block_extraction import BlockSpec
+from ..block_extraction import BlockSpec, is_conv
 from ..block_extraction.block_module import BlockModule
 from .descendant import PruningPlan
 
@@ -26,7 +26,8 @@ _DIMS = {'prune_out_channels': 'out', 'prune_in_channels': 'in'}
 
 
 class _FilterL1(tp.importance.MagnitudeImportance):
-    """L1 norm of the filters of the first conv in a group whose output channels are pruned (LegoDNN's criterion).
+    """L1 norm of the filters of the first conv in a group whose output channels are pruned (LegoDNN's criterion;
+    a linear layer's rows are its filters, scored by torch-pruning's own L1).
 
     torch-pruning's ``MagnitudeImportance(group_reduction='first')`` takes the first layer it scores, and it does not
     score a depthwise conv's output channels: a group rooted at a depthwise conv was ranked by the batch norm after
@@ -89,8 +90,7 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
     names = {id(module): block.model_name(name) for name, module in block.named_modules()
              if name.startswith('layers.')}
     prunable = {block.module_by_model_name(name) for name in spec.prunable_convs}
-    ignored = [module for module in block.modules() if isinstance(module, nn.modules.conv._ConvNd)
-               and module not in prunable]
+    ignored = [module for module in block.modules() if is_conv(module) and module not in prunable]
     example = torch.randn(*spec.input_shape, device=next(block.parameters()).device)
     kept: dict[tuple[str, str], list[int]] = {}
     snapshot, was_training = copy.deepcopy(block.layers), block.training
@@ -98,7 +98,7 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
     try:
         pruner = tp.pruner.BasePruner(block, example, importance=_FilterL1(), pruning_ratio=sparsity,
                                       ignored_layers=ignored, global_pruning=False,
-                                      root_module_types=[nn.modules.conv._ConvNd])  # linear layers never lead
+                                      root_module_types=[nn.modules.conv._ConvNd, nn.Linear])
         for group in pruner.step(interactive=True):
             for dep, idxs in group:
                 module = dep.target.module

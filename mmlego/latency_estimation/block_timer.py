@@ -28,8 +28,8 @@ class BlockTiming:
     """One forward's block times.
 
     Attributes:
-        ms: Block name -> wall time in milliseconds.
-        input_numel: Block name -> number of elements of the block's input in that forward.
+        ms: Block name -> wall time in milliseconds (summed over its calls, for a block run several times).
+        input_numel: Block name -> number of elements of the block's input in that forward (its first call).
     """
 
     ms: dict[str, float]
@@ -59,8 +59,9 @@ class BlockTimer:
         self._handles: dict[str, tuple] = {}  # block -> its two hook handles
         self._starts: dict[str, object] = {}
         self._numel: dict[str, int] = {}
-        self._done: dict[str, tuple[object, object]] = {}
-        self._pending: list[tuple[dict[str, tuple[object, object]], dict[str, int]]] = []
+        self._calls = {spec.name: spec.calls for spec in self.blocks}  # calls per forward (a repeated module: several)
+        self._done: dict[str, list[tuple[object, object]]] = {}
+        self._pending: list[tuple[dict[str, list[tuple[object, object]]], dict[str, int]]] = []
         self._cuda = False
 
     @property
@@ -112,20 +113,24 @@ class BlockTimer:
         return time.perf_counter()
 
     def _start(self, name: str, args: tuple) -> None:
-        if name == self.blocks[0].name:  # a new forward: forget an incomplete one
-            self._starts.clear()
-            self._done.clear()
+        if name == self.blocks[0].name and name not in self._starts:  # a new forward: forget an incomplete one
+            if not self._done.get(name) or len(self._done[name]) >= self._calls[name]:
+                self._starts.clear()
+                self._done.clear()
         if name not in self._starts:  # a member called twice inside its block keeps the first start
             self._starts[name] = self._stamp()
-            first = args[0] if args else None
-            self._numel[name] = int(first.numel()) if isinstance(first, torch.Tensor) else 0
+            if name not in self._done:
+                first = args[0] if args else None
+                self._numel[name] = int(first.numel()) if isinstance(first, torch.Tensor) else 0
 
     def _stop(self, name: str) -> None:
-        start = self._starts.get(name)
+        start = self._starts.pop(name, None)
         if start is None:
             return
-        self._done[name] = (start, self._stamp())
-        if name == self.blocks[-1].name and len(self._done) == len(self.blocks):
+        self._done.setdefault(name, []).append((start, self._stamp()))  # one span per call of the block
+        last = self.blocks[-1].name
+        if (name == last and len(self._done[last]) == self._calls[last] and len(self._done) == len(self.blocks)
+                and all(len(spans) == self._calls[key] for key, spans in self._done.items())):
             done, numel = dict(self._done), {key: self._numel.get(key, 0) for key in self._done}
             self._starts.clear()
             self._done.clear()
@@ -133,18 +138,20 @@ class BlockTimer:
                 self._pending.append((done, numel))
                 self.flush(wait=False)
             else:
-                self._emit({key: (end - begin) * 1000.0 for key, (begin, end) in done.items()}, numel)
+                self._emit({key: sum(end - begin for begin, end in spans) * 1000.0 for key, spans in done.items()},
+                           numel)
 
     def flush(self, wait: bool = True) -> None:
         """Reads pending CUDA timings (``wait``: synchronize on them; else only those already finished)."""
         while self._pending:
             done, numel = self._pending[0]
-            last_event = done[self.blocks[-1].name][1]
+            last_event = done[self.blocks[-1].name][-1][1]
             if not wait and not last_event.query():
                 return
             last_event.synchronize()
             self._pending.pop(0)
-            self._emit({key: begin.elapsed_time(end) for key, (begin, end) in done.items()}, numel)
+            self._emit({key: sum(begin.elapsed_time(end) for begin, end in spans) for key, spans in done.items()},
+                       numel)
 
     def _emit(self, ms: dict[str, float], numel: dict[str, int]) -> None:
         self.last = BlockTiming(ms=ms, input_numel=numel)

@@ -6,6 +6,8 @@ is made by trying to trace, in that order, the same way for every model: no per-
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -31,8 +33,24 @@ def contiguous_inputs(inputs: Any) -> Any:
 
 
 def tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
-    """``model(inputs, None, mode='tensor')``."""
+    """``model(inputs, None, mode='tensor')``, run to the class scores where a recognizer stops short of them.
+
+    mmaction's recognizers end ``mode='tensor'`` at the backbone's features (``stage='backbone'``): the head, e.g.
+    TRN's relation MLPs (30% of its bytes), would stay outside every block, and the backbone's last stage would
+    count as the path's output. Their ``stage='head'`` runs the head to the class scores.
+    """
+    if _has_head_stage(type(model)) and getattr(model, 'with_cls_head', False):
+        return model(inputs, None, mode='tensor', stage='head')
     return model(inputs, None, mode='tensor')
+
+
+@functools.lru_cache(maxsize=None)
+def _has_head_stage(model_type: type) -> bool:
+    forward = getattr(model_type, '_forward', None)
+    try:
+        return forward is not None and 'stage' in inspect.signature(forward).parameters
+    except (TypeError, ValueError):  # a builtin or otherwise unintrospectable forward
+        return False
 
 
 def extract_feat(model: nn.Module, inputs: torch.Tensor) -> Any:

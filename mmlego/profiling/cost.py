@@ -70,7 +70,7 @@ def profile_costs(bank: BlockBank, show_progress: bool = True) -> None:
     """Fills memory and FLOPs of every descendant into ``bank.profiles``.
 
     Memory is exact (bytes of the descendant's tensors) and FLOPs are counted on one forward on a random input of
-    the block's input shape; neither depends on where the block runs. Latency does, and is measured inside the
+    the block's input shape (times the block's calls per model forward); neither depends on where the block runs. Latency does, and is measured inside the
     model by :func:`profile_model`.
     """
     items = [(spec, s) for spec in bank.blocks for s in bank.sparsities]
@@ -79,7 +79,7 @@ def profile_costs(bank: BlockBank, show_progress: bool = True) -> None:
         x = torch.randn(*spec.input_shape, device=_module_device(module))
         profile = bank.profiles.get(spec.name, sparsity)
         profile.memory_bytes = memory_bytes(module)
-        profile.flops = count_flops(lambda: module(x))
+        profile.flops = count_flops(lambda: module(x)) * spec.calls  # a block run several times per forward
 
 
 def profile_model(bank: BlockBank, model: nn.Module, example_inputs: Sequence[Any],

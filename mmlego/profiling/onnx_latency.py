@@ -184,7 +184,9 @@ def apply_onnx_timings(bank: BlockBank, directory: str | os.PathLike,
         raise ValueError(f'the timings lack {", ".join(missing[:5])}{"..." if len(missing) > 5 else ""}; time '
                          f'the whole suite (python mmlego/profiling/onnx_timing.py {directory})')
     names = [spec.name for spec in bank.blocks]
-    standalone = {(spec.name, s): ms[_block_id(i, s)] for i, spec in enumerate(bank.blocks) for s in bank.sparsities}
+    # a block the model runs several times per forward (BlockSpec.calls) costs its one timed call that often
+    standalone = {(spec.name, s): ms[_block_id(i, s)] * spec.calls for i, spec in enumerate(bank.blocks)
+                  for s in bank.sparsities}
     composites = [ms[_composite_id(s)] for s in bank.sparsities]
     sums = [sum(standalone[name, s] for name in names) for s in bank.sparsities]
     _, scale = anchor_fit(sums, composites)
