@@ -70,7 +70,7 @@ def print_table(result: dict) -> None:
     print(f"{result['config']}: traced path '{result['tensor_path']}', {len(result['blocks'])} blocks covering "
           f"{result['num_convs_covered']}/{result['num_convs_total']} convs "
           f"({100 * result['num_convs_covered'] / max(1, result['num_convs_total']):.0f}%), at most "
-          f"{result['max_convs_per_block']} convs per block (max_ratio {result['max_ratio']})")
+          f"{result['max_convs_per_block']} convs per block (max_ratio {result['max_ratio']}; linear layers count as convs)")
     header = f"{'#':>2}  {'block':<48} {'convs':>5} {'prunable':>8} {'params':>10}  {'input':<18} output"
     print(header)
     print('-' * len(header))
@@ -80,6 +80,8 @@ def print_table(result: dict) -> None:
               f"{block['num_params']:>10,}  {str(block['input_shape']):<18} {block['output_shape']}")
         if len(block['members']) > 1:
             print(f"    members: {', '.join(block['members'])}")
+        if block.get('calls', 1) > 1:
+            print(f"    called {block['calls']} times per forward (one descendant serves every call)")
     covered = sum(block['num_params'] for block in result['blocks'])
     print(f"blocks hold {covered:,} of the model's {result['model_params']:,} parameters "
           f"({100 * covered / max(1, result['model_params']):.0f}%)")
