@@ -164,3 +164,24 @@ def test_descendants_of_a_repeated_block_learn_from_all_its_calls(bank):
     finally:
         switcher.reset()
     assert trained < untrained, (trained, untrained)
+
+
+def test_trn_relation_mlps_are_blocks_on_the_path_to_the_class_scores():
+    """mmaction's TRN applies the MLP of each scale to several sampled relations; its recognizer's ``mode='tensor'``
+    stops at the backbone unless ``stage='head'``, which the tensor path asks for."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    from mmlego.models import build_model
+    from mmlego.models.tensor_path import trace_tensor_path
+    config = Path(__file__).resolve().parents[1] / 'configs' / 'action' / 'trn' / 'trn_r18_synthaction.py'
+    torch.manual_seed(0)
+    model = build_model(Config.fromfile(str(config)))
+    clips = torch.randn(1, 8, 3, 64, 64)
+    path, graph = trace_tensor_path(model, clips)
+    extraction = extract_blocks(model, (clips,), graph=graph)
+    mlps = {spec.name.rsplit('.', 1)[-1]: spec for spec in extraction.blocks if 'fc_fusion_scales' in spec.name}
+    assert path == 'tensor' and len(mlps) == 7  # one MLP per scale, 8 frames down to 2
+    assert mlps['0'].calls == 1 and all(mlps[str(k)].calls == 3 for k in range(1, 7))  # 3 sampled relations
+    assert all(spec.output_shape == [1, 6] for spec in mlps.values())  # class scores: the MLPs end the path
