@@ -1,0 +1,50 @@
+"""OpenMMLab models outside the eight keep working: blocks found on their tensor path, descendants generated, a
+configuration switched in that runs with the teacher's output shapes (random weights, one synthetic input each)."""
+import pytest
+import torch
+
+from mmlego.block_bank import BlockBank
+from mmlego.block_switcher import BlockSwitcher
+from mmlego.models import TENSOR_PATHS, trace_tensor_path
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+# The package's own configs (``mmdet::`` etc.); input shapes small enough for a test.
+HELD_OUT = {
+    'retinanet': ('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py', (1, 3, 128, 128)),
+    'unet': ('mmseg::unet/unet-s5-d16_deeplabv3_4xb4-40k_drive-64x64.py', (1, 3, 64, 64)),
+    'mobilenetv2_pose': ('mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_mobilenetv2_8xb64-210e_coco-256x192.py',
+                         (1, 3, 128, 96)),
+    'tsm_mobilenetv2': ('mmaction::recognition/tsm/tsm_imagenet-pretrained-mobilenetv2_8xb16-1x1x8-100e_'
+                        'kinetics400-rgb.py', (1, 8, 3, 64, 64)),
+}
+
+
+def _outputs(result):
+    return [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(result) if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize('name', sorted(HELD_OUT))
+def test_a_held_out_model_gets_blocks_and_runs_switched(name):
+    from mmengine.hub import get_config
+    from mmengine.registry import MODELS, init_default_scope
+    config, shape = HELD_OUT[name]
+    cfg = get_config(config)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    model_cfg = cfg.model
+    for part in (model_cfg, model_cfg.get('backbone') or {}):  # no pretrained weights: nothing to download
+        part.pop('pretrained', None)
+        part.pop('init_cfg', None)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg).eval()
+    x = torch.randn(*shape)
+    path, _ = trace_tensor_path(model, x)
+    bank = BlockBank.build(model, (x,), [0.0, 0.5], 0.125, TENSOR_PATHS[path], show_progress=False)
+    assert len(bank.blocks) >= 5 and bank.extraction.num_convs_covered >= bank.extraction.num_convs_total / 2
+    teacher_params = sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        reference = TENSOR_PATHS[path](model, x)
+        BlockSwitcher(model, bank, guard_forward=False).switch({spec.name: 0.5 for spec in bank.blocks})
+        switched = TENSOR_PATHS[path](model, x)
+    assert _outputs(switched) == _outputs(reference)
+    assert sum(p.numel() for p in model.parameters()) < teacher_params  # physically smaller
