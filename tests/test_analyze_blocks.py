@@ -28,7 +28,7 @@ def test_analyze_blocks_table_two_stage_detector(workspace):
     proc = run_tool('analyze_blocks.py', str(CONFIGS / TEACHER_CONFIGS['faster_rcnn']), '--max-ratio', '0.2',
                     cwd=workspace)
     assert "traced path 'extract_feat'" in proc.stdout
-    assert 'backbone.layer' in proc.stdout and 'at most 5 convs per block (max_ratio 0.2)' in proc.stdout
+    assert 'backbone.layer' in proc.stdout and 'at most 5 convs per block (max_ratio 0.2;' in proc.stdout
 
 
 def test_analyze_blocks_with_a_shape_needs_no_dataset(tmp_path):
