@@ -125,3 +125,27 @@ def test_export_tool_on_a_profiled_bank(lego, workspace, tmp_path, monkeypatch):
     assert not (tmp_path / 'small').exists()
     with pytest.raises(SystemExit, match='exists; choose another --out'):
         tool.main(args + ['--budget', 'memory=60%'])
+
+
+def test_a_forward_that_samples_with_numpy_exports_the_draw_it_is_checked_against(tmp_path):
+    """mmaction's TRN samples its relations with numpy's global generator in every forward: the exported graph bakes
+    one draw, and the PyTorch reference it is checked against must make the same one (``same_draws``)."""
+    from mmlego.export.onnx_export import TensorPathModule, export_onnx, onnx_max_abs_diff
+
+    class Sampling(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            picked = np.random.choice(8, 4, replace=False)  # a fresh draw per forward, as TRN's relations
+            return self.fc(x[:, picked])
+
+    module = TensorPathModule(Sampling().eval(), lambda m, x: m(x))
+    x = torch.randn(2, 8)
+    path = tmp_path / 'sampling.onnx'
+    export_onnx(module, x, path)
+    state = np.random.get_state()
+    assert onnx_max_abs_diff(path, module, x) <= 1e-5
+    assert all((a == b).all() if isinstance(a, np.ndarray) else a == b
+               for a, b in zip(np.random.get_state(), state))  # the caller's generator is left as it was

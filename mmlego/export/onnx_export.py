@@ -6,9 +6,10 @@ Shapes are static (those of the example input).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -51,12 +52,27 @@ def export_onnx(module: TensorPathModule, inputs: torch.Tensor, path: str | os.P
         count = len(module(inputs))
     names = [f'output_{index}' for index in range(count)]
     try:
-        torch.onnx.export(module, (inputs,), str(path), opset_version=opset, input_names=['inputs'],
-                          output_names=names, dynamo=True, verbose=False)
+        with same_draws():
+            torch.onnx.export(module, (inputs,), str(path), opset_version=opset, input_names=['inputs'],
+                              output_names=names, dynamo=True, verbose=False)
     except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs one message
         raise ExportError(f'the configuration cannot be exported to ONNX opset {opset} ({_root_cause(error)}); '
                           'try a newer --opset, or export with --no-onnx (the safetensors artifact alone)') from error
     return names
+
+
+@contextlib.contextmanager
+def same_draws(seed: int = 0) -> Iterator[None]:
+    """numpy's global generator seeded inside, restored after: a forward that draws from it (mmaction's TRN samples
+    its relations per forward) draws the same in the traced export, which bakes the draws into the graph, and in the
+    PyTorch reference it is compared with."""
+    import numpy as np
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _root_cause(error: BaseException) -> str:
@@ -73,7 +89,7 @@ def onnx_max_abs_diff(path: str | os.PathLike, module: TensorPathModule, inputs:
     import onnxruntime
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     outputs = session.run(None, {session.get_inputs()[0].name: inputs.detach().cpu().numpy()})
-    with torch.no_grad():
+    with torch.no_grad(), same_draws():
         reference = [tensor.detach().cpu().numpy() for tensor in module(inputs)]
     if len(outputs) != len(reference):
         raise ExportError(f'the ONNX model has {len(outputs)} outputs, PyTorch {len(reference)}')
