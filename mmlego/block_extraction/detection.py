@@ -285,16 +285,15 @@ class _Detector(ChainPass, RepeatedModules):
 
     def _passes_channels(self, conv_id: int) -> bool:
         conv = self._module(self.graph.module_names[conv_id])
-        return getattr(conv, 'groups', 1) > 1 and conv.groups == conv.in_channels == conv.out_channels
+        return (isinstance(conv, nn.modules.conv._ConvNd)  # a linear layer never passes its channels through
+                and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels)
 
     def _take(self, members: list[str]) -> None:
         self._taken.update(members)
         first = self.graph.calls[id(self._module(members[0]))]
         last = self.graph.calls[id(self._module(members[-1]))]
-        if len(members) == 1 and first.count > 1:  # a repeated module: its calls' pieces (see _check_repeated)
-            pieces = self._call_pieces(members[0])
-            nodes = set().union(*pieces)
-            (source,), (output,) = self._boundary(pieces[0])
+        if len(members) == 1 and first.count > 1:  # a repeated module (see _check_repeated)
+            nodes, source, output = self._calls_extent(self._call_pieces(members[0]))
         else:
             nodes = set().union(*self._member_regions(members)[0])
             (source,), (output,) = self._boundary(nodes)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .graph import ModuleCalls
+
 
 class RepeatedModules:
     """Mixed into the detector (which provides ``_region``, ``_boundary``, ``_protected_convs`` and its ``graph``)."""
@@ -34,7 +36,13 @@ class RepeatedModules:
             pieces.append(piece)
         return pieces
 
-    def _check_repeated(self, name: str, calls: Any, convs: Sequence[str]) -> str | None:
+    def _calls_extent(self, pieces: Sequence[set]) -> tuple[set, Any, Any]:
+        """All the calls' nodes, and the first call's input and output (the calls of a conv tie their channels, so
+        one call's ends place the protected convs of all)."""
+        (source,), (output,) = self._boundary(pieces[0])
+        return set().union(*pieces), source, output
+
+    def _check_repeated(self, name: str, calls: ModuleCalls, convs: Sequence[str]) -> str | None:
         """Whether a module the model calls several times is a block: each call takes one tensor and returns one,
         all of the same shapes, each call's ops are a piece of their own with one input and one output, and the
         module's weights are used by nothing else. One descendant then serves every call (e.g. TRN's relation MLP of
@@ -49,11 +57,10 @@ class RepeatedModules:
             if len(inputs) != 1 or len(outputs) != 1:
                 return (f'a call of {name} has {len(inputs)} input and {len(outputs)} output tensors, a block '
                         'needs one of each')
-        nodes = set().union(*pieces)
+        nodes, source, output = self._calls_extent(pieces)
         for users in self.graph.weight_users.values():
             if users & nodes and not users <= nodes:
                 return 'a weight inside is shared with code outside'
-        (source,), (output,) = self._boundary(pieces[0])
         if len(self._protected_convs(nodes, source, output)) == len(convs):
             return 'no prunable conv once the output convs are protected'
         return None

@@ -113,10 +113,11 @@ class BlockTimer:
         return time.perf_counter()
 
     def _start(self, name: str, args: tuple) -> None:
-        if name == self.blocks[0].name and name not in self._starts:  # a new forward: forget an incomplete one
-            if not self._done.get(name) or len(self._done[name]) >= self._calls[name]:
-                self._starts.clear()
-                self._done.clear()
+        # A new forward (not the next call of a repeated first block): forget an incomplete one.
+        calls_done = len(self._done.get(name, ()))
+        if name == self.blocks[0].name and name not in self._starts and not 0 < calls_done < self._calls[name]:
+            self._starts.clear()
+            self._done.clear()
         if name not in self._starts:  # a member called twice inside its block keeps the first start
             self._starts[name] = self._stamp()
             if name not in self._done:
