@@ -143,6 +143,59 @@ def test_capture_concatenates_the_calls_and_the_timer_sums_them(bank):
     assert seen[-1].input_numel['per_slice'] == 2 * 8  # the first call's input
 
 
+class SlicesFirst(nn.Module):
+    """The repeated MLP is the first block: it runs on each slice of the input, then one MLP on their sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_slice = mlp(8, classes=8)
+        self.after = mlp(8)
+
+    def forward(self, x):
+        return self.after(sum(self.per_slice(x[:, 8 * index:8 * index + 8]) for index in range(SLICES)))
+
+
+def test_a_forward_interrupted_in_a_repeated_first_block_leaves_nothing_in_the_next_timing():
+    torch.manual_seed(0)
+    model = SlicesFirst().eval()
+    x = torch.randn(2, 8 * SLICES)
+    blocks = extract_blocks(model, (x,), max_ratio=0.5).blocks
+    assert [(spec.name, spec.calls) for spec in blocks] == [('per_slice', SLICES), ('after', 1)]
+    timer = BlockTimer(model, blocks).attach()
+    seen = []
+    timer.listeners.append(seen.append)
+    calls = []
+
+    def fail_after_the_first_call(module, args, output):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError('interrupted')
+
+    hook = model.per_slice.register_forward_hook(fail_after_the_first_call)
+    try:
+        with torch.no_grad():
+            with pytest.raises(RuntimeError, match='interrupted'):
+                model(x)  # one of the first block's three calls done, then an exception
+            hook.remove()
+            model(x)  # without a known start, its first calls continue the interrupted forward's: dropped
+            assert seen == []
+            model(x)
+            assert len(seen) == 1  # and the timer found its footing again (it used to drop every forward after)
+
+            hook = model.per_slice.register_forward_hook(fail_after_the_first_call)
+            calls.clear()
+            with pytest.raises(RuntimeError, match='interrupted'):
+                timer.begin_forward()
+                model(x)
+            hook.remove()
+            timer.begin_forward()  # what LegoDNN.forward and the latency profiler do before each forward
+            model(x)
+            assert len(seen) == 2 and set(seen[-1].ms) == {'per_slice', 'after'}
+    finally:
+        hook.remove()
+        timer.detach()
+
+
 def test_descendants_of_a_repeated_block_learn_from_all_its_calls(bank):
     import copy
     model, bank = bank

@@ -8,7 +8,10 @@ hooks record events (no synchronization in the forward); their times are read wh
 on :meth:`BlockTimer.flush`.
 
 The switcher replaces a block's member modules, so hooks must follow: call :meth:`BlockTimer.attach` after every
-switch (the :class:`mmlego.LegoDNN` wrapper does).
+switch (the :class:`mmlego.LegoDNN` wrapper does). Whoever runs the forwards should call
+:meth:`BlockTimer.begin_forward` before each (the wrapper and the latency profiler do): a forward interrupted by an
+exception leaves some blocks' spans behind, and without a known start the timer can only guess where the next forward
+begins (its first block starting again), which fails when that block runs several times per forward.
 """
 from __future__ import annotations
 
@@ -105,6 +108,11 @@ class BlockTimer:
         self._starts.clear()
         self._done.clear()
 
+    def begin_forward(self) -> None:
+        """Marks the start of a forward: spans left by an incomplete one (an exception mid-way) are dropped."""
+        self._starts.clear()
+        self._done.clear()
+
     def _stamp(self) -> object:
         if self._cuda:
             event = torch.cuda.Event(enable_timing=True)
@@ -113,11 +121,10 @@ class BlockTimer:
         return time.perf_counter()
 
     def _start(self, name: str, args: tuple) -> None:
-        # A new forward (not the next call of a repeated first block): forget an incomplete one.
+        # Without begin_forward: a new forward (not the next call of a repeated first block) forgets an incomplete one.
         calls_done = len(self._done.get(name, ()))
         if name == self.blocks[0].name and name not in self._starts and not 0 < calls_done < self._calls[name]:
-            self._starts.clear()
-            self._done.clear()
+            self.begin_forward()
         if name not in self._starts:  # a member called twice inside its block keeps the first start
             self._starts[name] = self._stamp()
             if name not in self._done:
@@ -130,17 +137,21 @@ class BlockTimer:
             return
         self._done.setdefault(name, []).append((start, self._stamp()))  # one span per call of the block
         last = self.blocks[-1].name
-        if (name == last and len(self._done[last]) == self._calls[last] and len(self._done) == len(self.blocks)
-                and all(len(spans) == self._calls[key] for key, spans in self._done.items())):
-            done, numel = dict(self._done), {key: self._numel.get(key, 0) for key in self._done}
-            self._starts.clear()
-            self._done.clear()
-            if self._cuda:
-                self._pending.append((done, numel))
-                self.flush(wait=False)
-            else:
-                self._emit({key: sum(end - begin for begin, end in spans) * 1000.0 for key, spans in done.items()},
-                           numel)
+        if name != last or len(self._done[last]) != self._calls[last]:
+            return
+        if len(self._done) != len(self.blocks) or any(len(spans) != self._calls[key]
+                                                      for key, spans in self._done.items()):
+            self.begin_forward()  # the forward ended with spans of another mixed in: drop it, start clean
+            return
+        done, numel = dict(self._done), {key: self._numel.get(key, 0) for key in self._done}
+        self._starts.clear()
+        self._done.clear()
+        if self._cuda:
+            self._pending.append((done, numel))
+            self.flush(wait=False)
+        else:
+            self._emit({key: sum(end - begin for begin, end in spans) * 1000.0 for key, spans in done.items()},
+                       numel)
 
     def flush(self, wait: bool = True) -> None:
         """Reads pending CUDA timings (``wait``: synchronize on them; else only those already finished)."""

@@ -159,6 +159,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = 'tensor') -> Any:
         """Delegates to the architecture (which holds the current composite), the inputs made contiguous (the
         layout the latencies were profiled in: see :func:`mmlego.models.tensor_path.contiguous_inputs`)."""
+        if self.timer is not None:
+            self.timer.begin_forward()  # a forward that raised half-way leaves nothing in this one's timing
         return self.architecture(contiguous_inputs(inputs), data_samples, mode=mode)
 
     # -- bank and scaling ------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def profile_latency(bank: BlockBank, model: nn.Module, example_inputs: Sequence[
                 timer.attach()
                 for i in range(warmup + per_round):
                     synchronize(device)
+                    timer.begin_forward()
                     start = time.perf_counter()
                     forward_fn(model, *example_inputs)
                     synchronize(device)
