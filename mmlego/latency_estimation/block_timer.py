@@ -105,8 +105,7 @@ class BlockTimer:
             for handle in handles:
                 handle.remove()
         self._handles.clear()
-        self._starts.clear()
-        self._done.clear()
+        self.begin_forward()
 
     def begin_forward(self) -> None:
         """Marks the start of a forward: spans left by an incomplete one (an exception mid-way) are dropped."""
@@ -144,8 +143,7 @@ class BlockTimer:
             self.begin_forward()  # the forward ended with spans of another mixed in: drop it, start clean
             return
         done, numel = dict(self._done), {key: self._numel.get(key, 0) for key in self._done}
-        self._starts.clear()
-        self._done.clear()
+        self.begin_forward()
         if self._cuda:
             self._pending.append((done, numel))
             self.flush(wait=False)
