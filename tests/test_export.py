@@ -144,8 +144,11 @@ def test_a_forward_that_samples_with_numpy_exports_the_draw_it_is_checked_agains
     module = TensorPathModule(Sampling().eval(), lambda m, x: m(x))
     x = torch.randn(2, 8)
     path = tmp_path / 'sampling.onnx'
+    before = np.random.get_state()
     export_onnx(module, x, path)
     state = np.random.get_state()
+    assert all((a == b).all() if isinstance(a, np.ndarray) else a == b
+               for a, b in zip(state, before))  # exporting draws nothing from the caller's generator
     assert onnx_max_abs_diff(path, module, x) <= 1e-5
     assert all((a == b).all() if isinstance(a, np.ndarray) else a == b
                for a, b in zip(np.random.get_state(), state))  # the caller's generator is left as it was

@@ -48,7 +48,7 @@ def export_onnx(module: TensorPathModule, inputs: torch.Tensor, path: str | os.P
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f'opset must be an integer >= {MIN_OPSET}, got {opset!r}')
     module = module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), same_draws():  # the caller's numpy generator is not drawn from
         count = len(module(inputs))
     names = [f'output_{index}' for index in range(count)]
     try:
