@@ -48,6 +48,9 @@ class BankProfiles:
         teacher_metric: The teacher's metric on the profiling data.
         accuracy_noise: Estimated standard error of one raw accuracy drop (metric units); drops within it of
             zero were denoised to 0.0.
+        accuracy_interaction: Compound-damage coefficient ``c`` of the metric estimate, ``teacher - (D + c D^2)``
+            with ``D`` the sum of the chosen drops (:class:`mmlego.scaling_optimizer.ModelProblem`): least-squares
+            fit to the reference composites of accuracy profiling, >= 0; None (additive, banks before it) is 0.
         model_memory_bytes: Parameters and buffers of the whole teacher.
         model_latency_ms: Median latency of the whole teacher's forward.
         model_flops: FLOPs of the teacher's traced forward.
@@ -70,6 +73,7 @@ class BankProfiles:
     metric_name: str | None = None
     teacher_metric: float | None = None
     accuracy_noise: float | None = None
+    accuracy_interaction: float | None = None
     model_memory_bytes: int | None = None
     model_latency_ms: float | None = None
     model_flops: int | None = None
@@ -174,6 +178,7 @@ def problem_from_profiles(profiles: BankProfiles, blocks: Sequence[str], sparsit
         raise ValueError(f'the bank is not fully profiled, missing: {", ".join(missing[:6])}'
                          f'{" ..." if len(missing) > 6 else ""}; run accuracy and cost profiling first')
     return ModelProblem(name=name, teacher_metric=float(profiles.teacher_metric), blocks=options_of,
+                        drop_interaction=float(profiles.accuracy_interaction or 0.0),
                         frame_latency_ms=max(0.0, profiles.model_latency_ms * latency_scale - block_latency)
                         * frame_factor,
                         frame_memory_bytes=max(0, int(profiles.model_memory_bytes - block_memory)), weight=weight)

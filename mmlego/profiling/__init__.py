@@ -10,7 +10,7 @@ from .cost import LatencyTable, count_flops, measure_latency, memory_bytes, prof
 from .latency import check_latency_model, intra_op_threads, profile_latency
 from .memory import process_rss_bytes, resident_device_bytes
 
-_ACCURACY_NAMES = ('DEFAULT_REFERENCES', 'profile_accuracy', 'reference_sparsity')
+_ACCURACY_NAMES = ('DEFAULT_REFERENCES', 'fit_drop_interaction', 'profile_accuracy', 'reference_sparsity')
 
 
 def __getattr__(name: str) -> Any:
@@ -19,7 +19,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-__all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'check_latency_model', 'count_flops', 'intra_op_threads',
+__all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'check_latency_model', 'count_flops', 'fit_drop_interaction',
+           'intra_op_threads',
            'measure_latency',
            'memory_bytes', 'process_rss_bytes', 'profile_accuracy', 'profile_costs', 'profile_latency',
            'profile_model', 'reference_sparsity', 'resident_device_bytes']

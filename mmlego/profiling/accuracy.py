@@ -26,6 +26,13 @@ mean drop is kept as ``accuracy_drop_raw``; ``accuracy_drop`` holds the denoised
 
 After both steps the drops of a block are 0.0 up to some sparsity and above the noise threshold after it, never
 decreasing, so an unconstrained budget picks the teacher. The noise is stored as ``profiles.accuracy_noise``.
+
+Compound damage. Drops measured one block at a time add up to less than what many pruned blocks do together (every
+block at 0.8 can drop a segmentor to all-background where the sum of its drops says half of that). The reference
+composites above are such configurations, already evaluated: :func:`fit_drop_interaction` fits ``c`` of
+``actual drop = D + c D^2`` (``D`` the sum of the composite's denoised drops) to them, stored as
+``profiles.accuracy_interaction`` and used by every metric estimate. ``c`` is held >= 0: a composite that lost less
+than its drops' sum keeps the additive estimate (the quadratic would turn decreasing past ``-1 / 2c``).
 """
 from __future__ import annotations
 
@@ -163,7 +170,31 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
             profile = bank.profiles.get(name, sparsity)
             profile.accuracy_drop_raw, profile.accuracy_drop = value, denoised[name][sparsity]
     _log_denoising(raw, denoised, noise, method, noise_threshold, denoise)
+    composites = [(math.fsum(denoised[name][ref] for name in order),
+                   bank.profiles.teacher_metric - metrics[_key({block: ref for block in order}, order)])
+                  for ref in refs if ref > 0]
+    bank.profiles.accuracy_interaction = fit_drop_interaction(composites)
+    print_log('compound damage of the reference composites (sum of drops -> measured drop): '
+              + ', '.join(f'{total:.4g} -> {actual:.4g}' for total, actual in composites)
+              + f'; drop_interaction {bank.profiles.accuracy_interaction:.4g}', logger='current')
     return metrics
+
+
+def fit_drop_interaction(composites: Sequence[tuple[float, float]]) -> float:
+    """Least-squares ``c >= 0`` of ``actual = D + c D^2`` over ``(D, actual)`` pairs of reference composites.
+
+    Args:
+        composites: Per composite, the sum ``D`` of its blocks' (denoised) drops and its measured drop
+            (teacher metric minus its own).
+
+    Returns:
+        ``c``; 0.0 without a composite whose drops sum above zero, or when the composites lost less than their sums.
+    """
+    weight = math.fsum(total ** 4 for total, _ in composites if total > 0)
+    if weight <= 0:
+        return 0.0
+    fitted = math.fsum((actual - total) * total ** 2 for total, actual in composites if total > 0) / weight
+    return max(0.0, fitted)
 
 
 def estimate_noise(replicates: Mapping[tuple[str, float], Sequence[float]],

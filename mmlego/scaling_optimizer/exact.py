@@ -205,10 +205,12 @@ class PreparedProblems:
 
 
 def _content_key(problems: Sequence[ModelProblem]) -> tuple:
-    """A hashable key of everything a solve depends on (names, weights, frames and every option)."""
+    """A hashable key of everything a solve and its result depend on (names, weights, frames, the metric estimate
+    and every option)."""
     values, shape = [], []
     for problem in problems:
-        values += [problem.weight, problem.frame_latency_ms, problem.frame_memory_bytes, problem.teacher_metric]
+        values += [problem.weight, problem.frame_latency_ms, problem.frame_memory_bytes, problem.teacher_metric,
+                   problem.drop_interaction]
         shape.append((problem.name, tuple(problem.blocks)))
         for options in problem.blocks.values():
             shape.append(len(options))

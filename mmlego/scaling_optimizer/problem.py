@@ -4,9 +4,15 @@ A model is split into blocks; each block has several options (the original block
 sparsities), each with an estimated accuracy drop, a latency and a memory footprint. Scaling picks one option per
 block. For a model ``m`` with chosen options ``o_b``::
 
-    metric(m)  = teacher_metric - sum_b accuracy_drop(o_b)
+    metric(m)  = teacher_metric - (D + drop_interaction * D**2),  D = sum_b accuracy_drop(o_b)
     latency(m) = frame_latency_ms + sum_b latency_ms(o_b)
     memory(m)  = frame_memory_bytes + sum_b memory_bytes(o_b)
+
+``drop_interaction`` (>= 0; 0 is LegoDNN's additive estimate) accounts for compound damage: drops measured one block
+at a time add up to less than the damage of many pruned blocks together (fitted to the reference composites by
+accuracy profiling). The estimate is an increasing function of ``D``, so for one model the configuration with the
+smallest ``D`` is also the one with the best estimated metric: the solvers minimize the (weighted) sum of the drops,
+for several models under one budget too (their objective stays LegoDNN's additive one).
 
 Several models may share one budget (LegoDNN's multi-DNN runtime: they run one after another on one device), so
 the constraints bound the totals over models and the objective is the weighted sum of the models' metrics.
@@ -75,6 +81,7 @@ class ModelProblem:
         frame_latency_ms: Latency of the model outside its blocks (the "frame"), in milliseconds.
         frame_memory_bytes: Memory of the frame, in bytes.
         weight: Weight of this model's metric in the objective of a shared budget (>= 0).
+        drop_interaction: Compound-damage coefficient ``c`` of the metric estimate (>= 0, see the module docstring).
 
     Raises:
         ValueError: If a field is malformed; the message names the model, the block and how to fix it.
@@ -85,6 +92,7 @@ class ModelProblem:
     frame_latency_ms: float = 0.0
     frame_memory_bytes: int = 0
     weight: float = 1.0
+    drop_interaction: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -100,6 +108,9 @@ class ModelProblem:
                              f'{self.frame_memory_bytes!r}; use 0 if the blocks cover the whole model')
         if not _is_finite(self.weight) or self.weight < 0:
             raise ValueError(f'{where}: weight must be a finite number >= 0, got {self.weight!r}')
+        if not _is_finite(self.drop_interaction) or self.drop_interaction < 0:
+            raise ValueError(f'{where}: drop_interaction must be a finite number >= 0, got {self.drop_interaction!r}; '
+                             'use 0.0 for the additive estimate')
         if not isinstance(self.blocks, dict) or not self.blocks:
             raise ValueError(f'{where}: blocks must be a non-empty dict of block name -> list of BlockOption, '
                              f'got {self.blocks!r}')
@@ -109,9 +120,14 @@ class ModelProblem:
     def estimate(self, selection: Dict[str, float]) -> Dict[str, float]:
         """``metric``, ``latency_ms`` and ``memory_bytes`` of one descendant per block (block -> sparsity)."""
         options = [next(o for o in self.blocks[name] if o.sparsity == s) for name, s in selection.items()]
-        return dict(metric=self.teacher_metric - sum(o.accuracy_drop for o in options),
+        return dict(metric=self.metric(options),
                     latency_ms=self.frame_latency_ms + sum(o.latency_ms for o in options),
                     memory_bytes=self.frame_memory_bytes + sum(o.memory_bytes for o in options))
+
+    def metric(self, options: Sequence[BlockOption]) -> float:
+        """The estimated metric with ``options`` chosen: the teacher's minus the drops' sum and its compound damage."""
+        total = math.fsum(o.accuracy_drop for o in options)
+        return self.teacher_metric - (total + self.drop_interaction * max(total, 0.0) ** 2)
 
     @staticmethod
     def _validate_block(where: str, block, options) -> None:
@@ -153,7 +169,8 @@ class ScalingResult:
             or ``'infeasible'``, in which case ``choices`` is the smallest configuration (see
             :func:`mmlego.scaling_optimizer.solve`) and the estimates are its estimates.
         choices: Model name -> block name -> chosen sparsity.
-        estimated_metric: Model name -> teacher metric minus the chosen options' accuracy drops.
+        estimated_metric: Model name -> teacher metric minus the chosen options' accuracy drops
+            (:meth:`ModelProblem.metric`).
         latency_ms: Model name -> estimated latency (frame plus chosen blocks).
         memory_bytes: Model name -> estimated memory (frame plus chosen blocks).
         solve_time_s: Wall time of the solve, in seconds.
@@ -310,7 +327,7 @@ def make_result(problems: Sequence[ModelProblem], selection: Selection, status: 
     for problem, picked in zip(problems, selection):
         chosen = [options[i] for options, i in zip(problem.blocks.values(), picked)]
         choices[problem.name] = {block: o.sparsity for block, o in zip(problem.blocks, chosen)}
-        metric[problem.name] = problem.teacher_metric - math.fsum(o.accuracy_drop for o in chosen)
+        metric[problem.name] = problem.metric(chosen)
         latency[problem.name] = math.fsum([problem.frame_latency_ms] + [o.latency_ms for o in chosen])
         memory[problem.name] = int(problem.frame_memory_bytes + sum(o.memory_bytes for o in chosen))
     return ScalingResult(status=status, choices=choices, estimated_metric=metric, latency_ms=latency,
