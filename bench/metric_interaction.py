@@ -7,8 +7,8 @@ Reads, per model, the bank of ``bench/pipelines.py`` (``<banks>/<model>/bank/man
 profiling's cache of evaluated composites (``<banks>/<model>/legodnn/accuracy_cache.json``), fits ``c`` to the
 reference composites exactly as accuracy profiling does (:func:`mmlego.profiling.fit_drop_interaction`), and re-scores
 every sweep row of ``bench/results/pipelines.json`` that measured one pruned configuration: its summed drop ``D`` is
-recomputed from the bank (and checked against the row's), its estimate is the test split's teacher minus ``D`` or
-``D + c D^2``. The choices are the sweeps' own: ``c`` does not change what the optimizer picks for one model.
+recomputed from the bank (and checked against the row's: ``D``, or ``D + c D^2`` where the bank stores ``c`` and the
+sweep used it), its estimate is the test split's teacher minus ``D`` or ``D + c D^2``. The choices are the sweeps' own: ``c`` does not change what the optimizer picks for one model.
 """
 import argparse
 import json
@@ -28,8 +28,9 @@ def _drop(drops: dict, block: str, sparsity: float) -> float:
     return next(p['accuracy_drop'] for s, p in drops[block].items() if float(s) == float(sparsity))
 
 
-def interaction_of(bank_dir: str) -> tuple[float, list, dict, float]:
-    """``(c, composites, drops, profiling teacher metric)`` of one bank, from its manifest and accuracy cache."""
+def interaction_of(bank_dir: str) -> tuple[float, list, dict, float, float]:
+    """``(c, composites, drops, profiling teacher metric, c the bank stores)`` of one bank, from its manifest and
+    accuracy cache (the stored c is 0 for banks profiled before it existed: their sweeps estimated additively)."""
     profiles = json.load(open(osp.join(bank_dir, 'bank', 'manifest.json')))['profiles']
     cache = json.load(open(osp.join(bank_dir, 'legodnn', 'accuracy_cache.json')))
     drops, teacher = profiles['descendants'], profiles['teacher_metric']
@@ -39,12 +40,13 @@ def interaction_of(bank_dir: str) -> tuple[float, list, dict, float]:
         if len(sparsities) == 1 and min(sparsities) > 0:  # a reference composite: every block at one sparsity
             ref = sparsities.pop()
             composites.append((sum(_drop(drops, block, ref) for block in cache['blocks']), teacher - metric))
-    return fit_drop_interaction(composites), sorted(composites), drops, teacher
+    return (fit_drop_interaction(composites), sorted(composites), drops, teacher,
+            float(profiles.get('accuracy_interaction') or 0.0))
 
 
 def rescore(model: dict, bank_dir: str) -> dict:
     """Median and max |estimate - measured| (points, 0-100) of one model's pruned sweep rows, both estimates."""
-    interaction, composites, drops, teacher = interaction_of(bank_dir)
+    interaction, composites, drops, teacher, stored = interaction_of(bank_dir)
     points = 1.0 if model['metric'] == 'mIoU' else 100.0
     errors = {'additive': [], 'compound': []}
     for sweep in (model['sweep'], model.get('latency_sweep', [])):
@@ -58,9 +60,10 @@ def rescore(model: dict, bank_dir: str) -> dict:
             if not measured_one_configuration(row) or row in teachers:
                 continue
             total = sum(_drop(drops, block, s) for block, s in row['choice'].items())
-            if abs(total - row['estimated_drop']) > 1e-6 * max(1.0, abs(total)):
+            swept = total + stored * max(total, 0.0) ** 2  # what the sweep estimated with the bank's own c
+            if abs(swept - row['estimated_drop']) > 1e-6 * max(1.0, abs(swept)):
                 raise ValueError(f"{model['config']}: a sweep row's drop {row['estimated_drop']} is not its bank's "
-                                 f'{total}: the bank in {bank_dir} is not the one the sweep ran; re-run '
+                                 f'{swept}: the bank in {bank_dir} is not the one the sweep ran; re-run '
                                  'bench/pipelines.py for it')
             for name, drop in (('additive', total), ('compound', total + interaction * max(total, 0.0) ** 2)):
                 errors[name].append(abs(report_teacher - drop - row['measured_metric']) * points)

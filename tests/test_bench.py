@@ -504,3 +504,9 @@ def test_metric_interaction_rescores_sweep_rows_from_the_bank_and_refuses_anothe
     model['sweep'][0] = dict(smallest, estimated_metric=0.5)  # a row of another bank's drops
     with pytest.raises(ValueError, match='not the one the sweep ran'):
         metric_interaction.rescore(model, str(bank))
+    # A bank that stores c (profiled since): its sweep's rows estimated D + c D^2, and are read as such.
+    manifest = json.loads((bank / 'bank' / 'manifest.json').read_text())
+    manifest['profiles']['accuracy_interaction'] = 5.0
+    (bank / 'bank' / 'manifest.json').write_text(json.dumps(manifest))
+    model['sweep'][0] = dict(smallest, estimated_metric=0.6 - 0.4)
+    assert metric_interaction.rescore(model, str(bank)) == result
