@@ -77,7 +77,7 @@ def latencies_that_scale(model, saved_per_sparsity=0.7):
         for sparsity in model.bank.sparsities:
             profiles.get(spec.name, sparsity).latency_ms = teacher_ms * (1 - saved_per_sparsity * sparsity)
     profiles.latency_calibration = None
-    model._problem = model._profiled_problem = None  # the cached problems were built from the measured timings
+    model.attach_bank(model.bank)  # re-attached: the problems it cached were built from the measured timings
 
 
 def replay(lego, workspace, monkeypatch, hysteresis, log_file=None):
