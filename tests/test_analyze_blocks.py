@@ -24,11 +24,14 @@ def test_analyze_blocks_json(model, workspace, tmp_path):
 
 @pytest.mark.slow
 def test_analyze_blocks_table_two_stage_detector(workspace):
-    """Faster R-CNN's mode='tensor' needs proposals: the tool falls back to extract_feat by itself."""
+    """Faster R-CNN's mode='tensor' needs data samples: the tool runs it with samples carrying the image shape,
+    traces extract_feat, and the box head (run on the proposals) alone: its shared fcs are a block too."""
     proc = run_tool('analyze_blocks.py', str(CONFIGS / TEACHER_CONFIGS['faster_rcnn']), '--max-ratio', '0.2',
                     cwd=workspace)
-    assert "traced path 'extract_feat'" in proc.stdout
-    assert 'backbone.layer' in proc.stdout and 'at most 5 convs per block (max_ratio 0.2;' in proc.stdout
+    assert "traced path 'tensor_with_samples'" in proc.stdout
+    assert 'backbone.layer' in proc.stdout and 'at most 6 convs per block (max_ratio 0.2;' in proc.stdout
+    assert 'members: roi_head.bbox_head.shared_fcs.0, roi_head.bbox_head.relu, roi_head.bbox_head.shared_fcs.1' in \
+        proc.stdout
 
 
 def test_analyze_blocks_with_a_shape_needs_no_dataset(tmp_path):

@@ -477,3 +477,63 @@ def test_mode_restored_and_forward_fn():
     assert model.training
     assert [spec.name for spec in extraction.blocks] == ['0+1+2']
     assert extraction.blocks[0].protected_convs == ['2.1.0']
+
+
+class BoxHead(nn.Module):
+    """mmdet's shared-fc box head in small: two fcs sharing one ReLU, then a classifier and a regressor."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.shared_fcs = nn.ModuleList([nn.Linear(features, 32), nn.Linear(32, 32)])
+        self.relu = nn.ReLU(inplace=True)
+        self.fc_cls = nn.Linear(32, 3)
+        self.fc_reg = nn.Linear(32, 4)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for fc in self.shared_fcs:
+            x = self.relu(fc(x))
+        return self.fc_cls(x), self.fc_reg(x)
+
+
+class TwoStage(nn.Module):
+    """A traceable feature extractor, then regions picked by their values (data-dependent, as NMS), pooled and fed
+    to a box head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(cbr(3, 8), cbr(8, 8), cbr(8, 8))
+        self.roi_head = BoxHead(8 * 2 * 2)
+
+    def extract_feat(self, x):
+        return self.backbone(x)
+
+    def forward(self, x):
+        features = self.extract_feat(x)
+        scores = features.mean(dim=(1, 2, 3))
+        regions = features if scores.max() > -1e6 else features[:1]  # Python control flow on values, as NMS
+        return self.roi_head(F.adaptive_avg_pool2d(regions, 2))
+
+
+def test_modules_beyond_the_traceable_part_are_traced_alone_and_hold_blocks():
+    """A path naming its traceable part: the head it runs beyond it (called once on one tensor) is traced on the
+    input it got, and its fcs form a block through the ReLU the head applies after each of them."""
+    torch.manual_seed(0)
+    model = randomize_bn(TwoStage()).eval()
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError, match='torch.export could not trace'):
+        trace_model(model, (x,))
+
+    def path(m, inputs):
+        return m(inputs)
+    path.traced_part = lambda m, inputs: m.extract_feat(inputs)
+    extraction = extract_blocks(model, (x,), max_ratio=0.3, forward_fn=path)
+    assert extraction.num_convs_total == 7  # 3 convs + the head's 4 fcs
+    check_blocks(model, x, extraction)  # standalone blocks reproduce the model's forward exactly
+    head = by_name(extraction)['roi_head.shared_fcs.0+roi_head.relu+roi_head.shared_fcs.1']
+    assert head.prunable_convs == ['roi_head.shared_fcs.0'] and head.protected_convs == ['roi_head.shared_fcs.1']
+    assert head.input_shape == [3, 32] and head.output_shape == [3, 32]
+
+    only_part = extract_blocks(model, (x,), max_ratio=0.3, forward_fn=path.traced_part)
+    assert not any(spec.name.startswith('roi_head') for spec in only_part.blocks)
+    assert only_part.num_convs_total == 3

@@ -32,6 +32,29 @@ class ChainPass:
             units.append(name)
         return units
 
+    def _successor(self, unit: str, units: Sequence[str], regions: dict) -> list[str]:
+        """What follows ``unit`` in a chain: ``[next]``, the unit it feeds, or ``[stateless, next]`` where one call
+        of a stateless module that also runs elsewhere sits between them (mmdet's box head applies its one ``relu``
+        after each of its fcs; the block holds that call, as the sibling scan's shared inner members); ``[]``."""
+        for other in units:
+            if other != unit and self._feeds(regions[unit], regions[other]):
+                return [other]
+        links = self._boundary(regions[unit])[1]
+        if len(links) != 1:
+            return []
+        (link,) = links
+        readers = self.graph.users[link]
+        owners = {self.graph.node_modules[node][-1] for node in readers
+                  if node != '<output>' and self.graph.node_modules.get(node)}
+        if '<output>' in readers or len(owners) != 1:
+            return []
+        between = self.graph.module_names[next(iter(owners))]
+        if not self._shared_inner([unit, between, unit], 1):
+            return []
+        call = self._member_regions([unit, between, unit])[0][1]  # its call that reads the link
+        return next(([between, other] for other in units
+                     if other != unit and self._feeds(call, regions[other])), [])
+
     def _interleaved(self, members: Sequence[str], owners: dict) -> bool:
         """Whether another unit's or block's op runs between the run's first and last op (a block's time, from its
         first member's start to its last member's end, must hold no other block's)."""
@@ -57,14 +80,12 @@ class ChainPass:
         regions = {unit: self._region(unit) for unit in units}
         owners = {node: member for block in self.blocks for member in block.members for node in self._region(member)}
         owners.update({node: unit for unit, region in regions.items() for node in region})
-        following = {unit: next((other for other in units
-                                 if other != unit and self._feeds(regions[unit], regions[other])), None)
-                     for unit in units}
-        followed = set(following.values())
+        following = {unit: self._successor(unit, units, regions) for unit in units}
+        followed = {steps[-1] for steps in following.values() if steps}
         for start in (unit for unit in units if unit not in followed):
             chain = [start]
-            while following[chain[-1]] is not None and following[chain[-1]] not in chain:
-                chain.append(following[chain[-1]])
+            while following[chain[-1]] and following[chain[-1]][-1] not in chain:
+                chain.extend(following[chain[-1]])
             self._cut(chain, owners)
         for name in list(self.skipped):  # the first pass's reasons inside modules that are members now
             if any(name == member or name.startswith(member + '.') for member in self._taken):

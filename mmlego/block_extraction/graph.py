@@ -98,7 +98,11 @@ def _shape(value: Any) -> tuple[int, ...] | None:
 
 
 def record_calls(model: nn.Module, forward_fn: ForwardFn, inputs: Sequence[Any]) -> dict[int, ModuleCalls]:
-    """Runs one eager forward and records how every submodule was called."""
+    """Runs one eager forward and records how every submodule was called.
+
+    Raises:
+        RuntimeError: The forward failed (the message names its error).
+    """
     calls: dict[int, ModuleCalls] = {}
     handles = []
 
@@ -127,6 +131,9 @@ def record_calls(model: nn.Module, forward_fn: ForwardFn, inputs: Sequence[Any])
     try:
         with torch.no_grad():
             forward_fn(model, *inputs)
+    except Exception as error:  # the eager run of a path; one clear error type for the callers that try paths
+        raise RuntimeError(f'the eager forward of the path failed ({type(error).__name__}: '
+                           f'{str(error).splitlines()[0] if str(error) else ""})') from error
     finally:
         for handle in handles:
             handle.remove()
@@ -142,7 +149,10 @@ def trace_model(model: nn.Module,
         model: The model, in eval mode (batch norm must not update statistics while tracing).
         example_inputs: Positional inputs of ``forward_fn`` after the model.
         forward_fn: The tensor path to trace; ``model(*inputs)`` by default. For OpenMMLab models e.g.
-            ``lambda m, x: m(x, mode='tensor')`` or ``lambda m, x: m.extract_feat(x)``.
+            ``lambda m, x: m(x, mode='tensor')`` or ``lambda m, x: m.extract_feat(x)``. A path that runs code
+            ``torch.export`` cannot trace names its traceable part as ``forward_fn.traced_part``: that part is
+            exported, the whole path runs eagerly, and the modules it reaches beyond the part are traced one by one
+            (:mod:`.off_path`).
 
     Returns:
         The graph.
@@ -151,9 +161,10 @@ def trace_model(model: nn.Module,
         RuntimeError: ``torch.export`` could not trace the path (the message names the tracer's error).
     """
     forward_fn = forward_fn or default_forward
+    traced_fn = getattr(forward_fn, 'traced_part', forward_fn)
     inputs = tuple(example_inputs)
     try:
-        program = torch.export.export(_TracedCall(model, forward_fn), inputs, strict=False)
+        program = torch.export.export(_TracedCall(model, traced_fn), inputs, strict=False)
     except Exception as error:  # torch.export raises many types; re-raise one clear error
         raise RuntimeError(
             f'torch.export could not trace the model\'s tensor path ({type(error).__name__}: '
@@ -216,4 +227,7 @@ def trace_model(model: nn.Module,
                 if arg in graph.users:
                     graph.users[arg].add('<output>')
     graph.calls = record_calls(model, forward_fn, inputs)
+    if traced_fn is not forward_fn:
+        from .off_path import trace_off_path
+        trace_off_path(graph, forward_fn, inputs)
     return graph

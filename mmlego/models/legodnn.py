@@ -49,7 +49,8 @@ class LegoDNN(LatencyEstimates, BaseModel):
     Args:
         architecture: The teacher's model config (with ``_scope_``, e.g. ``'mmdet'``, or in the default scope).
         bank: A bank directory to load at construction (optional; the pipeline loops build one).
-        tensor_path: The traced path, ``'tensor'`` or ``'extract_feat'``; None tries both in that order.
+        tensor_path: The traced path, ``'tensor'``, ``'tensor_with_samples'`` or ``'extract_feat'``; None tries
+            them in that order.
         latency_scale: Multiplies profiled latencies (a fixed, known speed ratio of this device to the profiling
             one); the online correction comes on top of it.
         latency_correction: Online latency estimation (LegoDNN's): every forward at the profiled input size is

@@ -1,8 +1,11 @@
 """The tensor path of an OpenMMLab 2.x model: what block extraction traces and retraining runs.
 
-Every OpenMMLab 2.x model has ``forward(inputs, data_samples=None, mode='tensor')``. Where that path is not
-pure tensor code (two-stage detectors need proposals from data samples), ``extract_feat(inputs)`` is. The choice
-is made by trying to trace, in that order, the same way for every model: no per-model code.
+Every OpenMMLab 2.x model has ``forward(inputs, data_samples=None, mode='tensor')``. Where that path needs data
+samples (two-stage detectors: their RPN proposes boxes for the image shapes the samples carry), the path is
+``mode='tensor'`` with samples that carry each image's shape (:func:`tensor_with_samples`): ``extract_feat`` is
+traced and the RoI head, run on the proposals, is traced module by module
+(:mod:`mmlego.block_extraction.off_path`). ``extract_feat(inputs)`` alone is the last resort. The choice is made
+by trying the paths in that order, the same way for every model: no per-model code.
 """
 from __future__ import annotations
 
@@ -58,6 +61,25 @@ def extract_feat(model: nn.Module, inputs: torch.Tensor) -> Any:
     return model.extract_feat(inputs)
 
 
+def image_samples(inputs: torch.Tensor) -> list:
+    """One data sample per image of a batch, carrying only its shape (the batch's: inputs are padded to it) at
+    scale 1: what a two-stage detector's RPN needs to propose boxes, for inputs that come without samples."""
+    from mmengine.structures import BaseDataElement
+    shape = tuple(int(size) for size in inputs.shape[-2:])
+    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape, scale_factor=(1.0, 1.0))
+    return [BaseDataElement(metainfo=meta) for _ in range(inputs.shape[0])]
+
+
+def tensor_with_samples(model: nn.Module, inputs: torch.Tensor) -> Any:
+    """``model(inputs, image_samples(inputs), mode='tensor')``: a two-stage detector's network forward, the RPN's
+    proposals (NMS included) and the RoI head on them, without the final box decoding. Its traceable part is
+    ``extract_feat``; the RoI head's modules are traced alone (:mod:`mmlego.block_extraction.off_path`)."""
+    return model(inputs, image_samples(inputs), mode='tensor')
+
+
+tensor_with_samples.traced_part = extract_feat  # what torch.export traces of this path
+
+
 def task_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     """The model's own training loss on a data batch (``mode='loss'``, summed by ``parse_losses``): what
     ``train_cfg.retrain.through_model='task'`` trains descendants with, through the rest of the model."""
@@ -67,17 +89,18 @@ def task_loss(model: nn.Module, batch: Any) -> torch.Tensor:
 
 
 TENSOR_PATHS: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
-    'tensor': tensor_mode, 'extract_feat': extract_feat}
+    'tensor': tensor_mode, 'tensor_with_samples': tensor_with_samples, 'extract_feat': extract_feat}
 
 
 def trace_tensor_path(model: nn.Module, inputs: torch.Tensor,
                       path: str | None = None) -> tuple[str, ModelGraph]:
-    """Traces the model's tensor path: ``mode='tensor'`` if it traces, else ``extract_feat``.
+    """Traces the model's tensor path: ``mode='tensor'`` if it traces, else ``tensor_with_samples`` if it runs,
+    else ``extract_feat``.
 
     Args:
         model: An OpenMMLab model in eval mode.
         inputs: A preprocessed batch (``data_preprocessor(batch)['inputs']``).
-        path: Force ``'tensor'`` or ``'extract_feat'``.
+        path: Force one of :data:`TENSOR_PATHS`.
 
     Returns:
         The name of the traced path and its graph.
@@ -87,7 +110,7 @@ def trace_tensor_path(model: nn.Module, inputs: torch.Tensor,
     for name in names:
         if name not in TENSOR_PATHS:
             raise ValueError(f'unknown tensor path {name!r}; choose one of {list(TENSOR_PATHS)}')
-        if name == 'extract_feat' and not hasattr(model, 'extract_feat'):
+        if name in ('extract_feat', 'tensor_with_samples') and not hasattr(model, 'extract_feat'):
             errors.append(f'{name}: the model has no extract_feat')
             continue
         try:
