@@ -198,3 +198,12 @@ def test_composite_inputs_and_training_through_share_one_teacher_copy(shared, mo
     errors = composite_errors(teacher, bank, descendants, val)
     for key, loss in report.best_val.items():
         assert loss == pytest.approx(errors[float(key.split('@')[1])], rel=1e-4), key
+
+
+def test_outputs_whose_count_depends_on_the_data_cannot_be_distilled_and_say_what_to_use():
+    """A two-stage detector's path returns one row per proposal, and a composite proposes other boxes than the
+    teacher: the error names the cause and the loss that works (the task's)."""
+    from mmlego.block_retraining import RetrainingError
+    with pytest.raises(RetrainingError, match='through_model="task"'):
+        distill_loss((torch.zeros(97, 4),), (torch.zeros(100, 4),))
+    assert float(distill_loss((torch.ones(3, 4),), (torch.ones(3, 4),))) == 0.0

@@ -23,8 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--max-ratio', type=float, default=0.125,
                         help='a block holds at most max(2, floor(max_ratio x #convs)) convs (default 0.125)')
     parser.add_argument('--checkpoint', help='teacher weights (optional: blocks depend only on the structure)')
-    parser.add_argument('--tensor-path', choices=['tensor', 'extract_feat'],
-                        help="traced path (default: mode='tensor' if it traces, else extract_feat)")
+    parser.add_argument('--tensor-path', choices=['tensor', 'tensor_with_samples', 'extract_feat'],
+                        help="traced path (default: mode='tensor' if it traces, else tensor_with_samples if it runs "
+                             "(two-stage detectors), else extract_feat)")
     parser.add_argument('--json', nargs='?', const='-', metavar='FILE',
                         help='write JSON (to FILE, or stdout when no FILE is given) instead of the table')
     parser.add_argument('--shape', type=int, nargs='+', metavar='N',

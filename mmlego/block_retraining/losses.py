@@ -41,6 +41,12 @@ def distill_loss(outputs: Any, targets: Any) -> torch.Tensor:
     if not pairs:
         raise RetrainingError('the model forward returned no tensor to distill; through_model="distill" needs the '
                               'tensor path to return tensors (or nested lists/tuples/dicts of them)')
+    for out, target in pairs:
+        if out.shape != target.shape:
+            raise RetrainingError(
+                f'an output of the model has shape {list(out.shape)} in a composite and {list(target.shape)} in the '
+                'teacher: its path has a data-dependent step (e.g. a two-stage detector\'s proposals), so its '
+                'outputs cannot be distilled one to one; use train_cfg.retrain.through_model="task"')
     terms = [(out.float() - target.float()).pow(2).sum() / target.float().pow(2).sum().clamp_min(1e-12)
              for out, target in pairs]
     return torch.stack(terms).mean()

@@ -351,8 +351,14 @@ def _composite_steps(composite, trainees, optimizers, features, batch, teacher_f
             for key, descendant in group.items():
                 if key in report.stopped:
                     continue
-                loss = feature_loss(config.loss, outputs[descendant.spec.name], features[descendant.spec.name][1],
-                                    config.kd_temperature)
+                output, target = outputs[descendant.spec.name], features[descendant.spec.name][1]
+                if output.shape != target.shape:
+                    raise RetrainingError(
+                        f'block {descendant.spec.name} puts out shape {list(output.shape)} in the composite and '
+                        f'{list(target.shape)} in the teacher: it runs after a data-dependent step (e.g. a two-stage '
+                        'detector\'s proposals), so its inputs in a composite are not its teacher\'s; use '
+                        'train_cfg.retrain.inputs="teacher" for this model')
+                loss = feature_loss(config.loss, output, target, config.kd_temperature)
                 if not torch.isfinite(loss):
                     _stop(key, descendant, state, report, f'loss {loss.item()} on composite inputs {where}')
                     continue

@@ -114,14 +114,17 @@ def export_configuration(model, out: str | Path, inputs: torch.Tensor, extra: di
                     weights=dict(file=_WEIGHTS, sha256=_file_sha256(staged / _WEIGHTS)),
                     input_shape=list(inputs.shape), **(extra or {}))
         if onnx:
-            module = TensorPathModule(composite, TENSOR_PATHS[tensor_path]).eval()
+            # A path with data-dependent code (a two-stage detector's proposals) exports its traceable part.
+            path_fn = TENSOR_PATHS[tensor_path]
+            module = TensorPathModule(composite, getattr(path_fn, 'traced_part', path_fn)).eval()
             names = export_onnx(module, inputs, staged / 'model.onnx', opset=opset)
             difference = onnx_max_abs_diff(staged / 'model.onnx', module, inputs)
             if not difference <= ONNX_TOLERANCE:
                 raise ExportError(f'onnxruntime\'s outputs differ from PyTorch\'s by {difference:.3g} (> '
                                   f'{ONNX_TOLERANCE:g}); the ONNX file is not written')
             meta['onnx'] = dict(file='model.onnx', opset=opset, outputs=names, max_abs_diff=difference,
-                                checked_with='onnxruntime (CPUExecutionProvider)')
+                                checked_with='onnxruntime (CPUExecutionProvider)',
+                                path=getattr(module._forward, '__name__', tensor_path))
         atomic_write_json(staged / _CONFIGURATION, meta)
         _replace_directory(staged, out, overwrite)
     except BaseException:

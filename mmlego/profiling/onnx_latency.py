@@ -102,6 +102,11 @@ def export_latency_suite(bank: BlockBank, model: nn.Module, inputs: torch.Tensor
         FileExistsError: ``directory`` exists and is not a suite (nothing of it is touched).
         mmlego.export.ExportError: A composite or block cannot be expressed at ``opset``.
     """
+    if hasattr(forward_fn, 'traced_part'):
+        from ..export import ExportError
+        raise ExportError('this bank\'s tensor path runs data-dependent code (a two-stage detector\'s proposals) '
+                          'that ONNX does not express as one graph, so its composites cannot be timed in '
+                          'onnxruntime; profile it in PyTorch on the device (tools/profile_latency.py without --onnx)')
     directory = Path(directory)
     check_suite_directory(directory)
     staging = directory.with_name(f'.{directory.name}.partial')
