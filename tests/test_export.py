@@ -13,7 +13,7 @@ from .test_pipeline import LEGO_CONFIGS
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-def _scaled_model(name):
+def _scaled_model(name, path=None):
     """A random-init LegoDNN of ``name`` with a built (unprofiled) bank, every block at sparsity 0.5."""
     from mmengine.registry import MODELS
 
@@ -27,13 +27,38 @@ def _scaled_model(name):
         model._bank_dir = None
         inputs = example_batch(cfg, model.architecture, split='test')
     model.cfg = cfg
-    path = model.tensor_path or 'tensor'
+    path = path or model.tensor_path or 'tensor'
     bank = BlockBank.build(model.architecture, [inputs], sparsities=[0.0, 0.5], show_progress=False,
                            forward_fn=TENSOR_PATHS[path])
     bank.meta['tensor_path'] = path
     model.attach_bank(bank)
     model.switch({spec.name: 0.5 for spec in bank.blocks})
     return model, inputs, TENSOR_PATHS[path]
+
+
+def test_a_two_stage_detector_exports_its_traceable_part_and_its_latency_suite_says_why_not(workspace, tmp_path,
+                                                                                            monkeypatch):
+    """Faster R-CNN's path runs its RPN's NMS and the RoI head on the proposals: ONNX gets the traceable part
+    (``extract_feat``, said in the artifact), and the ONNX latency suite, which must time whole composites, refuses."""
+    import onnxruntime
+
+    from mmlego.export import ExportError, export_configuration
+    from mmlego.models import TENSOR_PATHS
+    from mmlego.profiling.onnx_latency import export_latency_suite
+    monkeypatch.chdir(workspace)
+    model, inputs, forward = _scaled_model('faster_rcnn', 'tensor_with_samples')
+    assert any(spec.name.startswith('roi_head.bbox_head.') for spec in model.bank.blocks)
+    meta = export_configuration(model, tmp_path / 'artifact', inputs)
+    assert meta['tensor_path'] == 'tensor_with_samples' and meta['onnx']['path'] == 'extract_feat'
+    with torch.no_grad():
+        expected = TENSOR_PATHS['extract_feat'](model.architecture, inputs)
+    session = onnxruntime.InferenceSession(str(tmp_path / 'artifact' / 'model.onnx'),
+                                           providers=['CPUExecutionProvider'])
+    outputs = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
+    assert [o.shape for o in outputs] == [tuple(t.shape) for t in expected]
+    with pytest.raises(ExportError, match='without --onnx'):
+        export_latency_suite(model.bank, model.architecture, inputs, forward, tmp_path / 'suite')
+    assert not (tmp_path / 'suite').exists()
 
 
 @pytest.mark.parametrize('name', ['yolov3', 'fcn', 'simplebaseline', 'tsn'])
