@@ -113,9 +113,13 @@ def cbc_legodnn(problems: Sequence[ModelProblem], latency_ms: Optional[float],
 
 
 def weighted_drop(problems: Sequence[ModelProblem], result) -> Optional[float]:
+    """The objective every solver minimizes: the weighted sum of the chosen options' accuracy drops. Not the
+    estimated metrics: their compound damage (``drop_interaction``) is an increasing function of one model's summed
+    drops, which CBC's linear objective does not hold, so comparing metrics would count equal answers as worse."""
     if result.status == 'infeasible':
         return None
-    return math.fsum(p.weight * (p.teacher_metric - result.estimated_metric[p.name]) for p in problems)
+    return math.fsum(p.weight * next(o for o in p.blocks[block] if o.sparsity == sparsity).accuracy_drop
+                     for p in problems for block, sparsity in result.choices[p.name].items())
 
 
 def measure_instance(problems: List[ModelProblem], budgets: List[tuple], brute: bool) -> dict:

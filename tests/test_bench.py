@@ -49,6 +49,16 @@ def test_measure_instance_checks_every_answer():
     assert row['budgets'] == 6 and row['speedup'] == pytest.approx(row['cbc_median_ms'] / row['ours_median_ms'])
 
 
+def test_an_answer_is_compared_on_the_summed_drops_not_on_the_metric_with_compound_damage():
+    """A bank with compound damage (c > 0) estimates its metric as teacher - (D + c D^2), CBC minimizes D: the same
+    choices must count as equal (2026-12-07: 83 of 400 bank answers counted as worse once banks carried c)."""
+    import dataclasses
+    rng = random.Random(3)
+    problem = dataclasses.replace(selection.random_problem(rng, 4, 'structured'), drop_interaction=2.0)
+    measured = selection.measure_instance([problem], selection.draw_budgets([problem], rng, 6), brute=True)
+    assert measured['worse'] == 0 and measured['better'] == 0
+
+
 def test_run_writes_the_summary_and_plots(tmp_path):
     subprocess.run([sys.executable, str(ROOT / 'bench' / 'run.py'), '--only', 'fidelity', '--out', str(tmp_path)],
                    check=True, capture_output=True, cwd=ROOT, timeout=300)

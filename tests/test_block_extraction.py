@@ -537,3 +537,34 @@ def test_modules_beyond_the_traceable_part_are_traced_alone_and_hold_blocks():
     only_part = extract_blocks(model, (x,), max_ratio=0.3, forward_fn=path.traced_part)
     assert not any(spec.name.startswith('roi_head') for spec in only_part.blocks)
     assert only_part.num_convs_total == 3
+
+
+class NeedsSamples(nn.Module):
+    """An OpenMMLab-style model whose ``mode='tensor'`` needs data samples; ``shape_only`` says whether samples
+    carrying the image shape are enough for it."""
+
+    def __init__(self, shape_only: bool) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(cbr(3, 8), cbr(8, 8))
+        self.roi_head = BoxHead(8 * 2 * 2)
+        self.shape_only = shape_only
+
+    def extract_feat(self, x):
+        return self.backbone(x)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        shapes = [sample.metainfo['img_shape'] for sample in data_samples]  # None: TypeError, as mmdet's RPN
+        if not self.shape_only:
+            [sample.metainfo['gt_instances'] for sample in data_samples]  # more than a shape: KeyError
+        assert all(shape == tuple(inputs.shape[-2:]) for shape in shapes)
+        return self.roi_head(F.adaptive_avg_pool2d(self.extract_feat(inputs), 2))
+
+
+@pytest.mark.parametrize('shape_only,expected', [(True, 'tensor_with_samples'), (False, 'extract_feat')])
+def test_the_path_is_chosen_by_trying_mode_tensor_then_with_shape_samples_then_extract_feat(shape_only, expected):
+    from mmlego.models import trace_tensor_path
+    model = NeedsSamples(shape_only).eval()
+    path, graph = trace_tensor_path(model, torch.randn(2, 3, 16, 16))
+    assert path == expected
+    head_traced = any(graph.module_nodes.get(id(module)) for module in model.roi_head.modules())
+    assert head_traced == (expected == 'tensor_with_samples')
