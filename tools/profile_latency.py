@@ -162,9 +162,13 @@ def _onnx_table(args: argparse.Namespace, bank, model, inputs, forward):
             return apply_onnx_timings(bank, args.onnx_suite, args.onnx_timings)
         except ValueError as error:
             raise SystemExit(str(error)) from None
+    from mmlego.export import ExportError
     with tempfile.TemporaryDirectory() as scratch:
         suite = args.onnx_suite or osp.join(scratch, 'suite')
-        export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
+        try:
+            export_latency_suite(bank, model, inputs, forward, suite, opset=args.opset)
+        except ExportError as error:  # one message, e.g. a two-stage detector's path
+            raise SystemExit(str(error)) from None
         if args.export_only:
             print(f'wrote the ONNX latency suite to {suite}; time it on the device with '
                   f'python mmlego/profiling/onnx_timing.py {suite}')

@@ -100,7 +100,8 @@ def export_latency_suite(bank: BlockBank, model: nn.Module, inputs: torch.Tensor
 
     Raises:
         FileExistsError: ``directory`` exists and is not a suite (nothing of it is touched).
-        mmlego.export.ExportError: A composite or block cannot be expressed at ``opset``.
+        mmlego.export.ExportError: A composite or block cannot be expressed at ``opset``, or the path runs code
+            ONNX cannot hold in one graph (``forward_fn.traced_part``: a two-stage detector's proposals).
     """
     if hasattr(forward_fn, 'traced_part'):
         from ..export import ExportError
