@@ -48,3 +48,31 @@ def test_a_held_out_model_gets_blocks_and_runs_switched(name):
         switched = TENSOR_PATHS[path](model, x)
     assert _outputs(switched) == _outputs(reference)
     assert sum(p.numel() for p in model.parameters()) < teacher_params  # physically smaller
+
+
+def test_a_held_out_two_stage_detector_gets_blocks_in_its_roi_heads():
+    """Mask R-CNN (ResNet-18 FPN): its path runs the RPN and the RoI heads on the proposals (tensor_with_samples), and
+    both heads it reaches beyond extract_feat, box and mask, hold blocks; switched, it runs with outputs of the
+    teacher's shapes but for the proposal count, which follows the pruned features."""
+    from mmengine.hub import get_config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    init_default_scope('mmdet')
+    cfg.model.backbone.update(depth=18, init_cfg=None)
+    cfg.model.neck.in_channels = [64, 128, 256, 512]
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    x = torch.randn(1, 3, 128, 128)
+    path, _ = trace_tensor_path(model, x)
+    assert path == 'tensor_with_samples'
+    bank = BlockBank.build(model, (x,), [0.0, 0.5], 0.125, TENSOR_PATHS[path], show_progress=False)
+    names = [spec.name for spec in bank.blocks]
+    assert any(name.startswith('roi_head.bbox_head.shared_fcs.0') for name in names)
+    assert sum(name.startswith('roi_head.mask_head.') for name in names) >= 1
+    teacher_params = sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        reference = TENSOR_PATHS[path](model, x)
+        BlockSwitcher(model, bank, guard_forward=False).switch({spec.name: 0.5 for spec in bank.blocks})
+        switched = TENSOR_PATHS[path](model, x)
+    assert [shape[1:] for shape in _outputs(switched)] == [shape[1:] for shape in _outputs(reference)]
+    assert sum(p.numel() for p in model.parameters()) < teacher_params
