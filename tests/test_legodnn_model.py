@@ -80,3 +80,20 @@ def test_scaling_without_bank_is_a_clear_error():
     model._bank_dir = None
     with pytest.raises(RuntimeError, match='no block bank'):
         model.scale(memory_mb=10)
+
+
+def test_a_two_stage_detector_serves_mode_tensor_as_its_path_ran(workspace, monkeypatch):
+    """Faster R-CNN's mode='tensor' needs data samples; on its bank's path (tensor_with_samples, set from the bank's
+    manifest when one is attached) the wrapper supplies the image shape, and returns what profiling timed."""
+    from mmlego.models import TENSOR_PATHS
+    monkeypatch.chdir(workspace)
+    cfg, model = _build('faster_rcnn')
+    model.tensor_path = 'tensor_with_samples'
+    model.eval()
+    inputs = model.data_preprocessor(_batch(cfg), False)['inputs']
+    with torch.no_grad():
+        out = model(inputs, mode='tensor')
+        ref = TENSOR_PATHS['tensor_with_samples'](model.architecture, inputs.contiguous())
+    flat = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    flat_ref = [t for t in torch.utils._pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
+    assert flat and len(flat) == len(flat_ref) and all(torch.equal(a, b) for a, b in zip(flat, flat_ref))

@@ -22,7 +22,7 @@ from ..registry import MODELS
 from ..scaling_optimizer import ModelProblem, ScalingResult, solve
 from ..scaling_optimizer.budget import is_relative, parse_budget, resolve_budget
 from .latency_estimates import LatencyEstimates
-from .tensor_path import TENSOR_PATHS, contiguous_inputs
+from .tensor_path import TENSOR_PATHS, contiguous_inputs, image_samples
 
 _OWN_PREFIXES = ('architecture.', 'data_preprocessor.')
 #: What ``bank`` may hold in place of the run's work dir (filled in by ``mmlego.LegoRunner`` or the scaling hook).
@@ -159,10 +159,15 @@ class LegoDNN(LatencyEstimates, BaseModel):
     # -- forward ---------------------------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = 'tensor') -> Any:
         """Delegates to the architecture (which holds the current composite), the inputs made contiguous (the
-        layout the latencies were profiled in: see :func:`mmlego.models.tensor_path.contiguous_inputs`)."""
+        layout the latencies were profiled in: see :func:`mmlego.models.tensor_path.contiguous_inputs`). On the
+        ``tensor_with_samples`` path (two-stage detectors), ``mode='tensor'`` without samples gets samples carrying
+        the image shape, as profiling ran it (the architecture alone would need them)."""
         if self.timer is not None:
             self.timer.begin_forward()  # a forward that raised half-way leaves nothing in this one's timing
-        return self.architecture(contiguous_inputs(inputs), data_samples, mode=mode)
+        inputs = contiguous_inputs(inputs)
+        if mode == 'tensor' and data_samples is None and self.tensor_path == 'tensor_with_samples':
+            data_samples = image_samples(inputs)
+        return self.architecture(inputs, data_samples, mode=mode)
 
     # -- bank and scaling ------------------------------------------------------------------------------------
     def attach_bank(self, bank: BlockBank | str) -> BlockBank:
