@@ -103,9 +103,11 @@ class BlockBank:
     @classmethod
     def build(cls, model: nn.Module, example_inputs: Sequence[Any],
               sparsities: Sequence[float] = DEFAULT_SPARSITIES, max_ratio: float = 0.125,
-              forward_fn: Callable[..., Any] | None = None, show_progress: bool = True) -> 'BlockBank':
-        """Extracts the blocks of ``model`` and generates their descendants (stages 1 and 2)."""
-        extraction = extract_blocks(model, example_inputs, max_ratio=max_ratio, forward_fn=forward_fn)
+              forward_fn: Callable[..., Any] | None = None, show_progress: bool = True,
+              graph: Any = None) -> 'BlockBank':
+        """Extracts the blocks of ``model`` and generates their descendants (stages 1 and 2); ``graph``: the path
+        already traced (:func:`mmlego.models.trace_tensor_path`), so it is not traced twice."""
+        extraction = extract_blocks(model, example_inputs, max_ratio=max_ratio, forward_fn=forward_fn, graph=graph)
         if not extraction.blocks:
             raise ValueError(f'no block found: the traced path has {extraction.num_convs_total} convs and no '
                              'single-input/single-output piece with 2..max convs and a prunable conv; try a larger '

@@ -271,7 +271,7 @@ class LegoDNNPipelineLoop(BaseLoop):
             example = example_batch(runner.cfg, teacher, batch_size=1).to(next(teacher.parameters()).device)
             path, graph = trace_tensor_path(teacher, example, wrapper.tensor_path)
             bank = BlockBank.build(teacher, (example,), self.sparsities, self.max_ratio, TENSOR_PATHS[path],
-                                   show_progress=_rank() == 0)
+                                   show_progress=_rank() == 0, graph=graph)
             bank.meta.update(tensor_path=path, config=Path(runner.cfg.filename).name if runner.cfg.filename else None,
                              teacher_checkpoint=str(runner.cfg.load_from))
             runner.logger.info(f'{len(bank.blocks)} blocks ({bank.extraction.num_convs_covered}/'
