@@ -20,7 +20,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mmlego.apis.sweep import anchor_metric_estimates, measured_one_configuration, runs_teacher  # noqa: E402
-from mmlego.profiling.accuracy import fit_drop_interaction  # noqa: E402
+from mmlego.profiling.accuracy import fit_drop_interaction, reference_composite_damage  # noqa: E402
 from mmlego.utils.atomic_io import atomic_write_json  # noqa: E402
 
 
@@ -34,12 +34,8 @@ def interaction_of(bank_dir: str) -> tuple[float, list, dict, float, float]:
     profiles = json.load(open(osp.join(bank_dir, 'bank', 'manifest.json')))['profiles']
     cache = json.load(open(osp.join(bank_dir, 'legodnn', 'accuracy_cache.json')))
     drops, teacher = profiles['descendants'], profiles['teacher_metric']
-    composites = []
-    for key, metric in cache['metrics'].items():
-        sparsities = {float(s) for s in key.split(',')}
-        if len(sparsities) == 1 and min(sparsities) > 0:  # a reference composite: every block at one sparsity
-            ref = sparsities.pop()
-            composites.append((sum(_drop(drops, block, ref) for block in cache['blocks']), teacher - metric))
+    by_block = {block: {float(s): p['accuracy_drop'] for s, p in drops[block].items()} for block in cache['blocks']}
+    composites = reference_composite_damage(by_block, teacher, cache['metrics'], cache['blocks'])
     return (fit_drop_interaction(composites), sorted(composites), drops, teacher,
             float(profiles.get('accuracy_interaction') or 0.0))
 

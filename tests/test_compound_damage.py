@@ -87,3 +87,14 @@ def test_profiling_fits_the_reference_composites_and_the_estimate_moves_toward_t
     smallest = dict.fromkeys(BLOCKS, 0.8)
     assert abs(compound.estimate(smallest)['metric'] - measured) < 0.5 * abs(
         additive.estimate(smallest)['metric'] - measured)
+
+
+def test_reference_composites_are_found_in_a_cache_by_their_keys_as_profiling_names_them():
+    """The composites the fit uses, from an accuracy cache's keys (what bench/metric_interaction.py reads) or from
+    the reference sparsities profiling evaluated: the same pairs; the teacher and mixed composites are not among them."""
+    from mmlego.profiling.accuracy import reference_composite_damage
+    drops = {'a': {0.0: 0.0, 0.4: 0.01, 0.85: 0.05}, 'b': {0.0: 0.0, 0.4: 0.02, 0.85: 0.04}}
+    metrics = {'0,0': 0.6, '0.4,0': 0.59, '0.4,0.4': 0.56, '0.85,0.4': 0.5, '0.85,0.85': 0.3}
+    found = reference_composite_damage(drops, 0.6, metrics, ['a', 'b'])
+    assert [pair for composite in found for pair in composite] == pytest.approx([0.03, 0.04, 0.09, 0.3])
+    assert reference_composite_damage(drops, 0.6, metrics, ['a', 'b'], [0.0, 0.4, 0.85]) == found

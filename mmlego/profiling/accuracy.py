@@ -170,14 +170,32 @@ def profile_accuracy(bank: BlockBank, model: nn.Module, evaluate: Evaluate,
             profile = bank.profiles.get(name, sparsity)
             profile.accuracy_drop_raw, profile.accuracy_drop = value, denoised[name][sparsity]
     _log_denoising(raw, denoised, noise, method, noise_threshold, denoise)
-    composites = [(math.fsum(denoised[name][ref] for name in order),
-                   bank.profiles.teacher_metric - metrics[_key({block: ref for block in order}, order)])
-                  for ref in refs if ref > 0]
+    composites = reference_composite_damage(denoised, bank.profiles.teacher_metric, metrics, order, refs)
     bank.profiles.accuracy_interaction = fit_drop_interaction(composites)
     print_log('compound damage of the reference composites (sum of drops -> measured drop): '
               + ', '.join(f'{total:.4g} -> {actual:.4g}' for total, actual in composites)
               + f'; drop_interaction {bank.profiles.accuracy_interaction:.4g}', logger='current')
     return metrics
+
+
+def reference_composite_damage(drops: Mapping[str, Mapping[float, float]], teacher_metric: float,
+                               metrics: Mapping[str, float], order: Sequence[str],
+                               sparsities: Sequence[float] | None = None) -> list[tuple[float, float]]:
+    """``(D, measured drop)`` of each evaluated composite with every block at one sparsity ``s > 0`` (the reference
+    composites :func:`fit_drop_interaction` fits), ``D`` the sum of its blocks' drops at ``s``.
+
+    Args:
+        drops: Block -> sparsity -> accuracy drop (the denoised ones, as the estimates use them).
+        teacher_metric: The teacher's metric on the profiling split.
+        metrics: Composite key (:func:`_key`, sparsities in block order) -> metric, e.g. the accuracy cache's.
+        order: The blocks in the keys' order.
+        sparsities: The reference sparsities; None: every uniform composite found in ``metrics``.
+    """
+    if sparsities is None:
+        sparsities = sorted({float(key.split(',')[0]) for key in metrics
+                             if len(set(key.split(','))) == 1 and float(key.split(',')[0]) > 0})
+    return [(math.fsum(drops[name][s] for name in order), teacher_metric - metrics[_key({b: s for b in order}, order)])
+            for s in sparsities if s > 0]
 
 
 def fit_drop_interaction(composites: Sequence[tuple[float, float]]) -> float:
