@@ -229,8 +229,11 @@ class LegoDNNPipelineLoop(BaseLoop):
 
     def _teacher_forward(self, path: str):
         def forward(teacher, batch):
-            inputs = teacher.data_preprocessor(batch, False)['inputs']
-            return TENSOR_PATHS[path](teacher, inputs)
+            data = teacher.data_preprocessor(batch, False)
+            if path == 'tensor_with_samples' and data.get('data_samples') is not None:
+                # the batch's image shapes clip the proposals, as in serving (padding is no region of interest)
+                return TENSOR_PATHS[path](teacher, data['inputs'], data['data_samples'])
+            return TENSOR_PATHS[path](teacher, data['inputs'])
         return forward
 
     def _val_tools(self):

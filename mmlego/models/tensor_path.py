@@ -70,11 +70,13 @@ def image_samples(inputs: torch.Tensor) -> list:
     return [BaseDataElement(metainfo=meta) for _ in range(inputs.shape[0])]
 
 
-def tensor_with_samples(model: nn.Module, inputs: torch.Tensor) -> Any:
-    """``model(inputs, image_samples(inputs), mode='tensor')``: a two-stage detector's network forward, the RPN's
-    proposals (NMS included) and the RoI head on them, without the final box decoding. Its traceable part is
-    ``extract_feat``; the RoI head's modules are traced alone (:mod:`mmlego.block_extraction.off_path`)."""
-    return model(inputs, image_samples(inputs), mode='tensor')
+def tensor_with_samples(model: nn.Module, inputs: torch.Tensor, data_samples: Any = None) -> Any:
+    """``model(inputs, samples, mode='tensor')``: a two-stage detector's network forward, the RPN's proposals (NMS
+    included) and the RoI head on them, without the final box decoding. ``data_samples``: the batch's own where it
+    has them (their image shapes clip the proposals to each image, not to the padded batch); else
+    :func:`image_samples`. Its traceable part is ``extract_feat``; the RoI head's modules are traced alone
+    (:mod:`mmlego.block_extraction.off_path`)."""
+    return model(inputs, image_samples(inputs) if data_samples is None else data_samples, mode='tensor')
 
 
 tensor_with_samples.traced_part = extract_feat  # what torch.export traces of this path
