@@ -54,6 +54,7 @@ def measure_model(config: str, teacher_config: str, num_batches: int, num_rounds
     from mmlego.block_bank import BlockBank
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.models import TENSOR_PATHS, example_batch, trace_tensor_path
+    from mmlego.models.tensor_path import batch_forward
     from uniform_baseline import output_layer_names, prune_uniformly
 
     torch.manual_seed(0)
@@ -75,7 +76,7 @@ def measure_model(config: str, teacher_config: str, num_batches: int, num_rounds
     trainees = sum(1 for options in bank.descendants.values() for s, d in options.items()
                    if s > 0 and not d.plan.unpruned_reason)
     retrain = RetrainingConfig(**{**loop.retrain.__dict__, 'epochs': 1, 'max_batches_per_epoch': None})
-    forward = loop._teacher_forward(path)
+    forward = batch_forward(path)
     teacher_optim = build_optim_wrapper(teacher, copy.deepcopy(teacher_cfg.optim_wrapper))
 
     def teacher_steps(warmup: int) -> float:

@@ -94,7 +94,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.block_switcher import BlockSwitcher
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
-    from mmlego.models.tensor_path import task_loss
+    from mmlego.models.tensor_path import batch_forward, task_loss
     from pipelines import LEGO_CONFIGS
     from teachers import TEACHERS
     from uniform_baseline import parameter_bytes, prune_to_bytes
@@ -146,7 +146,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
         retrain_settings = json.load(open(recorded))['settings']['retrain']
     retrain_cfg = RetrainingConfig(**{**retrain_settings, 'epochs': 1})
     timed = [next(batches) for _ in range(4)]
-    teacher_forward = lambda m, batch: forward(m, m.data_preprocessor(batch, False)['inputs'])  # noqa: E731
+    teacher_forward = batch_forward(path)
     scratch = BlockBank.build(teacher, (example,), bank.sparsities, loop_cfg.get('max_ratio', 0.125), forward,
                               show_progress=False)
     retrain_descendants(teacher, scratch.descendants, timed[:1], None, teacher_forward, retrain_cfg,

@@ -100,10 +100,9 @@ def test_a_two_stage_detector_serves_mode_tensor_as_its_path_ran(workspace, monk
 
 
 def test_retraining_feeds_a_two_stage_detector_the_batch_s_own_image_shapes(workspace, monkeypatch):
-    """The pipeline's teacher forward on the tensor_with_samples path passes the batch's samples (their image shapes
-    clip the proposals as in serving; padding is no region of interest); on other paths, the inputs alone."""
-    from mmlego.engine.pipeline_loop import LegoDNNPipelineLoop
-    from mmlego.models.tensor_path import image_samples, tensor_with_samples
+    """Retraining's teacher forward (``batch_forward``) on the tensor_with_samples path passes the batch's samples
+    (their image shapes clip the proposals as in serving; padding is no region of interest); other paths ignore them."""
+    from mmlego.models.tensor_path import batch_forward, image_samples, tensor_with_samples
     monkeypatch.chdir(workspace)
     cfg, model = _build('faster_rcnn')
     teacher = model.architecture.eval()
@@ -114,10 +113,10 @@ def test_retraining_feeds_a_two_stage_detector_the_batch_s_own_image_shapes(work
     assert tuple(data['inputs'].shape[-2:]) != (100, 90)
     seen = []
     monkeypatch.setattr(type(teacher), '_forward', lambda self, inputs, samples: seen.append(samples) or (inputs,))
-    LegoDNNPipelineLoop._teacher_forward(None, 'tensor_with_samples')(teacher, batch)
+    batch_forward('tensor_with_samples')(teacher, batch)
     assert [s.metainfo['img_shape'] for s in seen[-1]] == [(100, 90)] * len(batch['data_samples'])
     tensor_with_samples(teacher, data['inputs'])  # no samples: the padded batch's shape
     padded = [s.metainfo['img_shape'] for s in image_samples(data['inputs'])]
     assert [s.metainfo['img_shape'] for s in seen[-1]] == padded
-    out = LegoDNNPipelineLoop._teacher_forward(None, 'extract_feat')(teacher, batch)
+    out = batch_forward('extract_feat')(teacher, batch)
     assert len(seen) == 2 and isinstance(out, tuple)  # extract_feat: never the tensor mode

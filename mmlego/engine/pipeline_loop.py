@@ -21,7 +21,7 @@ from ..block_bank import BlockBank
 from ..block_retraining import RetrainingConfig, retrain_descendants
 from ..block_retraining.state import completed_epochs
 from ..descendant_generation import DEFAULT_SPARSITIES, check_sparsities
-from ..models.tensor_path import TENSOR_PATHS, example_batch, task_loss, trace_tensor_path
+from ..models.tensor_path import TENSOR_PATHS, batch_forward, example_batch, task_loss, trace_tensor_path
 from ..profiling import DEFAULT_REFERENCES, intra_op_threads, profile_accuracy, profile_costs, profile_model
 from ..profiling.latency import DEFAULT_MIN_SECONDS, check_min_seconds
 from ..profiling.accuracy import reference_sparsity
@@ -227,15 +227,6 @@ class LegoDNNPipelineLoop(BaseLoop):
             dist.barrier()
         self.runner.logger.info(f'LegoDNN stage "{stage}" done, saved in {self.lego_dir}')
 
-    def _teacher_forward(self, path: str):
-        def forward(teacher, batch):
-            data = teacher.data_preprocessor(batch, False)
-            if path == 'tensor_with_samples' and data.get('data_samples') is not None:
-                # the batch's image shapes clip the proposals, as in serving (padding is no region of interest)
-                return TENSOR_PATHS[path](teacher, data['inputs'], data['data_samples'])
-            return TENSOR_PATHS[path](teacher, data['inputs'])
-        return forward
-
     def _val_tools(self):
         loader = self.runner.build_dataloader(self.runner._val_dataloader)
         evaluator = self.runner.build_evaluator(self.runner._val_evaluator)
@@ -294,7 +285,7 @@ class LegoDNNPipelineLoop(BaseLoop):
             state_dir = self.lego_dir / 'retraining'
             batches = EpochView(self.dataloader, self.retrain.max_batches_per_epoch, completed_epochs(state_dir))
             report = retrain_descendants(teacher, bank.descendants, batches, heldout or None,
-                                teacher_forward=self._teacher_forward(path), config=self.retrain,
+                                teacher_forward=batch_forward(path), config=self.retrain,
                                 state_dir=str(state_dir),
                                 grad_sync=_average_gradients if _world_size() > 1 else None,
                                 loss_sync=_average_losses if _world_size() > 1 else None,

@@ -35,8 +35,9 @@ def contiguous_inputs(inputs: Any) -> Any:
     return inputs
 
 
-def tensor_mode(model: nn.Module, inputs: torch.Tensor) -> Any:
-    """``model(inputs, None, mode='tensor')``, run to the class scores where a recognizer stops short of them.
+def tensor_mode(model: nn.Module, inputs: torch.Tensor, data_samples: Any = None) -> Any:
+    """``model(inputs, None, mode='tensor')``, run to the class scores where a recognizer stops short of them
+    (``data_samples`` unused: this path runs without them).
 
     mmaction's recognizers end ``mode='tensor'`` at the backbone's features (``stage='backbone'``): the head, e.g.
     TRN's relation MLPs (30% of its bytes), would stay outside every block, and the backbone's last stage would
@@ -56,8 +57,8 @@ def _has_head_stage(model_type: type) -> bool:
         return False
 
 
-def extract_feat(model: nn.Module, inputs: torch.Tensor) -> Any:
-    """``model.extract_feat(inputs)``."""
+def extract_feat(model: nn.Module, inputs: torch.Tensor, data_samples: Any = None) -> Any:
+    """``model.extract_feat(inputs)`` (``data_samples`` unused)."""
     return model.extract_feat(inputs)
 
 
@@ -90,8 +91,21 @@ def task_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     return total
 
 
-TENSOR_PATHS: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
+#: Path name -> ``forward(model, inputs, data_samples=None)``; a path that does not need samples ignores them.
+TENSOR_PATHS: dict[str, Callable[..., Any]] = {
     'tensor': tensor_mode, 'tensor_with_samples': tensor_with_samples, 'extract_feat': extract_feat}
+
+
+def batch_forward(path: str) -> Callable[[nn.Module, Any], Any]:
+    """``forward(model, batch)``: the path on a data batch, preprocessed by the model, the batch's samples passed on
+    (on ``tensor_with_samples`` their image shapes clip the proposals as in serving: padding is no region of
+    interest). What retraining's teacher and composite forwards run."""
+    path_fn = TENSOR_PATHS[path]
+
+    def forward(model: nn.Module, batch: Any) -> Any:
+        data = model.data_preprocessor(batch, False)
+        return path_fn(model, data['inputs'], data.get('data_samples'))
+    return forward
 
 
 def trace_tensor_path(model: nn.Module, inputs: torch.Tensor,
