@@ -35,6 +35,16 @@ def tensors_of(outputs: Any) -> list[torch.Tensor]:
     return []
 
 
+def require_same_shape(output: torch.Tensor, target: torch.Tensor, what: str, fix: str) -> None:
+    """RetrainingError unless a composite's ``output`` has the teacher's ``target`` shape: after a data-dependent
+    step (a two-stage detector's proposals) a composite's tensors are not the teacher's one to one."""
+    if output.shape != target.shape:
+        raise RetrainingError(
+            f'{what} has shape {list(output.shape)} in a composite and {list(target.shape)} in the teacher: it runs '
+            'after a data-dependent step (e.g. a two-stage detector\'s proposals), so the composite\'s tensors are '
+            f'not the teacher\'s one to one; use {fix}')
+
+
 def distill_loss(outputs: Any, targets: Any) -> torch.Tensor:
     """Mean over output tensors of ``||out - target||^2 / ||target||^2`` (scale-free across tasks and heads)."""
     pairs = list(zip(tensors_of(outputs), tensors_of(targets)))
@@ -42,11 +52,7 @@ def distill_loss(outputs: Any, targets: Any) -> torch.Tensor:
         raise RetrainingError('the model forward returned no tensor to distill; through_model="distill" needs the '
                               'tensor path to return tensors (or nested lists/tuples/dicts of them)')
     for out, target in pairs:
-        if out.shape != target.shape:
-            raise RetrainingError(
-                f'an output of the model has shape {list(out.shape)} in a composite and {list(target.shape)} in the '
-                'teacher: its path has a data-dependent step (e.g. a two-stage detector\'s proposals), so its '
-                'outputs cannot be distilled one to one; use train_cfg.retrain.through_model="task"')
+        require_same_shape(out, target, 'an output of the model', 'train_cfg.retrain.through_model="task"')
     terms = [(out.float() - target.float()).pow(2).sum() / target.float().pow(2).sum().clamp_min(1e-12)
              for out, target in pairs]
     return torch.stack(terms).mean()

@@ -28,7 +28,7 @@ from ..utils.progress import progress
 from .heldout import evaluate_descendants
 from .inputs import (CompositeInputs, FeatureCapture, RetrainingError, TeacherForward, check_inputs,
                      descendant_optimizer, uses_composite)
-from .losses import LOSSES, feature_loss
+from .losses import LOSSES, feature_loss, require_same_shape
 from .state import RetrainingState
 from .through_model import TaskLoss, ThroughModel, check_through
 
@@ -352,12 +352,8 @@ def _composite_steps(composite, trainees, optimizers, features, batch, teacher_f
                 if key in report.stopped:
                     continue
                 output, target = outputs[descendant.spec.name], features[descendant.spec.name][1]
-                if output.shape != target.shape:
-                    raise RetrainingError(
-                        f'block {descendant.spec.name} puts out shape {list(output.shape)} in the composite and '
-                        f'{list(target.shape)} in the teacher: it runs after a data-dependent step (e.g. a two-stage '
-                        'detector\'s proposals), so its inputs in a composite are not its teacher\'s; use '
-                        'train_cfg.retrain.inputs="teacher" for this model')
+                require_same_shape(output, target, f'block {descendant.spec.name}\'s output',
+                                   'train_cfg.retrain.inputs="teacher"')
                 loss = feature_loss(config.loss, output, target, config.kd_temperature)
                 if not torch.isfinite(loss):
                     _stop(key, descendant, state, report, f'loss {loss.item()} on composite inputs {where}')
