@@ -40,7 +40,9 @@ def off_path_roots(graph: ModelGraph) -> list[str]:
 
 def _first_inputs(model: nn.Module, names: Sequence[str], forward_fn: ForwardFn,
                   inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """The tensor each named module got in one eager run of the path (cloned: later ops may work in place)."""
+    """The tensor each named module got in one eager run of the path (cloned: later ops may work in place). A second
+    run, after :func:`.graph.record_calls` found the roots: keeping every module's input there would hold a whole
+    forward's activations."""
     captured: dict[str, torch.Tensor] = {}
     handles = [model.get_submodule(name).register_forward_pre_hook(
         lambda module, args, name=name: captured.setdefault(name, args[0].detach().clone())) for name in names]

@@ -116,7 +116,8 @@ def export_configuration(model, out: str | Path, inputs: torch.Tensor, extra: di
         if onnx:
             # A path with data-dependent code (a two-stage detector's proposals) exports its traceable part.
             path_fn = TENSOR_PATHS[tensor_path]
-            module = TensorPathModule(composite, getattr(path_fn, 'traced_part', path_fn)).eval()
+            onnx_fn = getattr(path_fn, 'traced_part', path_fn)
+            module = TensorPathModule(composite, onnx_fn).eval()
             names = export_onnx(module, inputs, staged / 'model.onnx', opset=opset)
             difference = onnx_max_abs_diff(staged / 'model.onnx', module, inputs)
             if not difference <= ONNX_TOLERANCE:
@@ -124,7 +125,7 @@ def export_configuration(model, out: str | Path, inputs: torch.Tensor, extra: di
                                   f'{ONNX_TOLERANCE:g}); the ONNX file is not written')
             meta['onnx'] = dict(file='model.onnx', opset=opset, outputs=names, max_abs_diff=difference,
                                 checked_with='onnxruntime (CPUExecutionProvider)',
-                                path=getattr(module._forward, '__name__', tensor_path))
+                                path=onnx_fn.__name__)
         atomic_write_json(staged / _CONFIGURATION, meta)
         _replace_directory(staged, out, overwrite)
     except BaseException:

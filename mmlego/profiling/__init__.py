@@ -20,7 +20,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ['DEFAULT_REFERENCES', 'LatencyTable', 'check_latency_model', 'count_flops', 'fit_drop_interaction',
-           'intra_op_threads',
-           'measure_latency',
-           'memory_bytes', 'process_rss_bytes', 'profile_accuracy', 'profile_costs', 'profile_latency',
-           'profile_model', 'reference_sparsity', 'resident_device_bytes']
+           'intra_op_threads', 'measure_latency', 'memory_bytes', 'process_rss_bytes', 'profile_accuracy',
+           'profile_costs', 'profile_latency', 'profile_model', 'reference_sparsity', 'resident_device_bytes']
