@@ -18,12 +18,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
+
+    from mmlego.models.tensor_path import TENSOR_PATHS
     parser = argparse.ArgumentParser(description='Show the blocks LegoDNN finds in a model')
     parser.add_argument('config', help='an OpenMMLab config file')
     parser.add_argument('--max-ratio', type=float, default=0.125,
                         help='a block holds at most max(2, floor(max_ratio x #convs)) convs (default 0.125)')
     parser.add_argument('--checkpoint', help='teacher weights (optional: blocks depend only on the structure)')
-    parser.add_argument('--tensor-path', choices=['tensor', 'tensor_with_samples', 'extract_feat'],
+    parser.add_argument('--tensor-path', choices=list(TENSOR_PATHS),
                         help="traced path (default: mode='tensor' if it traces, else tensor_with_samples if it runs "
                              "(two-stage detectors), else extract_feat)")
     parser.add_argument('--json', nargs='?', const='-', metavar='FILE',
