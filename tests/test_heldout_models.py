@@ -24,23 +24,25 @@ def _outputs(result):
     return [tuple(t.shape) for t in torch.utils._pytree.tree_leaves(result) if isinstance(t, torch.Tensor)]
 
 
-@pytest.mark.parametrize('name', sorted(HELD_OUT))
-def test_a_held_out_model_gets_blocks_and_runs_switched(name):
+def _build(config: str):
+    """The package config's model with random weights (no pretrained weights: nothing to download), in eval mode."""
     from mmengine.hub import get_config
     from mmengine.registry import MODELS, init_default_scope
-    config, shape = HELD_OUT[name]
     cfg = get_config(config)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model_cfg = cfg.model
-    for part in (model_cfg, model_cfg.get('backbone') or {}):  # no pretrained weights: nothing to download
+    for part in (model_cfg, model_cfg.get('backbone') or {}):
         part.pop('pretrained', None)
         part.pop('init_cfg', None)
     torch.manual_seed(0)
-    model = MODELS.build(model_cfg).eval()
-    x = torch.randn(*shape)
+    return MODELS.build(model_cfg).eval()
+
+
+def _bank_and_switch(model, x, max_ratio=0.125):
+    """Builds a bank (sparsities 0 and 0.5), switches every block to 0.5; asserts the outputs keep the teacher's
+    shapes and the model got physically smaller. Returns the bank."""
     path, _ = trace_tensor_path(model, x)
-    bank = BlockBank.build(model, (x,), [0.0, 0.5], 0.125, TENSOR_PATHS[path], show_progress=False)
-    assert len(bank.blocks) >= 5 and bank.extraction.num_convs_covered >= bank.extraction.num_convs_total / 2
+    bank = BlockBank.build(model, (x,), [0.0, 0.5], max_ratio, TENSOR_PATHS[path], show_progress=False)
     teacher_params = sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         reference = TENSOR_PATHS[path](model, x)
@@ -48,6 +50,29 @@ def test_a_held_out_model_gets_blocks_and_runs_switched(name):
         switched = TENSOR_PATHS[path](model, x)
     assert _outputs(switched) == _outputs(reference)
     assert sum(p.numel() for p in model.parameters()) < teacher_params  # physically smaller
+    return bank
+
+
+@pytest.mark.parametrize('name', sorted(HELD_OUT))
+def test_a_held_out_model_gets_blocks_and_runs_switched(name):
+    config, shape = HELD_OUT[name]
+    bank = _bank_and_switch(_build(config), torch.randn(*shape))
+    assert len(bank.blocks) >= 5 and bank.extraction.num_convs_covered >= bank.extraction.num_convs_total / 2
+
+
+@pytest.mark.parametrize('config, branches', [
+    ('mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py', 'decode_head.psp_modules.'),
+    ('mmseg::deeplabv3plus/deeplabv3plus_r18-d8_4xb2-80k_cityscapes-512x1024.py', 'decode_head.aspp_modules.'),
+])
+def test_held_out_pyramid_heads_become_fan_out_blocks(config, branches):
+    """PSPNet's pyramid pooling and DeepLabv3+'s ASPP: branches side by side, resized and concatenated by the head's
+    own code, one fan-out block with its bottleneck (at max_ratio 0.25, as the DeepLabv3 configs); switched at 0.5
+    through the heads' own ops."""
+    bank = _bank_and_switch(_build(config), torch.randn(1, 3, 64, 64), max_ratio=0.25)
+    (fan_out,) = [spec for spec in bank.blocks if spec.wiring is not None]
+    assert sum(conv.startswith(branches) for conv in fan_out.prunable_convs) == 4
+    assert 'decode_head.bottleneck.conv' in fan_out.convs
+    assert bank.descendant(fan_out.name, 0.5).plan.unpruned_reason is None  # PSPNet's concat holds the block input
 
 
 def test_a_held_out_two_stage_detector_gets_blocks_in_its_roi_heads():

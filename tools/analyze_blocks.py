@@ -82,7 +82,8 @@ def print_table(result: dict) -> None:
         print(f"{i:>2}  {name:<48} {len(block['convs']):>5} {len(block['prunable_convs']):>8} "
               f"{block['num_params']:>10,}  {str(block['input_shape']):<18} {block['output_shape']}")
         if len(block['members']) > 1:
-            print(f"    members: {', '.join(block['members'])}")
+            wired = ' (side by side, joined by the model\'s own ops: a fan-out block)' if block.get('wiring') else ''
+            print(f"    members{wired}: {', '.join(block['members'])}")
         if block.get('calls', 1) > 1:
             print(f"    called {block['calls']} times per forward (one descendant serves every call)")
     covered = sum(block['num_params'] for block in result['blocks'])

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .detection import BlockSpec
+from .wiring import check_wiring, run_wiring
 
 
 class BlockModule(nn.Module):
-    """The members of one block run in sequence: ``layers[-1](...layers[0](x))``.
+    """The members of one block run in sequence, ``layers[-1](...layers[0](x))``, or as ``wiring`` connects them.
 
     Module names inside are ``layers.{i}.<rest>`` for member ``i``; :meth:`model_name` and :meth:`local_name`
     translate to and from the model's own names (``backbone.layer1.0.conv1``).
@@ -19,16 +20,26 @@ class BlockModule(nn.Module):
     Args:
         members: Member names in the model, in execution order.
         modules: The member modules (used as given, not copied).
+        wiring: A fan-out block's wiring (:mod:`.wiring`); None runs the members in sequence.
+
+    Raises:
+        ValueError: the wiring is malformed or uses an op this torch lacks.
     """
 
-    def __init__(self, members: Sequence[str], modules: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[str], modules: Sequence[nn.Module],
+                 wiring: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if len(members) != len(modules) or not members:
             raise ValueError('BlockModule needs one module per member name (at least one).')
+        if wiring is not None:
+            check_wiring(wiring, len(members))
         self.members = list(members)
         self.layers = nn.ModuleList(modules)
+        self.wiring = wiring
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.wiring is not None:
+            return run_wiring(self.wiring, self.layers, x)
         for layer in self.layers:
             x = layer(x)
         return x
@@ -59,7 +70,7 @@ def block_module_of(model: nn.Module, spec: BlockSpec, copy_modules: bool = True
     modules = [model.get_submodule(member) for member in spec.members]
     if copy_modules:
         modules = [copy.deepcopy(module) for module in modules]
-    return BlockModule(spec.members, modules)
+    return BlockModule(spec.members, modules, spec.wiring)
 
 
 def set_member(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -10,8 +10,8 @@ mmdet's and mmpose's ``BasicBlock`` apply both inside the residual branch and af
 of a run while it also runs outside: only its call on the run's chain belongs to the block, and the copy a
 descendant puts back computes the same function for the calls outside. Without it a downsampling BasicBlock (three
 convs) could not yield its two-conv residual branch, and a 20-conv ResNet-18 kept half its convs in the frame.
-Design choice: blocks are aligned to the module tree, either one module or a run of modules that feed each other,
-so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into the live model by module name,
+Design choice: blocks are aligned to the module tree, either one module or a run of modules that feed each other
+(or, third pass, modules side by side), so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into the live model by module name,
 which keeps the model's own ``forward`` (post-processing included).
 The search is greedy and prefers large blocks, like LegoDNN's: a module that qualifies as a whole is taken;
 otherwise its children are scanned in execution order, taking the longest qualifying run at each position and
@@ -20,7 +20,9 @@ modules at any depth that hold convs and are called once on one tensor, linked w
 one reads (and read by nothing else), form chains across the module tree, cut into blocks the same way; e.g.
 YOLOv3's per-level bridge conv and prediction conv, which a head keeps in two ``ModuleList``s and calls in a loop
 over the levels. A module the model calls several times on tensors of one shape may be a block too
-(:mod:`.repeated`).
+(:mod:`.repeated`). A third pass (:mod:`.fan_out`) closes pieces no run of modules closes, branches read side by
+side and joined by the model's own ops (DeepLabv3's ASPP): their standalone module replays those ops
+(:mod:`.wiring`), the live model keeps its own.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .chains import ChainPass
+from .fan_out import FanOutPass
+from .protection import ConvProtection
 from .repeated import RepeatedModules
 from .graph import ForwardFn, ModelGraph, is_conv, trace_model
 
@@ -52,6 +56,8 @@ class BlockSpec:
         num_params: Parameters of the block.
         calls: How often the model runs the block per forward (a module applied to several inputs, e.g. a head's
             MLP to several relations: one descendant serves every call, shapes are those of one call).
+        wiring: For a fan-out block (:mod:`.fan_out`), how its members and the model's ops between them connect
+            (:mod:`.wiring`); None for a run of modules feeding each other.
     """
 
     name: str
@@ -62,6 +68,7 @@ class BlockSpec:
     output_shape: list[int]
     num_params: int
     calls: int = 1
+    wiring: dict[str, Any] | None = None
 
     @property
     def protected_convs(self) -> list[str]:
@@ -108,7 +115,7 @@ class BlockExtraction:
                     max_ratio=self.max_ratio, skipped=self.skipped)
 
 
-class _Detector(ChainPass, RepeatedModules):
+class _Detector(ConvProtection, ChainPass, FanOutPass, RepeatedModules):
     """Greedy block search over the module tree of one traced graph."""
 
     def __init__(self, graph: ModelGraph, max_convs: int) -> None:
@@ -230,64 +237,6 @@ class _Detector(ChainPass, RepeatedModules):
             return 'no prunable conv once the output convs are protected'
         return None
 
-    def _output_convs(self, nodes: set, output: Any) -> set[str]:
-        """First conv on every path back from the block output (LegoDNN keeps these whole)."""
-        protected, stack, seen = set(), [output], set()
-        while stack:
-            node = stack.pop()
-            if node in seen or node not in nodes:
-                continue
-            seen.add(node)
-            if node in self.graph.conv_nodes:
-                protected.add(self.graph.module_names[self.graph.conv_nodes[node]])
-                continue
-            stack.extend(self.graph.inputs[node])
-        return protected
-
-    def _protected_convs(self, nodes: set, source: Any, output: Any) -> set[str]:
-        """LegoDNN's output convs plus every conv whose filters are tied to the block's input or output channels.
-
-        Walking back from the output misses a conv whose output joins the block *input* channel-wise, e.g. the last
-        conv of a residual branch whose identity skip is the block input when the block goes on past the add
-        (``x + conv(x)`` then another conv): its filters cannot shrink either. Tensors are grouped by channel space
-        (a non-conv op ties its inputs to its output, a depthwise conv passes channels through); a conv is protected
-        when its output shares a group with the block input or output. The calls of a conv used twice share groups.
-        """
-        parent: dict[Any, Any] = {}
-
-        def find(node: Any) -> Any:
-            root = parent.setdefault(node, node)
-            while root != parent[root]:
-                root = parent[root]
-            parent[node] = root
-            return root
-
-        calls: dict[int, list[Any]] = {}  # a conv called twice ties its inputs' and its outputs' channels
-        for node in nodes:
-            conv_id = self.graph.conv_nodes.get(node)
-            if conv_id is not None:
-                calls.setdefault(conv_id, []).append(node)
-                if not self._passes_channels(conv_id):
-                    continue
-            for arg in self.graph.inputs[node]:
-                parent[find(arg)] = find(node)
-        for conv_nodes in calls.values():
-            for first, other in zip(conv_nodes, conv_nodes[1:]):
-                parent[find(other)] = find(first)
-                for a, b in zip(self.graph.inputs[first][:1], self.graph.inputs[other][:1]):
-                    parent[find(b)] = find(a)
-        tied = {find(source), find(output)}
-        protected = self._output_convs(nodes, output)
-        for node in nodes:
-            if node in self.graph.conv_nodes and find(node) in tied:
-                protected.add(self.graph.module_names[self.graph.conv_nodes[node]])
-        return protected
-
-    def _passes_channels(self, conv_id: int) -> bool:
-        conv = self._module(self.graph.module_names[conv_id])
-        return (isinstance(conv, nn.modules.conv._ConvNd)  # a linear layer never passes its channels through
-                and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels)
-
     def _take(self, members: list[str]) -> None:
         self._taken.update(members)
         first = self.graph.calls[id(self._module(members[0]))]
@@ -368,6 +317,7 @@ def extract_blocks(model: nn.Module,
     detector = _Detector(graph, max_convs)
     detector.visit('')
     detector.chain_leftovers()
+    detector.fan_out_leftovers()
     blocks = sorted(detector.blocks, key=lambda block: min(
         graph.index[node] for node in detector._region(block.members[0])))
     print_log(f'found {len(blocks)} blocks covering {sum(len(block.convs) for block in blocks)} of {total} convs',

@@ -66,6 +66,28 @@ def _channel_count(module: nn.Module, dim: str) -> int:
     return int(count)
 
 
+class _EntryChannels(nn.Module):
+    """The block behind a batch norm that gives its input a node of known channels in torch-pruning's graph.
+
+    torch-pruning traces through autograd, so a block input that no op inside produced has no node: where it joins a
+    channel concatenation (PSPNet's pyramid puts its input first), the concat's channel offsets cannot be inferred and
+    the branches' channels were removed at the wrong positions. The norm is never a pruning root (only convs are) and
+    never touched by a group that prunes the block's own convs (the block input's channels are kept); it is not part
+    of the block: only its place in the graph matters here, not its output.
+    """
+
+    _NORMS = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+
+    def __init__(self, block: BlockModule, input_shape) -> None:
+        super().__init__()
+        self.block = block
+        norm = self._NORMS.get(len(input_shape))
+        self.entry = norm(input_shape[1]).to(next(block.parameters()).device).eval() if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.entry(x))
+
+
 def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> PruningPlan:
     """Prunes ``block`` in place at ``sparsity`` and returns the plan that was executed.
 
@@ -96,7 +118,8 @@ def prune_block(block: BlockModule, spec: BlockSpec, sparsity: float) -> Pruning
     snapshot, was_training = copy.deepcopy(block.layers), block.training
     block.eval()  # tracing and the check below must not update batch-norm statistics
     try:
-        pruner = tp.pruner.BasePruner(block, example, importance=_FilterL1(), pruning_ratio=sparsity,
+        pruner = tp.pruner.BasePruner(_EntryChannels(block, spec.input_shape), example, importance=_FilterL1(),
+                                      pruning_ratio=sparsity,
                                       ignored_layers=ignored, global_pruning=False,
                                       root_module_types=[nn.modules.conv._ConvNd, nn.Linear])
         for group in pruner.step(interactive=True):

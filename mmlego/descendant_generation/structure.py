@@ -102,7 +102,7 @@ def structure_copy(model: nn.Module, spec: BlockSpec) -> BlockModule:
             meta = torch.empty_like(tensor, device='meta')
             memo[id(tensor)] = (nn.Parameter(meta, requires_grad=tensor.requires_grad)
                                 if isinstance(tensor, nn.Parameter) else meta)
-    return BlockModule(spec.members, copy.deepcopy(modules, memo))
+    return BlockModule(spec.members, copy.deepcopy(modules, memo), spec.wiring)
 
 
 def tensor_names(module: nn.Module) -> list[str]:
