@@ -142,6 +142,15 @@ def test_tool_with_a_misspelled_config_names_the_closest_ones(tool, extra, tmp_p
     assert not (tmp_path / 'work').exists()
 
 
+def test_a_package_config_path_reads_the_installed_packages_config():
+    """``mmseg::...`` names a config of the installed package, as mmengine's own tools take it; a wrong one says so."""
+    from mmlego.utils.launch import read_config
+    cfg = read_config('mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py')
+    assert cfg.model.decode_head.type == 'PSPHead' and cfg.model.backbone.depth == 18
+    with pytest.raises(FileNotFoundError, match='mmseg::pspnet/no_such.py: no such config in the installed package'):
+        read_config('mmseg::pspnet/no_such.py')
+
+
 def test_init_lego_model_with_a_missing_config_raises_file_not_found(tmp_path):
     from mmlego.apis import init_lego_model
     with pytest.raises(FileNotFoundError, match='no such config file'):

@@ -35,13 +35,20 @@ def parse_budget_arg(text: str) -> dict:
 
 
 def read_config(path) -> Config:
-    """``Config.fromfile(path)``, with one clear error when ``path`` is no file.
+    """``Config.fromfile(path)``, with one clear error when ``path`` is no file; ``mmdet::retinanet/...``-style paths
+    name an installed package's own config (``mmengine.hub.get_config``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist; the message names the closest configs of this checkout
             (``configs/``) and of the installed package (``mmlego/.mim/configs``).
     """
     path = os.fspath(path)
+    if '::' in path and not osp.isfile(path):
+        from mmengine.hub import get_config
+        try:
+            return get_config(path)
+        except (FileNotFoundError, ModuleNotFoundError, ValueError) as error:
+            raise FileNotFoundError(f'{path}: no such config in the installed package ({error})') from None
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: no such config file (relative to {os.getcwd()})'
                                 + _closest_configs(path))
