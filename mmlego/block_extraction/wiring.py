@@ -23,7 +23,6 @@ from typing import Any, Mapping, Sequence
 import torch
 
 INPUT = 'input'
-Wiring = dict  # {'input_shape': [...], 'output': name, 'steps': [...]} (see the module docstring)
 
 
 class UnreplayableOp(ValueError):
