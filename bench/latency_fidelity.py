@@ -34,6 +34,11 @@ Reported per model (targets of issue 8):
   ``infeasible_budgets``. Each budget is solved twice, in alternating order: with the learned latency headroom
   (``over_budget_*``, the default) and without (``over_budget_no_headroom_*``); ``headroom_metric_cost`` is the
   estimated metric the headroom gave up (mean over the budgets).
+* ``served``: after that measurement (default headroom), 20 more forwards served with ``rescale_if_needed`` after
+  each (:func:`served_stream`): the median served latency over the budget, max and median over the budgets the loop
+  still found feasible at the end, misses over 1.05, and ``served_infeasible``. A fixed configuration's 20 forwards
+  cannot answer a phase of the machine that starts during them; the served stream is what a user running
+  ``OnlineScalingHook`` gets in it.
 """
 import argparse
 import json
@@ -165,6 +170,21 @@ def measure_model(name: str, count: int, rounds: int, budgets: int, reprofile: b
                 **over, rows=rows)
 
 
+def served_stream(model, example, forwards: int = 20) -> dict:
+    """What serving delivers with the online loop running: ``forwards`` forwards, each timed alone and followed by
+    ``rescale_if_needed`` (``OnlineScalingHook``'s per-iteration step), so a phase of the machine that starts during
+    them is met by a re-solve (a smaller configuration, or ``infeasible`` when even the smallest is over budget).
+    ``served_ms``: the median of the served forwards; ``served_status``: the solver's status at the end;
+    ``served_switches``: how often the loop changed the configuration."""
+    times, switches = [], 0
+    for _ in range(forwards):
+        times.append(model.measure_latency_ms(example, warmup=0, repeats=1))
+        before = dict(model.selection)
+        model.rescale_if_needed()
+        switches += dict(model.selection) != before
+    return dict(served_ms=statistics.median(times), served_status=model.last_result.status, served_switches=switches)
+
+
 def budget_misses(model, example, budgets: int) -> dict:
     """``budgets`` latency budgets across the range, each solved twice in alternating order: with the learned
     latency headroom (the default, ``'auto'``) and without (0). Per solve: ``LegoDNN.scale``, 5 served forwards
@@ -187,6 +207,8 @@ def budget_misses(model, example, budgets: int) -> dict:
             runs[mode].append(dict(budget_ms=budget, measured_ms=model.measure_latency_ms(example, warmup=1, repeats=20),
                                    status=model.last_result.status, headroom=headroom,
                                    estimated_metric=model.estimate()['metric'], choice=dict(model.selection)))
+            if mode == 'auto':
+                runs[mode][-1].update(served_stream(model, example))
     model.headroom.fixed = None
 
     def summary(rows: list, prefix: str) -> dict:
@@ -194,6 +216,7 @@ def budget_misses(model, example, budgets: int) -> dict:
         return {f'{prefix}max': max(ratios) if ratios else None,
                 f'{prefix}median': statistics.median(ratios) if ratios else None,
                 f'{prefix}misses': sum(r > TARGETS['over_budget'] for r in ratios)}
+    served = [o['served_ms'] / o['budget_ms'] for o in runs['auto'] if o['served_status'] != 'infeasible']
     feasible = [(a, b) for a, b in zip(runs['auto'], runs['none'])
                 if a['status'] != 'infeasible' and b['status'] != 'infeasible']
     return dict(**summary(runs['auto'], 'over_budget_'), **summary(runs['none'], 'over_budget_no_headroom_'),
@@ -202,6 +225,10 @@ def budget_misses(model, example, budgets: int) -> dict:
                 # what the headroom costs: estimated metric given up, mean over budgets both modes could meet
                 headroom_metric_cost=statistics.mean(b['estimated_metric'] - a['estimated_metric'] for a, b in feasible)
                 if feasible else None,
+                served_max=max(served) if served else None,
+                served_median=statistics.median(served) if served else None,
+                served_misses=sum(r > TARGETS['over_budget'] for r in served),
+                served_infeasible=sum(o['served_status'] == 'infeasible' for o in runs['auto']),
                 budgets=runs['auto'], budgets_no_headroom=runs['none'],
                 infeasible_budgets=sum(o['status'] == 'infeasible' for o in runs['auto']))
 
@@ -233,6 +260,12 @@ def _pair(r: dict, prefix: str) -> str:
     return f"{r[f'{prefix}median']:.3f} / {r[f'{prefix}max']:.3f}, {r[f'{prefix}misses']}"
 
 
+def _served(r: dict) -> str:
+    if r.get('served_misses') is None:  # results of runs before the served stream
+        return '-'
+    return f"{_pair(r, 'served_')} ({r['served_infeasible']})"
+
+
 def _headroom(r: dict) -> str:
     if r.get('headroom_mean') is None:
         return '- | -'
@@ -248,8 +281,8 @@ def markdown(results: dict) -> str:
     lines = ['| model | profile | configurations x rounds | teacher profiled / measured ms | error, profiled (<= 10%) | '
              'uncalibrated | corrected online (<= 5%) | same configuration re-measured | '
              'measured / budget, median / max (<= 1.05) | misses over 1.05 | without headroom: median / max, misses | '
-             'headroom mean / max | metric given up |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+             'headroom mean / max | metric given up | served with the online loop: median / max, misses (infeasible) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         median_over = '-' if r['over_budget_median'] is None else f"{r['over_budget_median']:.3f}"
         profile = 're-profiled' if r.get('reprofiled') else "the bank's"
@@ -259,7 +292,7 @@ def markdown(results: dict) -> str:
                      f"{raw} | "
                      f"{mark(r['corrected'], TARGETS['corrected'], '.1%')} | {r['remeasured']:.1%} | {median_over} / "
                      f"{mark(r['over_budget_max'], TARGETS['over_budget'], '.3f')} | {r.get('over_budget_misses', '-')} | "
-                     f"{_pair(r, 'over_budget_no_headroom_')} | {_headroom(r)} |")
+                     f"{_pair(r, 'over_budget_no_headroom_')} | {_headroom(r)} | {_served(r)} |")
     return '\n'.join(lines)
 
 

@@ -272,8 +272,36 @@ def test_latency_fidelity_configurations_and_report():
     row.update(over_budget_max=1.02, over_budget_misses=0, over_budget_no_headroom_median=0.99,
                over_budget_no_headroom_max=1.08, over_budget_no_headroom_misses=2, headroom_mean=0.021,
                headroom_max=0.043, headroom_metric_cost=0.0125)
-    assert ('0.970 / 1.020 (met) | 0 | 0.990 / 1.080, 2 | 2.1% / 4.3% | 0.0125 |'
+    assert ('0.970 / 1.020 (met) | 0 | 0.990 / 1.080, 2 | 2.1% / 4.3% | 0.0125 | - |'
             in latency_fidelity.markdown({'yolov3': row}))
+    row.update(served_median=0.95, served_max=1.03, served_misses=0, served_infeasible=1)
+    assert '| 0.0125 | 0.950 / 1.030, 0 (1) |' in latency_fidelity.markdown({'yolov3': row})
+
+
+def test_the_served_stream_rescales_after_every_forward():
+    """A phase that starts during the served forwards: the loop re-solves after each, so the configuration changes
+    once the forwards slow down, and the status at the end is the solver's then."""
+    import types
+
+    import latency_fidelity
+    times = iter([2.0, 2.1, 6.0, 3.0] + [2.9] * 16)
+
+    class Model:
+        selection = {'a': 0.0}
+        last_result = types.SimpleNamespace(status='optimal')
+
+        def measure_latency_ms(self, example, warmup, repeats):
+            assert (warmup, repeats) == (0, 1)  # each served forward timed alone
+            self.last = next(times)
+            return self.last
+
+        def rescale_if_needed(self):
+            if self.last > 5:
+                self.selection = {'a': 0.8}
+                self.last_result = types.SimpleNamespace(status='infeasible')
+
+    served = latency_fidelity.served_stream(Model(), None)
+    assert served == dict(served_ms=2.9, served_status='infeasible', served_switches=1)
 
 
 def test_merge_results_keeps_the_models_not_measured_now(tmp_path):
