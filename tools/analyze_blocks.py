@@ -21,7 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     from mmlego.models.tensor_path import TENSOR_PATHS
     parser = argparse.ArgumentParser(description='Show the blocks LegoDNN finds in a model')
-    parser.add_argument('config', help='an OpenMMLab config file')
+    parser.add_argument('config', help='an OpenMMLab config file, or an installed package\'s (mmseg::pspnet/...)')
     parser.add_argument('--max-ratio', type=float, default=0.125,
                         help='a block holds at most max(2, floor(max_ratio x #convs)) convs (default 0.125)')
     parser.add_argument('--checkpoint', help='teacher weights (optional: blocks depend only on the structure)')

@@ -76,7 +76,8 @@ class _EntryChannels(nn.Module):
     of the block: only its place in the graph matters here, not its output.
     """
 
-    _NORMS = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+    # By input rank; rank 3 is left alone: (N, C, L) for a Conv1d, but (N, L, C) for a Linear over tokens.
+    _NORMS = {2: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
     def __init__(self, block: BlockModule, input_shape) -> None:
         super().__init__()
