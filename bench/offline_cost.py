@@ -67,11 +67,11 @@ def measure_model(config: str, teacher_config: str, num_batches: int, num_rounds
     teacher = runner.model.architecture
     batches = [batch for _, batch in zip(range(num_batches + 2), loop.dataloader)]
     example = example_batch(cfg, teacher, batch_size=1)
-    path, _ = trace_tensor_path(teacher, example, runner.model.tensor_path)
+    path, graph = trace_tensor_path(teacher, example, runner.model.tensor_path)
 
     start = time.perf_counter()
     bank = BlockBank.build(teacher, (example,), loop.sparsities, loop.max_ratio, TENSOR_PATHS[path],
-                           show_progress=False)
+                           show_progress=False, graph=graph)
     descendants_s = time.perf_counter() - start
     trainees = sum(1 for options in bank.descendants.values() for s, d in options.items()
                    if s > 0 and not d.plan.unpruned_reason)

@@ -91,6 +91,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
 
     from mmlego.apis import init_lego_model
     from mmlego.block_bank import BlockBank
+    from mmlego.block_extraction import trace_model
     from mmlego.block_retraining import RetrainingConfig, retrain_descendants
     from mmlego.block_switcher import BlockSwitcher
     from mmlego.models import TENSOR_PATHS, build_model, example_batch
@@ -130,8 +131,9 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
 
     # LegoDNN without retraining: the same blocks and pruning, regenerated from the teacher.
     loop_cfg = cfg.train_cfg
+    graph = trace_model(teacher, (example,), forward)  # the teacher in eval mode (build_model); traced once for both
     fresh = BlockBank.build(teacher, (example,), bank.sparsities, loop_cfg.get('max_ratio', 0.125), forward,
-                            show_progress=False)
+                            show_progress=False, graph=graph)
     if [spec.name for spec in fresh.blocks] != names:
         raise SystemExit(f'{name}: the regenerated bank has other blocks than {bank_dir}')
     untrained_model = copy.deepcopy(teacher)
@@ -148,7 +150,7 @@ def measure_model(name: str, num_budgets: int, harsh: bool, lr_scale: float, ban
     timed = [next(batches) for _ in range(4)]
     teacher_forward = batch_forward(path)
     scratch = BlockBank.build(teacher, (example,), bank.sparsities, loop_cfg.get('max_ratio', 0.125), forward,
-                              show_progress=False)
+                              show_progress=False, graph=graph)
     retrain_descendants(teacher, scratch.descendants, timed[:1], None, teacher_forward, retrain_cfg,
                         show_progress=False, task_loss=task_loss)
     start = time.perf_counter()

@@ -33,9 +33,9 @@ def smallest_shares(teacher_config: str, lego_config: str, checkpoint: str | Non
     cfg = Config.fromfile(lego_config)
     teacher = build_model(Config.fromfile(teacher_config), checkpoint)
     example = example_batch(cfg, teacher)
-    path, _ = trace_tensor_path(teacher, example)
+    path, graph = trace_tensor_path(teacher, example)
     bank = BlockBank.build(teacher, (example,), [0.0] + list(sparsities), cfg.train_cfg.get('max_ratio', 0.125),
-                           TENSOR_PATHS[path], show_progress=False)
+                           TENSOR_PATHS[path], show_progress=False, graph=graph)
     shares = {}
     for sparsity in sparsities:
         model = copy.deepcopy(teacher)
