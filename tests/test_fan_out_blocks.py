@@ -151,3 +151,20 @@ def test_damaged_wiring_is_refused(damage, message):
     damage(wiring)
     with pytest.raises(ValueError, match=message):
         BlockModule(spec.members, [model.get_submodule(m) for m in spec.members], wiring)
+
+
+@pytest.mark.parametrize('settings', [dict(), dict(inputs='composite'), dict(through_model='distill')])
+def test_fan_out_descendants_retrain_from_the_teachers_pass(settings):
+    """One teacher pass per batch feeds the fan-out block's descendants as any block's (its input is the first
+    member's, its output the last member's); trained on their block's input, through the composite or through the
+    rest of the model, the pruned one reproduces its block better than as pruned."""
+    from .test_block_retraining import held_out_losses, retrain
+    model = make_net()
+    bank = BlockBank.build(model, (image(),), sparsities=[0.0, 0.5], max_ratio=0.6, show_progress=False)
+    (spec,) = [spec for spec in bank.blocks if spec.wiring is not None]
+    train = [image(seed=seed) for seed in range(10, 16)]
+    val = [image(seed=seed) for seed in range(20, 22)]
+    key = f'{spec.name}@0.5'
+    before = held_out_losses(model, bank.descendants, val)[key]
+    retrain(model, bank.descendants, train, val, epochs=3, lr=3e-3, **settings)
+    assert held_out_losses(model, bank.descendants, val)[key] < before
