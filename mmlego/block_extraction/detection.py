@@ -10,9 +10,9 @@ mmdet's and mmpose's ``BasicBlock`` apply both inside the residual branch and af
 of a run while it also runs outside: only its call on the run's chain belongs to the block, and the copy a
 descendant puts back computes the same function for the calls outside. Without it a downsampling BasicBlock (three
 convs) could not yield its two-conv residual branch, and a 20-conv ResNet-18 kept half its convs in the frame.
-Design choice: blocks are aligned to the module tree, either one module or a run of modules that feed each other
-(or, third pass, modules side by side), so a block runs standalone as ``members[-1](...members[0](x))`` and goes back into the live model by module name,
-which keeps the model's own ``forward`` (post-processing included).
+Design choice: blocks are aligned to the module tree: one module, a run of modules that feed each other (standalone
+``members[-1](...members[0](x))``) or, third pass, modules side by side; a block goes back into the live model by
+module name, which keeps the model's own ``forward`` (post-processing included).
 The search is greedy and prefers large blocks, like LegoDNN's: a module that qualifies as a whole is taken;
 otherwise its children are scanned in execution order, taking the longest qualifying run at each position and
 descending into a child where none starts. Then the convs left in the frame get a second pass (:mod:`.chains`):
