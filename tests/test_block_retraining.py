@@ -448,3 +448,19 @@ def test_retraining_on_composite_inputs_lowers_the_composites_loss(shared, input
 def test_unknown_retraining_inputs_say_what_exists():
     with pytest.raises(ValueError, match="'teacher', 'composite', 'mixed'"):
         RetrainingConfig(inputs='students')
+
+
+def test_composite_inputs_after_a_data_dependent_step_say_what_to_use(shared):
+    """A path that selects rows by the data (a two-stage detector's proposals): a composite's later blocks see other
+    rows than the teacher's, so composite inputs stop with one error naming the cause and the inputs that work."""
+    teacher, descendants = fresh(shared)
+    _, _, train, val = shared
+
+    def selecting(model, batch):  # keeps as many rows as the first block's output says: data-dependent
+        features = model.b1(model.stem(batch))
+        rows = int((features > 0).sum()) % features.shape[0] + 1
+        return model.head(model.b2(features[:rows]))
+
+    with pytest.raises(RetrainingError, match=r"block b2's output has shape .* in a composite and .* in the teacher.*"
+                                              r'train_cfg.retrain.inputs="teacher"'):
+        retrain(teacher, descendants, train, val, epochs=1, inputs='composite', teacher_forward=selecting)

@@ -7,7 +7,7 @@ import torch
 
 from ..descendant_generation import Descendant
 from .inputs import CompositeInputs, FeatureCapture, RetrainingError, TeacherForward
-from .losses import feature_loss
+from .losses import feature_loss, require_same_shape
 from .through_model import ThroughModel
 
 
@@ -37,6 +37,9 @@ def evaluate_descendants(capture: FeatureCapture, trainees: dict[str, Descendant
                 for mode in modes:
                     output = descendant.module(x) if mode == 'teacher' else composites[descendant.sparsity][
                         descendant.spec.name]
+                    if mode == 'composite':
+                        require_same_shape(output, y, f'block {descendant.spec.name}\'s output',
+                                           'train_cfg.retrain.inputs="teacher"')
                     sums[key] += float(feature_loss(config.loss, output, y, config.kd_temperature)) / len(modes)
     if count == 0:
         raise RetrainingError('the held-out dataloader yielded no batch; check its dataset')
