@@ -383,28 +383,6 @@ def test_rescale_if_needed_resolves_only_when_the_correction_moves(profiled):
         wrapper.switcher.reset()
 
 
-def test_an_infeasible_budget_is_solved_again_once_the_smallest_configuration_fits(profiled):
-    """A slow phase makes the budget infeasible (the smallest configuration runs); when the device speeds up by less
-    than the drift that re-solves, but enough that the smallest fits again, the loop re-solves and says so."""
-    model, bank, _ = profiled
-    wrapper = LegoDNN(model, latency_correction=dict(window=3, min_observations=1))
-    wrapper.attach_bank(bank)
-    smallest = {spec.name: max(bank.sparsities) for spec in bank.blocks}
-    budget = wrapper.estimate(smallest, corrected=False)['latency_ms']
-    try:
-        assert wrapper.scale(latency_ms=budget).status != 'infeasible'
-        for _ in range(3):
-            wrapper.correction.observe(1.06, 1.0)  # 6% slower: within the drift, over the budget's slack
-        assert wrapper.rescale_if_needed().status == 'infeasible'
-        assert wrapper.selection == smallest
-        for _ in range(3):
-            wrapper.correction.observe(0.97, 1.0)  # 8.5% faster than at that solve: less than the drift
-        assert wrapper.rescale_if_needed() is not None and wrapper.last_result.status != 'infeasible'
-        assert wrapper.rescale_if_needed() is None  # solved for this correction already
-    finally:
-        wrapper.switcher.reset()
-
-
 def test_corrected_estimates_agree_across_the_solver_path_and_the_problem(profiled):
     """scale() moves the budget by the load and the frame's factor over a cached problem; estimate() and problem()
     apply them to latencies: after forwards served on two configurations, all three say the same, each descendant

@@ -338,10 +338,9 @@ class LegoDNN(LatencyEstimates, BaseModel):
         """Re-solves the last budget when the online latency correction made the running choice wrong.
 
         That is when the corrected estimate of the running configuration exceeds the latency budget by more than
-        ``tolerance`` (relative), when the correction's load factor moved by more than ``drift`` since the last
+        ``tolerance`` (relative), or when the correction's load factor moved by more than ``drift`` since the last
         solve (the device got faster: a larger configuration may fit again; what a new configuration's options
-        turn out to cost does not move it back up, so configurations do not alternate), or when a budget found
-        infeasible fits the running (smallest) configuration again with ``tolerance`` to spare. Cheap when nothing
+        turn out to cost does not move it back up, so configurations do not alternate). Cheap when nothing
         changed (no solve).
 
         Returns:
@@ -349,14 +348,10 @@ class LegoDNN(LatencyEstimates, BaseModel):
         """
         if self._budget is None or self._budget['latency_ms'] is None or self.correction is None:
             return None
-        estimate, budget_ms = self.estimate()['latency_ms'], self._budget['latency_ms']
-        over = estimate > budget_ms * (1 + tolerance)
+        over = self.estimate()['latency_ms'] > self._budget['latency_ms'] * (1 + tolerance)
         moved = not math.isclose(self.latency_load, self._solved_load, rel_tol=drift)
         infeasible_already = self.last_result is not None and self.last_result.status == 'infeasible'
-        # An infeasible budget runs the smallest configuration; once that fits again (with the same slack), a larger
-        # one may too, even when the load moved less than ``drift`` since the solve.
-        fits_again = infeasible_already and estimate <= budget_ms * (1 - tolerance)
-        if not moved and not fits_again and (not over or infeasible_already):
+        if not moved and (not over or infeasible_already):  # an infeasible budget already runs the smallest
             return None
         budget = dict(self._budget)
         return self.scale(latency_ms=budget['latency_ms'], memory_mb=budget['memory_mb'], solver=budget['solver'])
