@@ -36,7 +36,7 @@ class FanOutPass:
         return None
 
     def _fan_out_block(self, region: set, source: Any, output: Any, absorbed: list) -> tuple | None:
-        """``(members, wiring)`` if the closed piece ``region`` is a block, else None."""
+        """``(members, wiring, prunable convs)`` if the closed piece ``region`` is a block, else None."""
         if any(not set().union(*(self._region(m) for m in block.members)) <= region for block in absorbed):
             return None
         taken = {member for block in absorbed for member in block.members}
@@ -76,13 +76,16 @@ class FanOutPass:
         for users in self.graph.weight_users.values():
             if users & region and not users <= region:
                 return None
-        if len(self._protected_convs(region, source, output)) == len(convs):
+        protected = self._protected_convs(region, source, output)
+        if len(protected) == len(convs):
             return None
         input_shape = self.graph.calls[id(self._module(members[0]))].input_shape
-        return members, dict(input_shape=list(input_shape), output=names[output], steps=steps)
+        wiring = dict(input_shape=list(input_shape), output=names[output], steps=steps)
+        return members, wiring, [conv for conv in convs if conv not in protected]
 
     def _walk(self, source: Any) -> tuple | None:
-        """The largest fan-out block starting at ``source``: ``(members, wiring, absorbed blocks, last index)``."""
+        """The largest fan-out block starting at ``source``: ``(members, wiring, prunable convs, absorbed blocks,
+        last index)``."""
         owners = {node: block for block in self.blocks for m in block.members for node in self._region(m)}
         region: set = set()
         best = None
@@ -119,18 +122,14 @@ class FanOutPass:
             found = self._walk(source)
             if found is None:
                 continue
-            members, wiring, absorbed, position = found
+            members, wiring, prunable, absorbed, position = found
             for block in absorbed:
                 self.blocks.remove(block)
                 self._taken -= set(block.members)
             self._taken.update(members)
-            region = set(self.graph.nodes[index + 1:position + 1])  # the walk's contiguous piece
-            inside |= region
-            convs = self._convs(members)
-            protected = self._protected_convs(region, source, self.graph.nodes[position])
+            inside |= set(self.graph.nodes[index + 1:position + 1])  # the walk's contiguous piece
             self.blocks.append(BlockSpec(
-                name='+'.join(members), members=members, convs=convs,
-                prunable_convs=[conv for conv in convs if conv not in protected],
+                name='+'.join(members), members=members, convs=self._convs(members), prunable_convs=prunable,
                 input_shape=wiring['input_shape'],
                 output_shape=list(self.graph.calls[id(self._module(members[-1]))].output_shape),
                 num_params=sum(p.numel() for m in members for p in self._module(m).parameters()), wiring=wiring))
