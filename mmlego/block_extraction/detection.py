@@ -190,6 +190,10 @@ class _Detector(ConvProtection, ChainPass, FanOutPass, RepeatedModules):
             regions.append(region)
         return regions, shared
 
+    def _weights_shared(self, nodes: set) -> bool:
+        """Whether a weight that ``nodes`` read is also read outside them."""
+        return any(users & nodes and not users <= nodes for users in self.graph.weight_users.values())
+
     def _convs(self, members: Sequence[str]) -> list[str]:
         convs = []
         for member in members:
@@ -229,9 +233,8 @@ class _Detector(ConvProtection, ChainPass, FanOutPass, RepeatedModules):
             for sub in self._module(member).modules():
                 if member not in shared and not self.graph.module_nodes.get(id(sub), set()) <= nodes:
                     return f'a submodule of {member} also runs outside it'
-        for users in self.graph.weight_users.values():
-            if users & nodes and not users <= nodes:
-                return 'a weight inside is shared with code outside'
+        if self._weights_shared(nodes):
+            return 'a weight inside is shared with code outside'
         protected = self._protected_convs(nodes, next(iter(inputs)), next(iter(outputs)))
         if len(protected) == len(convs):
             return 'no prunable conv once the output convs are protected'

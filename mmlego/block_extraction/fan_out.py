@@ -21,7 +21,8 @@ from .wiring import INPUT, UnreplayableOp, glue_step
 
 class FanOutPass:
     """The third pass, mixed into the detector (which provides ``_region``, ``_boundary``, ``_convs``,
-    ``_protected_convs`` and its ``graph``, ``model``, ``blocks``, ``skipped``, ``max_convs``, ``_taken``)."""
+    ``_protected_convs``, ``_weights_shared`` and its ``graph``, ``model``, ``blocks``, ``skipped``, ``max_convs``,
+    ``_taken``)."""
 
     def _member_of(self, node: Any, region: set) -> str | None:
         """The outermost module on ``node``'s stack whose ops all lie in ``region``, called once on one tensor and
@@ -73,9 +74,8 @@ class FanOutPass:
         convs = self._convs(members)
         if not 2 <= len(convs) <= self.max_convs:
             return None
-        for users in self.graph.weight_users.values():
-            if users & region and not users <= region:
-                return None
+        if self._weights_shared(region):
+            return None
         protected = self._protected_convs(region, source, output)
         if len(protected) == len(convs):
             return None

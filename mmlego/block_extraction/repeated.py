@@ -16,7 +16,8 @@ from .graph import ModuleCalls
 
 
 class RepeatedModules:
-    """Mixed into the detector (which provides ``_region``, ``_boundary``, ``_protected_convs`` and its ``graph``)."""
+    """Mixed into the detector (which provides ``_region``, ``_boundary``, ``_protected_convs``, ``_weights_shared``
+    and its ``graph``)."""
 
     def _call_pieces(self, name: str) -> list[set]:
         """The nodes of a module's region split into connected pieces (one per call when its calls are separate)."""
@@ -58,9 +59,8 @@ class RepeatedModules:
                 return (f'a call of {name} has {len(inputs)} input and {len(outputs)} output tensors, a block '
                         'needs one of each')
         nodes, source, output = self._calls_extent(pieces)
-        for users in self.graph.weight_users.values():
-            if users & nodes and not users <= nodes:
-                return 'a weight inside is shared with code outside'
+        if self._weights_shared(nodes):
+            return 'a weight inside is shared with code outside'
         if len(self._protected_convs(nodes, source, output)) == len(convs):
             return 'no prunable conv once the output convs are protected'
         return None
